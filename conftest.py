@@ -1,0 +1,1 @@
+"""Shared fixtures. Node fixtures live beside the code they start and are registered here."""

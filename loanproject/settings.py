@@ -1,0 +1,181 @@
+"""Settings, read from the environment (see `.env.example`).
+
+Defaults need nothing installed: SQLite, an in-memory channel layer and django-q2's ORM broker. Setting
+`DATABASE_URL` switches to PostgreSQL (psycopg 3); setting `REDIS_URL` switches channels and django-q2 to Redis.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None:
+        raise ImproperlyConfigured(f"environment variable {name} is required")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# The development key only works with DEBUG on or under pytest (which sets PYTEST_VERSION); production must set
+# DJANGO_SECRET_KEY.
+DEV_SECRET_KEY = "dev-insecure-key-never-in-production"  # noqa: S105
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not (DEBUG or "PYTEST_VERSION" in os.environ):
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off")
+    SECRET_KEY = DEV_SECRET_KEY
+ALLOWED_HOSTS = [h.strip() for h in env("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "rest_framework",
+    "channels",
+    "django_q",
+    "loans",
+    "bitcoin",
+    "evm",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "loanproject.urls"
+WSGI_APPLICATION = "loanproject.wsgi.application"
+ASGI_APPLICATION = "loanproject.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=60, conn_health_checks=True
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # channels' live-server test case needs an explicit test database name.
+    DATABASES["default"]["TEST"] = {"NAME": env("DJANGO_TEST_DATABASE_NAME", "test_loans")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "loans.User"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+Q_CLUSTER = {
+    "name": "loans",
+    "workers": env_int("Q_WORKERS", 2),
+    "timeout": 60,
+    "retry": 90,  # greater than timeout, so a slow task is never run twice at once
+    "max_attempts": 5,
+    "catch_up": False,
+    "orm": "default",
+}
+if REDIS_URL:
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = REDIS_URL
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+}
+
+# --- Chains -----------------------------------------------------------------------------------------------
+# Bitcoin: one network for the whole process, checked at start-up (loanproject.checks).
+BITCOIN_NETWORK = env("BITCOIN_NETWORK", "regtest")
+BITCOIN_RPC_URL = env("BITCOIN_RPC_URL", "http://127.0.0.1:18443")
+BITCOIN_RPC_USER = env("BITCOIN_RPC_USER", "")
+BITCOIN_RPC_PASSWORD = env("BITCOIN_RPC_PASSWORD", "")
+BITCOIN_RPC_TIMEOUT = env_int("BITCOIN_RPC_TIMEOUT", 10)
+BITCOIN_CONFIRMATIONS = env_int("BITCOIN_CONFIRMATIONS", 1 if BITCOIN_NETWORK == "regtest" else 3)
+BTCNODE_DATA_DIR = Path(env("BTCNODE_DATA_DIR", str(BASE_DIR / "var" / "btcnode")))
+
+# EVM: Rootstock in production (chain id 30; testnet 31); anvil (31337) in development.
+EVM_RPC_URL = env("EVM_RPC_URL", "http://127.0.0.1:8545")
+EVM_CHAIN_ID = env_int("EVM_CHAIN_ID", 31337)
+EVM_CONFIRMATIONS = env_int("EVM_CONFIRMATIONS", 1 if EVM_CHAIN_ID == 31337 else 12)
+EVM_BLOCKS_PER_BTC_BLOCK = env_int("EVM_BLOCKS_PER_BTC_BLOCK", 20)
+EVM_RPC_TIMEOUT = env_int("EVM_RPC_TIMEOUT", 10)
+EVM_DEPLOYMENT_FILE = Path(env("EVM_DEPLOYMENT_FILE", str(BASE_DIR / "var" / "deployment.json")))
