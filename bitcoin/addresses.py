@@ -120,6 +120,6 @@ def address_to_script_pubkey(address: str, network: Network | str) -> bytes:
 
 
 def validate_address(address: str, network: Network | str) -> str:
-    """Return ``address`` normalised (bech32 lower-cased) if it is a standard payout address on ``network``."""
+    """Return ``address`` normalised (bech32 lower-cased) if it is a standard payout on ``network``."""
     spk = address_to_script_pubkey(address, network)
     return script_pubkey_to_address(spk, network)

@@ -43,7 +43,8 @@ def _hex_to_bytes(text: str, what: str, size: int) -> bytes:
 def parse_xonly_pubkey(value: str | bytes) -> bytes:
     """Validate a BIP-340 x-only public key (32 bytes or 64 hex characters) and return its 32 bytes.
 
-    Raises ``InvalidKeyError`` for a wrong length, an X coordinate >= the field size, or an X with no curve point.
+    Raises ``InvalidKeyError`` for a wrong length, an X coordinate >= the field size, or an X with no
+    curve point.
     """
     raw = value if isinstance(value, bytes | bytearray) else _hex_to_bytes(value, "x-only public key", 32)
     raw = bytes(raw)
@@ -54,12 +55,14 @@ def parse_xonly_pubkey(value: str | bytes) -> bytes:
     try:
         coincurve.PublicKeyXOnly(raw)
     except ValueError:
-        raise InvalidKeyError(f"x-only public key {raw.hex()} is not the X coordinate of a curve point") from None
+        raise InvalidKeyError(
+            f"x-only public key {raw.hex()} is not the X coordinate of a curve point"
+        ) from None
     return raw
 
 
 def verify_schnorr(xonly_pubkey: bytes, message: bytes, signature: bytes) -> bool:
-    """BIP-340 verification of a 64-byte ``signature`` over a 32-byte ``message``; False for any invalid input."""
+    """BIP-340 check of a 64-byte ``signature`` over a 32-byte ``message``; False for any bad input."""
     if len(signature) != 64 or len(message) != 32:
         return False
     try:
@@ -73,7 +76,8 @@ def verify_schnorr(xonly_pubkey: bytes, message: bytes, signature: bytes) -> boo
 class PrivateKey:
     """A secp256k1 secret scalar with its BIP-340 x-only public key.
 
-    ``has_odd_y`` tells whether d·G has odd Y; BIP-340 signing then uses n - d, which libsecp256k1 does itself.
+    ``has_odd_y`` tells whether d·G has odd Y; BIP-340 signing then uses n - d, which libsecp256k1
+    does itself.
     The repr never shows the secret.
     """
 

@@ -4,8 +4,8 @@ Each network is an immutable value passed explicitly to every function that enco
 a WIF key; there is no global "current network" (unlike ``bitcoinutils.setup``), so code serving several
 networks in one process cannot leak one network's setting into another.
 
-Address prefixes follow BIP-13 (base58 P2PKH/P2SH version bytes), BIP-173/BIP-350 (bech32/bech32m HRPs) and the
-WIF version bytes of Bitcoin Core's ``chainparams.cpp``.
+Address prefixes follow BIP-13 (base58 P2PKH/P2SH version bytes), BIP-173/BIP-350 (bech32/bech32m HRPs)
+and the WIF version bytes of Bitcoin Core's ``chainparams.cpp``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _ALIASES = {"main": "mainnet", "test": "testnet", "testnet3": "testnet", "testne
 
 
 def get_network(name: str | Network) -> Network:
-    """Return the network called ``name`` (``mainnet``, ``testnet``, ``signet``, ``regtest``, or Core's aliases)."""
+    """The network called ``name`` (``mainnet``, ``testnet``, ``signet``, ``regtest`` or Core's aliases)."""
     if isinstance(name, Network):
         return name
     if not isinstance(name, str):

@@ -6,7 +6,8 @@ version 0xc0:
 
 * escrow: leaf 0 ``<t_0> OP_CSV OP_DROP <xB> OP_CHECKSIG``;
   leaf 1 ``OP_SHA256 <hB> OP_EQUALVERIFY <xL> OP_CHECKSIG <xB> OP_CHECKSIGADD OP_2 OP_NUMEQUALVERIFY OP_TRUE``
-* collateral: leaf 0 ``<t_1> OP_CSV OP_DROP <xL> OP_CHECKSIG``; leaf 1 ``OP_SHA256 <hL> OP_EQUALVERIFY <xB> OP_CHECKSIG``
+* collateral: leaf 0 ``<t_1> OP_CSV OP_DROP <xL> OP_CHECKSIG``;
+  leaf 1 ``OP_SHA256 <hL> OP_EQUALVERIFY <xB> OP_CHECKSIG``
 
 BIP-341 hashing: ``TapLeaf`` = tagged_hash(leaf_version || compact_size(script) || script); ``TapBranch`` =
 tagged_hash(sorted(a, b)); output key Q = P + tagged_hash("TapTweak", P || merkle_root)·G; the control block
@@ -274,7 +275,11 @@ class TwoLeafTaprootOutput:
 
 
 def escrow_output(
-    *, borrower_pubkey: bytes | str, lender_pubkey: bytes | str, borrower_hash: bytes | str, escrow_timelock: int
+    *,
+    borrower_pubkey: bytes | str,
+    lender_pubkey: bytes | str,
+    borrower_hash: bytes | str,
+    escrow_timelock: int,
 ) -> TwoLeafTaprootOutput:
     """The escrow output B funds with TX_0 (leaf 0: B's escape after t_0; leaf 1: collateral lock)."""
     borrower = parse_xonly_pubkey(borrower_pubkey)
@@ -283,7 +288,9 @@ def escrow_output(
         leaves=(
             escrow_timelock_leaf(borrower_pubkey=borrower, escrow_timelock=escrow_timelock),
             escrow_hashlock_leaf(
-                borrower_pubkey=borrower, lender_pubkey=lender, borrower_hash=parse_hash32(borrower_hash, "hB")
+                borrower_pubkey=borrower,
+                lender_pubkey=lender,
+                borrower_hash=parse_hash32(borrower_hash, "hB"),
             ),
         )
     )
@@ -308,11 +315,47 @@ def collateral_output(
 
 
 @dataclass(frozen=True)
-class LoanOutputs:
-    """Both taproot outputs of one loan, derived from its snapshotted facts."""
+class LoanScripts:
+    """The snapshotted Bitcoin facts of one loan and the two outputs derived from them.
 
-    escrow: TwoLeafTaprootOutput
-    collateral: TwoLeafTaprootOutput
+    Accepts bytes or hex for keys and hashes and stores validated bytes; ``escrow`` and ``collateral`` are
+    the derived outputs. This is the one object the transaction builders take.
+    """
+
+    borrower_pubkey: bytes
+    lender_pubkey: bytes
+    borrower_hash: bytes
+    lender_hash: bytes
+    escrow_timelock: int
+    collateral_timelock: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "borrower_pubkey", parse_xonly_pubkey(self.borrower_pubkey))
+        object.__setattr__(self, "lender_pubkey", parse_xonly_pubkey(self.lender_pubkey))
+        object.__setattr__(self, "borrower_hash", parse_hash32(self.borrower_hash, "borrower hash hB"))
+        object.__setattr__(self, "lender_hash", parse_hash32(self.lender_hash, "lender hash hL"))
+        validate_timelock(self.escrow_timelock, "escrow timelock t_0")
+        validate_timelock(self.collateral_timelock, "collateral timelock t_1")
+
+    @cached_property
+    def escrow(self) -> TwoLeafTaprootOutput:
+        """The escrow output (B's TX_0 pays it)."""
+        return escrow_output(
+            borrower_pubkey=self.borrower_pubkey,
+            lender_pubkey=self.lender_pubkey,
+            borrower_hash=self.borrower_hash,
+            escrow_timelock=self.escrow_timelock,
+        )
+
+    @cached_property
+    def collateral(self) -> TwoLeafTaprootOutput:
+        """The collateral output (TX_1 output 1)."""
+        return collateral_output(
+            borrower_pubkey=self.borrower_pubkey,
+            lender_pubkey=self.lender_pubkey,
+            lender_hash=self.lender_hash,
+            collateral_timelock=self.collateral_timelock,
+        )
 
 
 def loan_outputs(
@@ -323,19 +366,13 @@ def loan_outputs(
     lender_hash: bytes | str,
     escrow_timelock: int,
     collateral_timelock: int,
-) -> LoanOutputs:
-    """Derive the escrow and collateral outputs of a loan."""
-    return LoanOutputs(
-        escrow=escrow_output(
-            borrower_pubkey=borrower_pubkey,
-            lender_pubkey=lender_pubkey,
-            borrower_hash=borrower_hash,
-            escrow_timelock=escrow_timelock,
-        ),
-        collateral=collateral_output(
-            borrower_pubkey=borrower_pubkey,
-            lender_pubkey=lender_pubkey,
-            lender_hash=lender_hash,
-            collateral_timelock=collateral_timelock,
-        ),
+) -> LoanScripts:
+    """Validate a loan's facts and return its ``LoanScripts`` (escrow and collateral outputs)."""
+    return LoanScripts(
+        borrower_pubkey=borrower_pubkey,  # type: ignore[arg-type]
+        lender_pubkey=lender_pubkey,  # type: ignore[arg-type]
+        borrower_hash=borrower_hash,  # type: ignore[arg-type]
+        lender_hash=lender_hash,  # type: ignore[arg-type]
+        escrow_timelock=escrow_timelock,
+        collateral_timelock=collateral_timelock,
     )
