@@ -55,7 +55,7 @@ CSRF_TRUSTED_ORIGINS = [o.strip() for o in env("DJANGO_CSRF_TRUSTED_ORIGINS", ""
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "loans.apps.LoansAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -1,6 +1,15 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class LoansConfig(AppConfig):
+    default = True
     name = "loans"
     verbose_name = "Loans"
+
+
+class LoansAdminConfig(admin_apps.AdminConfig):
+    """Replaces django.contrib.admin so every `@admin.register` lands on the operators' site."""
+
+    default = False
+    default_site = "loans.admin_site.OperatorAdminSite"

@@ -1,5 +1,433 @@
+"""The loan desk's data: users and roles, protocol parameters, loans and the chain facts they rest on.
+
+Rules that hold here (see ARCHITECTURE.md):
+- Money is an integer: satoshis in `BigIntegerField`, wei in `WeiField` (NUMERIC(78, 0), read back as `int`).
+- Every external fact has a unique natural key: `(chain_id, tx_hash, log_index)` for EVM logs, `txid` for Bitcoin
+  transactions, `(escrow_txid, escrow_vout)` for an escrow outpoint.
+- Models hold no business logic. Every write goes through `loans.services`; the status of a loan changes only in
+  `loans.services.loan_status_transition`, which appends a `LoanStatusChange` row in the same transaction.
+"""
+
+from __future__ import annotations
+
 from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Lower
+
+from .fields import EVM_ADDRESS_PATTERN, HEX32_PATTERN, Hex32Field, WeiField, validate_evm_address
+
+HEX_TXID = HEX32_PATTERN
+MAX_RELATIVE_TIMELOCK = 65535  # BIP-68 block units: 16 bits
+LOAN_STATUSES = [
+    "draft", "requested", "offered", "active", "repayment_in_progress",
+    "repaid", "cancelled", "offer_expired", "defaulted", "repayment_refunded",
+]  # fmt: skip
+BTC_TX_ROLES = ["escrow_funding", "collateral_lock", "escrow_exit", "collateral_release", "collateral_capture"]
 
 
 class User(AbstractUser):
-    pass
+    """A person or wallet using the desk. The role decides what they may do; operators alone reach the admin."""
+
+    class Role(models.TextChoices):
+        BORROWER = "borrower", "Borrower"
+        LENDER = "lender", "Lender"
+        OPERATOR = "operator", "Operator"
+
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.BORROWER)
+    evm_address = models.CharField(
+        max_length=42,
+        null=True,
+        blank=True,
+        validators=[validate_evm_address],
+        help_text="EIP-55 checksummed EVM account of this user.",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(role__in=["borrower", "lender", "operator"]), name="user_role_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(evm_address__isnull=True) | Q(evm_address__regex=EVM_ADDRESS_PATTERN),
+                name="user_evm_address_format",
+            ),
+            models.UniqueConstraint(Lower("evm_address"), name="user_evm_address_unique_ci"),
+        ]
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == self.Role.OPERATOR
+
+
+class ParameterSet(models.Model):
+    """Every parameter of PROTOCOL.md. A `ProtocolParameters` version holds one set; each `Loan` holds a copy."""
+
+    offer_window_blocks = models.PositiveBigIntegerField(help_text="t_B: EVM blocks B has to accept an offer.")
+    request_to_offer_allowance_blocks = models.PositiveBigIntegerField(
+        help_text="EVM blocks allowed between the request and the offer in the t_0 ordering rule."
+    )
+    escrow_timelock_btc_blocks = models.PositiveIntegerField(help_text="t_0: CSV of B's escape from the escrow.")
+    loan_duration_blocks = models.PositiveBigIntegerField(help_text="t_D: EVM blocks from activation to default.")
+    repayment_window_blocks = models.PositiveBigIntegerField(help_text="t_L: EVM blocks L has to accept a repayment.")
+    collateral_timelock_btc_blocks = models.PositiveIntegerField(help_text="t_1: CSV of L's claim on default.")
+    evm_blocks_per_btc_block = models.PositiveIntegerField(help_text="ratio (Rootstock: about 20).")
+    safety_btc_blocks = models.PositiveIntegerField(help_text="Safety margin in BTC blocks.")
+    processing_fee_wei = WeiField(help_text="Anti-spam fee paid with the request.")
+    bond_percent = models.PositiveSmallIntegerField(help_text="L's bond, % of the amount.")
+    origination_fee_bps = models.PositiveIntegerField(help_text="L's fee on Bitcoin in TX_1, basis points.")
+    interest_bps = models.PositiveIntegerField(help_text="Fixed yearly rate, basis points.")
+    blocks_per_year = models.PositiveBigIntegerField(help_text="EVM blocks per year for the interest.")
+    min_amount_wei = WeiField()
+    max_amount_wei = WeiField()
+    min_collateral_ratio_percent = models.PositiveIntegerField(help_text="Collateral sats / loan sats, in %.")
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(escrow_timelock_btc_blocks__gte=1, escrow_timelock_btc_blocks__lte=MAX_RELATIVE_TIMELOCK)
+                & Q(collateral_timelock_btc_blocks__gte=1, collateral_timelock_btc_blocks__lte=MAX_RELATIVE_TIMELOCK),
+                name="%(app_label)s_%(class)s_timelocks_fit_bip68",
+            ),
+            models.CheckConstraint(
+                # t_0 · ratio > t_B + allowance: B cannot take the loan and reclaim the escrow.
+                condition=Q(
+                    offer_window_blocks__lt=F("escrow_timelock_btc_blocks") * F("evm_blocks_per_btc_block")
+                    - F("request_to_offer_allowance_blocks")
+                ),
+                name="%(app_label)s_%(class)s_escrow_outlasts_offer",
+            ),
+            models.CheckConstraint(
+                # t_1 · ratio > t_D + t_L + safety · ratio: L cannot take the collateral before B can use pL.
+                condition=Q(
+                    loan_duration_blocks__lt=F("collateral_timelock_btc_blocks") * F("evm_blocks_per_btc_block")
+                    - F("repayment_window_blocks")
+                    - F("safety_btc_blocks") * F("evm_blocks_per_btc_block")
+                ),
+                name="%(app_label)s_%(class)s_collateral_outlasts_loan",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_amount_wei__gt=0, max_amount_wei__gte=F("min_amount_wei"))
+                & Q(processing_fee_wei__gte=0),
+                name="%(app_label)s_%(class)s_amount_bounds",
+            ),
+            models.CheckConstraint(
+                condition=Q(bond_percent__lte=100, origination_fee_bps__lte=10000, blocks_per_year__gt=0)
+                & Q(evm_blocks_per_btc_block__gt=0, min_collateral_ratio_percent__gte=100)
+                & Q(offer_window_blocks__gt=0, loan_duration_blocks__gt=0, repayment_window_blocks__gt=0),
+                name="%(app_label)s_%(class)s_rates_in_range",
+            ),
+        ]
+
+
+class ProtocolParameters(ParameterSet):
+    """One version of the protocol parameters. Versions are append-only; the newest is in force for new loans."""
+
+    version = models.PositiveIntegerField(unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta(ParameterSet.Meta):
+        verbose_name = "protocol parameters"
+        verbose_name_plural = "protocol parameters"
+        ordering = ["-version"]
+
+    def __str__(self) -> str:
+        return f"parameters v{self.version}"
+
+
+class ContractDeployment(models.Model):
+    """Where the contracts live on one EVM chain, and the block the event scanner starts from."""
+
+    chain_id = models.PositiveBigIntegerField()
+    loan_contract_address = models.CharField(max_length=42, validators=[validate_evm_address])
+    ether_swap_address = models.CharField(max_length=42, validators=[validate_evm_address])
+    block_number = models.PositiveBigIntegerField()
+    block_hash = Hex32Field()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "loan_contract_address"], name="deployment_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.loan_contract_address} on chain {self.chain_id}"
+
+
+class Loan(ParameterSet):
+    """One loan, from the borrower's draft to a terminal state, with its snapshot of every parameter."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"  # the app knows it; nothing is on the EVM chain yet
+        REQUESTED = "requested", "Requested"
+        OFFERED = "offered", "Offered"
+        ACTIVE = "active", "Active"
+        REPAYMENT_IN_PROGRESS = "repayment_in_progress", "Repayment in progress"
+        REPAID = "repaid", "Repaid"
+        CANCELLED = "cancelled", "Cancelled"
+        OFFER_EXPIRED = "offer_expired", "Offer expired"
+        DEFAULTED = "defaulted", "Defaulted"
+        REPAYMENT_REFUNDED = "repayment_refunded", "Repayment refunded"
+
+    TERMINAL_STATUSES = frozenset(
+        {Status.REPAID, Status.CANCELLED, Status.OFFER_EXPIRED, Status.DEFAULTED, Status.REPAYMENT_REFUNDED}
+    )
+    # The only transitions there are; loans.services.loan_status_transition enforces them, the audit table too.
+    ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+        Status.DRAFT: frozenset({Status.REQUESTED}),
+        Status.REQUESTED: frozenset({Status.OFFERED, Status.CANCELLED}),
+        Status.OFFERED: frozenset({Status.ACTIVE, Status.OFFER_EXPIRED}),
+        Status.ACTIVE: frozenset({Status.REPAYMENT_IN_PROGRESS, Status.DEFAULTED}),
+        Status.REPAYMENT_IN_PROGRESS: frozenset({Status.REPAID, Status.REPAYMENT_REFUNDED}),
+    }
+
+    borrower = models.ForeignKey(User, on_delete=models.PROTECT, related_name="borrowed_loans")
+    lender = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="lent_loans")
+    parameters = models.ForeignKey(
+        ProtocolParameters, on_delete=models.PROTECT, related_name="loans", help_text="The version snapshotted."
+    )
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.DRAFT)
+
+    # EVM side
+    deployment = models.ForeignKey(ContractDeployment, on_delete=models.PROTECT, related_name="loans")
+    contract_loan_id = models.PositiveBigIntegerField(null=True, blank=True, help_text="Id in BtcCollateralLoan.")
+    amount_wei = WeiField()
+    bond_wei = WeiField()
+    repayment_wei = WeiField(help_text="Amount plus interest, fixed at request.")
+
+    # Keys and hashes (32 bytes, hex): x-only keys, SHA-256 hashes, preimages once public on the EVM chain.
+    borrower_btc_pubkey = Hex32Field()
+    lender_btc_pubkey = Hex32Field()
+    borrower_hash = Hex32Field()
+    lender_hash = Hex32Field(null=True, blank=True)
+    borrower_preimage = Hex32Field(null=True, blank=True, help_text="Public once B accepted the offer.")
+    lender_preimage = Hex32Field(null=True, blank=True, help_text="Public once L accepted the repayment.")
+
+    # Bitcoin side
+    escrow_txid = Hex32Field(null=True, blank=True)
+    escrow_vout = models.PositiveIntegerField(null=True, blank=True)
+    escrow_sats = models.BigIntegerField(null=True, blank=True)
+    collateral_sats = models.BigIntegerField(null=True, blank=True)
+    origination_fee_sats = models.BigIntegerField(null=True, blank=True)
+    borrower_payout_address = models.CharField(max_length=90, blank=True)
+    lender_payout_address = models.CharField(max_length=90, blank=True)
+
+    # Heights on both chains (EVM block numbers, BTC block heights)
+    requested_evm_block = models.PositiveBigIntegerField(null=True, blank=True)
+    offered_evm_block = models.PositiveBigIntegerField(null=True, blank=True)
+    activated_evm_block = models.PositiveBigIntegerField(null=True, blank=True)
+    repayment_evm_block = models.PositiveBigIntegerField(null=True, blank=True)
+    escrow_btc_height = models.PositiveIntegerField(null=True, blank=True)
+    collateral_btc_height = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta(ParameterSet.Meta):
+        ordering = ["-created_at"]
+        constraints = [
+            *ParameterSet.Meta.constraints,
+            models.CheckConstraint(condition=Q(status__in=LOAN_STATUSES), name="loan_status_valid"),
+            models.CheckConstraint(
+                condition=Q(amount_wei__gt=0, bond_wei__gte=0, repayment_wei__gte=F("amount_wei")),
+                name="loan_wei_amounts_valid",
+            ),
+            models.CheckConstraint(
+                condition=(Q(escrow_sats__isnull=True) | Q(escrow_sats__gt=0))
+                & (Q(collateral_sats__isnull=True) | Q(collateral_sats__gt=0))
+                & (Q(origination_fee_sats__isnull=True) | Q(origination_fee_sats__gte=0)),
+                name="loan_sats_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(escrow_txid__isnull=True, escrow_vout__isnull=True)
+                | Q(escrow_txid__isnull=False, escrow_vout__isnull=False),
+                name="loan_escrow_outpoint_complete",
+            ),
+            models.CheckConstraint(
+                condition=Q(borrower_btc_pubkey__regex=HEX32_PATTERN)
+                & Q(lender_btc_pubkey__regex=HEX32_PATTERN)
+                & Q(borrower_hash__regex=HEX32_PATTERN)
+                & (Q(lender_hash__isnull=True) | Q(lender_hash__regex=HEX32_PATTERN))
+                & (Q(escrow_txid__isnull=True) | Q(escrow_txid__regex=HEX32_PATTERN)),
+                name="loan_hex_fields_format",
+            ),
+            # A preimage is never reused across loans, so neither is its hash, nor the escrow built on it.
+            models.UniqueConstraint(fields=["borrower_hash"], name="loan_borrower_hash_unique"),
+            models.UniqueConstraint(
+                fields=["lender_hash"], condition=Q(lender_hash__isnull=False), name="loan_lender_hash_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["escrow_txid", "escrow_vout"],
+                condition=Q(escrow_txid__isnull=False),
+                name="loan_escrow_outpoint_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["deployment", "contract_loan_id"],
+                condition=Q(contract_loan_id__isnull=False),
+                name="loan_contract_id_unique",
+            ),
+        ]
+        indexes = [models.Index(fields=["status"], name="loan_status_idx")]
+
+    def __str__(self) -> str:
+        onchain = f"#{self.contract_loan_id}" if self.contract_loan_id is not None else "(draft)"
+        return f"loan {onchain} {self.get_status_display()}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def offer_deadline_evm_block(self) -> int | None:
+        """First block at which B can no longer accept and L may withdraw the offer."""
+        return None if self.offered_evm_block is None else self.offered_evm_block + self.offer_window_blocks
+
+    @property
+    def repayment_deadline_evm_block(self) -> int | None:
+        """First block at which B can no longer repay and L may mark the loan defaulted."""
+        return None if self.activated_evm_block is None else self.activated_evm_block + self.loan_duration_blocks
+
+    @property
+    def acceptance_deadline_evm_block(self) -> int | None:
+        """First block at which L can no longer accept the repayment and B may take it back with the bond."""
+        return None if self.repayment_evm_block is None else self.repayment_evm_block + self.repayment_window_blocks
+
+
+class LoanStatusChange(models.Model):
+    """Append-only audit trail: one row per status change, written by the transition that made it."""
+
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="status_changes")
+    from_status = models.CharField(max_length=32, choices=Loan.Status.choices)
+    to_status = models.CharField(max_length=32, choices=Loan.Status.choices)
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    cause = models.CharField(max_length=200, help_text="What made it happen: a user action or a chain fact.")
+    evm_event = models.ForeignKey(
+        "EvmEvent", null=True, blank=True, on_delete=models.PROTECT, related_name="status_changes"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # The state machine has no cycles: a loan enters each status once and leaves each status once.
+            models.UniqueConstraint(fields=["loan", "to_status"], name="status_change_enters_once"),
+            models.UniqueConstraint(fields=["loan", "from_status"], name="status_change_leaves_once"),
+            models.CheckConstraint(
+                condition=Q(
+                    *[
+                        Q(from_status=old, to_status=new)
+                        for old, targets in sorted(Loan.ALLOWED_TRANSITIONS.items())
+                        for new in sorted(targets)
+                    ],
+                    _connector=Q.OR,
+                ),
+                name="status_change_allowed",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.loan_id}: {self.from_status} → {self.to_status}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("The loan audit trail is append-only: status changes cannot be edited.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("The loan audit trail is append-only: status changes cannot be deleted.")
+
+
+class BorrowerSignature(models.Model):
+    """B's pre-signature of TX_1, as uploaded (PSBT or raw) and as verified by the lender side."""
+
+    class Form(models.TextChoices):
+        PSBT = "psbt", "PSBT (BIP-174/371)"
+        RAW = "raw", "Raw 64-byte signature"
+
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="borrower_signatures")
+    form = models.CharField(max_length=8, choices=Form.choices)
+    psbt_base64 = models.TextField(blank=True)
+    signature_hex = models.CharField(max_length=128, help_text="64-byte BIP-340 signature, SIGHASH_DEFAULT.")
+    sighash_hex = Hex32Field(help_text="BIP-341 script-path sighash of escrow leaf 1 the signature commits to.")
+    unsigned_tx_hex = models.TextField(help_text="TX_1 as signed, without witness.")
+    txid = Hex32Field()
+    verified_at = models.DateTimeField(null=True, blank=True)
+    uploaded_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["loan", "txid"], name="borrower_signature_unique_per_tx"),
+            models.CheckConstraint(condition=Q(signature_hex__regex=r"^[0-9a-f]{128}$"), name="signature_format"),
+            models.CheckConstraint(condition=Q(form__in=["psbt", "raw"]), name="signature_form_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"signature of {self.txid[:12]}… for loan {self.loan_id}"
+
+
+class BitcoinTransaction(models.Model):
+    """A Bitcoin transaction of a loan, as the node reports it."""
+
+    class Role(models.TextChoices):
+        ESCROW_FUNDING = "escrow_funding", "TX_0 escrow funding"
+        COLLATERAL_LOCK = "collateral_lock", "TX_1 collateral lock"
+        ESCROW_EXIT = "escrow_exit", "TX_exit escrow reclaim"
+        COLLATERAL_RELEASE = "collateral_release", "TX_release collateral release"
+        COLLATERAL_CAPTURE = "collateral_capture", "TX_capture collateral capture"
+
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="bitcoin_transactions")
+    role = models.CharField(max_length=32, choices=Role.choices)
+    txid = Hex32Field(unique=True)
+    raw_hex = models.TextField(blank=True)
+    confirmations = models.PositiveIntegerField(default=0)
+    block_hash = Hex32Field(null=True, blank=True)
+    block_height = models.PositiveIntegerField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-first_seen_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(txid__regex=HEX_TXID), name="btc_tx_txid_format"),
+            models.CheckConstraint(condition=Q(role__in=BTC_TX_ROLES), name="btc_tx_role_valid"),
+            models.CheckConstraint(
+                # Confirmed means in a block: confirmations and block go together.
+                condition=Q(confirmations=0, block_hash__isnull=True, block_height__isnull=True)
+                | Q(confirmations__gt=0, block_hash__isnull=False, block_height__isnull=False),
+                name="btc_tx_confirmation_consistent",
+            ),
+            models.UniqueConstraint(fields=["loan", "role"], name="btc_tx_one_per_role"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_role_display()} {self.txid[:12]}…"
+
+
+class EvmEvent(models.Model):
+    """A decoded contract log. Unique by its natural key, so a scanner may see it twice and store it once."""
+
+    chain_id = models.PositiveBigIntegerField()
+    contract_address = models.CharField(max_length=42, validators=[validate_evm_address])
+    block_number = models.PositiveBigIntegerField()
+    block_hash = Hex32Field()
+    tx_hash = Hex32Field()
+    log_index = models.PositiveIntegerField()
+    name = models.CharField(max_length=64)
+    args = models.JSONField(help_text="Decoded arguments; integers as decimal strings, bytes as hex.")
+    loan = models.ForeignKey(Loan, null=True, blank=True, on_delete=models.PROTECT, related_name="evm_events")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["block_number", "log_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "tx_hash", "log_index"], name="evm_event_natural_key"),
+        ]
+        indexes = [models.Index(fields=["chain_id", "block_number"], name="evm_event_block_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} @{self.block_number}:{self.log_index}"

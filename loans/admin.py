@@ -1,0 +1,144 @@
+"""Django admin for operators: everything visible, chain facts and the audit trail read-only.
+
+Loans change state only through `loans.services` (driven by the chains), never by editing a row here.
+"""
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+
+from .admin_site import is_operator
+from .models import (
+    BitcoinTransaction,
+    BorrowerSignature,
+    ContractDeployment,
+    EvmEvent,
+    Loan,
+    LoanStatusChange,
+    ProtocolParameters,
+    User,
+)
+
+
+class OperatorReadOnlyAdmin(admin.ModelAdmin):
+    """Operators see everything; nobody edits chain facts or loans by hand."""
+
+    def has_module_permission(self, request) -> bool:
+        return is_operator(request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return is_operator(request.user)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ["username", "role", "evm_address", "is_active", "date_joined"]
+    list_filter = ["role", "is_active", "is_superuser"]
+    search_fields = ["username", "email", "evm_address"]
+    fieldsets = [*DjangoUserAdmin.fieldsets, ("Loan desk", {"fields": ["role", "evm_address"]})]
+
+    def has_module_permission(self, request) -> bool:
+        return is_operator(request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return is_operator(request.user)
+
+    # Only superusers manage accounts; operators look.
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ProtocolParameters)
+class ProtocolParametersAdmin(OperatorReadOnlyAdmin):
+    list_display = [
+        "version",
+        "escrow_timelock_btc_blocks",
+        "collateral_timelock_btc_blocks",
+        "loan_duration_blocks",
+        "interest_bps",
+        "bond_percent",
+        "created_at",
+    ]
+    ordering = ["-version"]
+
+
+class LoanStatusChangeInline(admin.TabularInline):
+    model = LoanStatusChange
+    fields = ["created_at", "from_status", "to_status", "actor", "cause", "evm_event"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class BitcoinTransactionInline(admin.TabularInline):
+    model = BitcoinTransaction
+    fields = ["role", "txid", "confirmations", "block_height", "block_hash"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Loan)
+class LoanAdmin(OperatorReadOnlyAdmin):
+    list_display = ["id", "contract_loan_id", "status", "borrower", "amount_wei", "escrow_sats", "created_at"]
+    list_filter = ["status", "deployment__chain_id", "parameters__version", "created_at"]
+    search_fields = ["borrower__username", "borrower__evm_address", "escrow_txid", "borrower_hash", "lender_hash"]
+    list_select_related = ["borrower"]
+    date_hierarchy = "created_at"
+    inlines = [LoanStatusChangeInline, BitcoinTransactionInline]
+
+
+@admin.register(LoanStatusChange)
+class LoanStatusChangeAdmin(OperatorReadOnlyAdmin):
+    list_display = ["loan", "from_status", "to_status", "actor", "cause", "created_at"]
+    list_filter = ["to_status", "from_status", "created_at"]
+    list_select_related = ["loan", "actor"]
+
+
+@admin.register(BorrowerSignature)
+class BorrowerSignatureAdmin(OperatorReadOnlyAdmin):
+    list_display = ["loan", "form", "txid", "verified_at", "created_at"]
+    list_filter = ["form", "verified_at"]
+    list_select_related = ["loan"]
+
+
+@admin.register(BitcoinTransaction)
+class BitcoinTransactionAdmin(OperatorReadOnlyAdmin):
+    list_display = ["txid", "role", "loan", "confirmations", "block_height", "updated_at"]
+    list_filter = ["role", "confirmations"]
+    search_fields = ["txid", "block_hash"]
+    list_select_related = ["loan"]
+
+
+@admin.register(EvmEvent)
+class EvmEventAdmin(OperatorReadOnlyAdmin):
+    list_display = ["name", "chain_id", "block_number", "log_index", "loan", "tx_hash"]
+    list_filter = ["name", "chain_id"]
+    search_fields = ["tx_hash", "block_hash"]
+    list_select_related = ["loan"]
+
+
+@admin.register(ContractDeployment)
+class ContractDeploymentAdmin(OperatorReadOnlyAdmin):
+    list_display = ["chain_id", "loan_contract_address", "ether_swap_address", "block_number", "created_at"]
+    list_filter = ["chain_id"]
