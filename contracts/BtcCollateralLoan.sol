@@ -1,0 +1,450 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+
+import {EtherSwap} from "./EtherSwap.sol";
+
+/// @title BtcCollateralLoan
+/// @notice rBTC loans against Bitcoin collateral locked in a taproot escrow. One lender per deployment: the owner.
+/// The borrower's hash hB unlocks the loan amount (and, on Bitcoin, the collateral lock TX_1); the lender's hash hL
+/// unlocks the repayment (and, on Bitcoin, the collateral release). Every deadline has one side that may act
+/// before it and the other from it on. No function moves funds that belong to a loan except the loan's own
+/// transitions: there is no sweep and no emergency withdraw.
+/// @dev Built for evmVersion istanbul (Rootstock). OpenZeppelin's storage-based ReentrancyGuard (not the transient one).
+contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
+    enum LoanStatus {
+        None,
+        Requested,
+        Offered,
+        Active,
+        RepaymentInProgress,
+        Repaid,
+        Cancelled,
+        OfferExpired,
+        Defaulted,
+        RepaymentRefunded
+    }
+
+    struct Parameters {
+        uint64 offerWindowBlocks; // t_B (EVM blocks)
+        uint64 requestToOfferAllowanceBlocks; // allowance between request and offer (EVM blocks), ordering rule only
+        uint32 escrowTimelockBtcBlocks; // t_0 (BTC blocks)
+        uint64 loanDurationBlocks; // t_D (EVM blocks)
+        uint64 repaymentWindowBlocks; // t_L (EVM blocks)
+        uint32 collateralTimelockBtcBlocks; // t_1 (BTC blocks)
+        uint32 evmBlocksPerBtcBlock; // ratio
+        uint32 safetyBtcBlocks; // safety margin (BTC blocks)
+        uint256 processingFeeWei;
+        uint16 bondPercent;
+        uint16 originationFeeBps; // paid on Bitcoin in TX_1, recorded here for the snapshot
+        uint16 interestBps; // per year
+        uint64 blocksPerYear;
+        uint256 minAmountWei;
+        uint256 maxAmountWei;
+        uint16 minCollateralRatioPercent; // checked off chain by the lender
+        bytes32 lenderBtcPubkey; // xL, x-only
+    }
+
+    struct Loan {
+        address borrower;
+        address lender;
+        LoanStatus status;
+        uint256 amount;
+        uint256 bond;
+        uint256 processingFee;
+        uint256 repaymentAmount;
+        bytes32 borrowerBtcPubkey;
+        bytes32 lenderBtcPubkey;
+        bytes32 borrowerHash;
+        bytes32 lenderHash;
+        bytes32 escrowTxid;
+        uint32 escrowVout;
+        uint64 escrowSats;
+        uint64 requestBlock;
+        uint64 offerBlock;
+        uint64 activationBlock;
+        uint64 repaymentBlock;
+        uint256 parametersVersion;
+        Parameters params; // snapshot taken at requestLoan; never changes afterwards
+    }
+
+    /// @dev Upper bound on amounts, so that interest and bond arithmetic can never overflow.
+    uint256 private constant MAX_AMOUNT_LIMIT = type(uint128).max;
+    uint256 private constant MAX_TIMELOCK_BTC_BLOCKS = 65535; // BIP-68 block-based relative timelock
+
+    EtherSwap public immutable etherSwap;
+
+    Parameters private _parameters;
+    uint256 public parametersVersion;
+    uint256 public loanCount;
+    /// @notice Wei this contract holds for open loans: processing fees (Requested, Offered) and bonds (Offered,
+    /// Active, RepaymentInProgress).
+    uint256 public lockedBalance;
+    /// @notice Every borrower and lender hash ever used by a loan. A hash (hence a preimage) serves one loan only.
+    mapping(bytes32 => bool) public hashUsed;
+
+    mapping(uint256 => Loan) private _loans;
+
+    event ParametersUpdated(uint256 indexed version);
+    event LoanRequested(
+        uint256 indexed loanId,
+        address indexed borrower,
+        uint256 amount,
+        uint256 repaymentAmount,
+        bytes32 borrowerBtcPubkey,
+        bytes32 borrowerHash,
+        bytes32 escrowTxid,
+        uint32 escrowVout,
+        uint64 escrowSats,
+        uint256 parametersVersion
+    );
+    event LoanRequestCancelled(uint256 indexed loanId);
+    event LenderHashCommitted(uint256 indexed loanId, bytes32 lenderHash);
+    event LoanOffered(uint256 indexed loanId, uint256 amount, uint256 bond, uint256 offerDeadlineBlock);
+    event LoanActivated(uint256 indexed loanId, bytes32 borrowerPreimage, uint256 repaymentDeadlineBlock);
+    event LoanOfferWithdrawn(uint256 indexed loanId);
+    event RepaymentAttempted(
+        uint256 indexed loanId,
+        address indexed payer,
+        uint256 amount,
+        uint256 acceptanceDeadlineBlock
+    );
+    event RepaymentAccepted(uint256 indexed loanId, bytes32 lenderPreimage);
+    event RepaymentWithdrawn(uint256 indexed loanId);
+    event LoanDefaulted(uint256 indexed loanId);
+
+    error UnknownLoan(uint256 loanId);
+    error WrongStatus(uint256 loanId, LoanStatus current);
+    error NotBorrower(uint256 loanId, address caller);
+    error WrongValue(uint256 expected, uint256 sent);
+    error AmountOutOfBounds(uint256 amount, uint256 min, uint256 max);
+    error ZeroValue(string field);
+    error HashAlreadyUsed(bytes32 hash);
+    error LenderHashAlreadySet(uint256 loanId);
+    error LenderHashNotSet(uint256 loanId);
+    error TooEarly(uint256 loanId, uint256 opensAtBlock);
+    error TooLate(uint256 loanId, uint256 closedAtBlock);
+    error WrongPreimage();
+    error InvalidParameters(string reason);
+    error PayoutFailed(address to, uint256 amount);
+    error RenounceOwnershipDisabled();
+
+    constructor(address etherSwap_, Parameters memory initialParameters) Ownable(msg.sender) {
+        if (etherSwap_.code.length == 0) revert InvalidParameters("etherSwap is not a contract");
+        _validate(initialParameters);
+        etherSwap = EtherSwap(etherSwap_);
+        _parameters = initialParameters;
+        parametersVersion = 1;
+        emit ParametersUpdated(1);
+    }
+
+    // ------------------------------------------------------------------ parameters (owner)
+
+    /// @notice Replace the parameters for loans requested from now on. Existing loans keep their snapshot.
+    function updateParameters(Parameters calldata p) external onlyOwner {
+        _validate(p);
+        _parameters = p;
+        uint256 version = parametersVersion + 1;
+        parametersVersion = version;
+        emit ParametersUpdated(version);
+    }
+
+    /// @notice The owner cannot walk away: loans in flight need the lender's calls to settle.
+    function renounceOwnership() public view override onlyOwner {
+        revert RenounceOwnershipDisabled();
+    }
+
+    // ------------------------------------------------------------------ views
+
+    function parameters() external view returns (Parameters memory) {
+        return _parameters;
+    }
+
+    function getLoan(uint256 loanId) external view returns (Loan memory) {
+        _existing(loanId);
+        return _loans[loanId];
+    }
+
+    // ------------------------------------------------------------------ borrower: request / cancel
+
+    function requestLoan(
+        uint256 amount,
+        bytes32 borrowerBtcPubkey,
+        bytes32 borrowerHash,
+        bytes32 escrowTxid,
+        uint32 escrowVout,
+        uint64 escrowSats
+    ) external payable nonReentrant returns (uint256 loanId) {
+        Parameters memory p = _parameters;
+        if (amount < p.minAmountWei || amount > p.maxAmountWei) {
+            revert AmountOutOfBounds(amount, p.minAmountWei, p.maxAmountWei);
+        }
+        if (msg.value != p.processingFeeWei) revert WrongValue(p.processingFeeWei, msg.value);
+        if (borrowerBtcPubkey == bytes32(0)) revert ZeroValue("borrowerBtcPubkey");
+        if (borrowerHash == bytes32(0)) revert ZeroValue("borrowerHash");
+        if (escrowTxid == bytes32(0)) revert ZeroValue("escrowTxid");
+        if (escrowSats == 0) revert ZeroValue("escrowSats");
+        if (hashUsed[borrowerHash]) revert HashAlreadyUsed(borrowerHash);
+        hashUsed[borrowerHash] = true;
+
+        loanId = ++loanCount;
+        Loan storage loan = _loans[loanId];
+        loan.borrower = msg.sender;
+        loan.status = LoanStatus.Requested;
+        loan.amount = amount;
+        loan.processingFee = msg.value;
+        loan.repaymentAmount = amount + (amount * p.interestBps * p.loanDurationBlocks) / (10000 * uint256(p.blocksPerYear));
+        loan.borrowerBtcPubkey = borrowerBtcPubkey;
+        loan.lenderBtcPubkey = p.lenderBtcPubkey;
+        loan.borrowerHash = borrowerHash;
+        loan.escrowTxid = escrowTxid;
+        loan.escrowVout = escrowVout;
+        loan.escrowSats = escrowSats;
+        loan.requestBlock = uint64(block.number);
+        loan.parametersVersion = parametersVersion;
+        loan.params = p;
+        lockedBalance += msg.value;
+
+        _emitRequested(loanId, loan);
+    }
+
+    function cancelRequest(uint256 loanId) external nonReentrant {
+        Loan storage loan = _existing(loanId);
+        _onlyBorrower(loanId, loan);
+        _requireStatus(loanId, loan, LoanStatus.Requested);
+
+        loan.status = LoanStatus.Cancelled;
+        uint256 fee = loan.processingFee;
+        lockedBalance -= fee;
+        emit LoanRequestCancelled(loanId);
+
+        _pay(loan.borrower, fee);
+    }
+
+    // ------------------------------------------------------------------ lender: hash / offer / withdraw
+
+    function commitLenderHash(uint256 loanId, bytes32 lenderHash) external onlyOwner nonReentrant {
+        Loan storage loan = _existing(loanId);
+        _requireStatus(loanId, loan, LoanStatus.Requested);
+        if (lenderHash == bytes32(0)) revert ZeroValue("lenderHash");
+        if (loan.lenderHash != bytes32(0)) revert LenderHashAlreadySet(loanId);
+        if (hashUsed[lenderHash]) revert HashAlreadyUsed(lenderHash);
+        hashUsed[lenderHash] = true;
+
+        loan.lenderHash = lenderHash;
+        emit LenderHashCommitted(loanId, lenderHash);
+    }
+
+    /// @notice Offer the loan: the amount goes into EtherSwap under the stored hB, claimable by the borrower until
+    /// offerBlock + t_B and refundable to the lender from then on; the bond stays here.
+    function extendLoanOffer(uint256 loanId) external payable onlyOwner nonReentrant {
+        Loan storage loan = _existing(loanId);
+        _requireStatus(loanId, loan, LoanStatus.Requested);
+        if (loan.lenderHash == bytes32(0)) revert LenderHashNotSet(loanId);
+        uint256 amount = loan.amount;
+        uint256 bond = (amount * loan.params.bondPercent) / 100;
+        if (msg.value != amount + bond) revert WrongValue(amount + bond, msg.value);
+
+        uint256 deadline = block.number + loan.params.offerWindowBlocks;
+        loan.status = LoanStatus.Offered;
+        loan.lender = msg.sender;
+        loan.bond = bond;
+        loan.offerBlock = uint64(block.number);
+        lockedBalance += bond;
+        emit LoanOffered(loanId, amount, bond, deadline);
+
+        etherSwap.lock{value: amount}(loan.borrowerHash, loan.borrower, msg.sender, deadline);
+    }
+
+    /// @notice Take back an offer the borrower did not accept: amount, bond and processing fee to the lender.
+    function withdrawLoanOffer(uint256 loanId) external onlyOwner nonReentrant {
+        Loan storage loan = _existing(loanId);
+        _requireStatus(loanId, loan, LoanStatus.Offered);
+        uint256 deadline = _offerDeadline(loan);
+        if (block.number < deadline) revert TooEarly(loanId, deadline);
+
+        loan.status = LoanStatus.OfferExpired;
+        address lender = loan.lender;
+        uint256 payout = loan.bond + loan.processingFee;
+        lockedBalance -= payout;
+        emit LoanOfferWithdrawn(loanId);
+
+        etherSwap.refund(loan.borrowerHash, loan.amount, loan.borrower, lender, deadline);
+        _pay(lender, payout);
+    }
+
+    // ------------------------------------------------------------------ borrower: accept
+
+    /// @notice Accept the offer by revealing pB: amount and processing fee to the borrower. A reverted call still
+    /// publishes pB, so clients must not call this close to the deadline.
+    function acceptLoanOffer(uint256 loanId, bytes32 borrowerPreimage) external nonReentrant {
+        Loan storage loan = _existing(loanId);
+        _onlyBorrower(loanId, loan);
+        _requireStatus(loanId, loan, LoanStatus.Offered);
+        uint256 deadline = _offerDeadline(loan);
+        if (block.number >= deadline) revert TooLate(loanId, deadline);
+        if (sha256(abi.encodePacked(borrowerPreimage)) != loan.borrowerHash) revert WrongPreimage();
+
+        loan.status = LoanStatus.Active;
+        loan.activationBlock = uint64(block.number);
+        uint256 fee = loan.processingFee;
+        lockedBalance -= fee;
+        emit LoanActivated(loanId, borrowerPreimage, block.number + loan.params.loanDurationBlocks);
+
+        etherSwap.claim(borrowerPreimage, loan.amount, loan.borrower, loan.lender, deadline);
+        _pay(loan.borrower, fee);
+    }
+
+    // ------------------------------------------------------------------ repayment
+
+    /// @notice Lock the repayment in EtherSwap under the stored hL: claimable by the lender until block + t_L,
+    /// refundable to the borrower (whoever paid) from then on.
+    function attemptRepayment(uint256 loanId) external payable nonReentrant {
+        Loan storage loan = _existing(loanId);
+        _requireStatus(loanId, loan, LoanStatus.Active);
+        uint256 dueBlock = _repaymentDeadline(loan);
+        if (block.number >= dueBlock) revert TooLate(loanId, dueBlock);
+        uint256 repayment = loan.repaymentAmount;
+        if (msg.value != repayment) revert WrongValue(repayment, msg.value);
+
+        uint256 deadline = block.number + loan.params.repaymentWindowBlocks;
+        loan.status = LoanStatus.RepaymentInProgress;
+        loan.repaymentBlock = uint64(block.number);
+        emit RepaymentAttempted(loanId, msg.sender, repayment, deadline);
+
+        etherSwap.lock{value: repayment}(loan.lenderHash, loan.lender, loan.borrower, deadline);
+    }
+
+    /// @notice Accept the repayment by revealing pL: repayment and bond to the lender.
+    function acceptLoanRepayment(uint256 loanId, bytes32 lenderPreimage) external onlyOwner nonReentrant {
+        Loan storage loan = _existing(loanId);
+        _requireStatus(loanId, loan, LoanStatus.RepaymentInProgress);
+        uint256 deadline = _acceptanceDeadline(loan);
+        if (block.number >= deadline) revert TooLate(loanId, deadline);
+        if (sha256(abi.encodePacked(lenderPreimage)) != loan.lenderHash) revert WrongPreimage();
+
+        loan.status = LoanStatus.Repaid;
+        address lender = loan.lender;
+        uint256 bond = loan.bond;
+        lockedBalance -= bond;
+        emit RepaymentAccepted(loanId, lenderPreimage);
+
+        etherSwap.claim(lenderPreimage, loan.repaymentAmount, lender, loan.borrower, deadline);
+        _pay(lender, bond);
+    }
+
+    /// @notice The lender did not accept in time: repayment and bond to the borrower.
+    function withdrawRepaymentAttempt(uint256 loanId) external nonReentrant {
+        Loan storage loan = _existing(loanId);
+        _onlyBorrower(loanId, loan);
+        _requireStatus(loanId, loan, LoanStatus.RepaymentInProgress);
+        uint256 deadline = _acceptanceDeadline(loan);
+        if (block.number < deadline) revert TooEarly(loanId, deadline);
+
+        loan.status = LoanStatus.RepaymentRefunded;
+        address borrower = loan.borrower;
+        uint256 bond = loan.bond;
+        lockedBalance -= bond;
+        emit RepaymentWithdrawn(loanId);
+
+        etherSwap.refund(loan.lenderHash, loan.repaymentAmount, loan.lender, borrower, deadline);
+        _pay(borrower, bond);
+    }
+
+    /// @notice No repayment by activation + t_D: the bond goes back to the lender (the collateral is taken on Bitcoin).
+    function markAsDefaulted(uint256 loanId) external onlyOwner nonReentrant {
+        Loan storage loan = _existing(loanId);
+        _requireStatus(loanId, loan, LoanStatus.Active);
+        uint256 dueBlock = _repaymentDeadline(loan);
+        if (block.number < dueBlock) revert TooEarly(loanId, dueBlock);
+
+        loan.status = LoanStatus.Defaulted;
+        uint256 bond = loan.bond;
+        lockedBalance -= bond;
+        emit LoanDefaulted(loanId);
+
+        _pay(loan.lender, bond);
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _existing(uint256 loanId) private view returns (Loan storage loan) {
+        if (loanId == 0 || loanId > loanCount) revert UnknownLoan(loanId);
+        return _loans[loanId];
+    }
+
+    function _onlyBorrower(uint256 loanId, Loan storage loan) private view {
+        if (msg.sender != loan.borrower) revert NotBorrower(loanId, msg.sender);
+    }
+
+    function _requireStatus(uint256 loanId, Loan storage loan, LoanStatus expected) private view {
+        if (loan.status != expected) revert WrongStatus(loanId, loan.status);
+    }
+
+    function _offerDeadline(Loan storage loan) private view returns (uint256) {
+        return uint256(loan.offerBlock) + loan.params.offerWindowBlocks;
+    }
+
+    function _repaymentDeadline(Loan storage loan) private view returns (uint256) {
+        return uint256(loan.activationBlock) + loan.params.loanDurationBlocks;
+    }
+
+    function _acceptanceDeadline(Loan storage loan) private view returns (uint256) {
+        return uint256(loan.repaymentBlock) + loan.params.repaymentWindowBlocks;
+    }
+
+    function _emitRequested(uint256 loanId, Loan storage loan) private {
+        emit LoanRequested(
+            loanId,
+            loan.borrower,
+            loan.amount,
+            loan.repaymentAmount,
+            loan.borrowerBtcPubkey,
+            loan.borrowerHash,
+            loan.escrowTxid,
+            loan.escrowVout,
+            loan.escrowSats,
+            loan.parametersVersion
+        );
+    }
+
+    function _pay(address to, uint256 amount) private {
+        if (amount == 0) return;
+        (bool ok, ) = payable(to).call{value: amount}("");
+        if (!ok) revert PayoutFailed(to, amount);
+    }
+
+    function _validate(Parameters memory p) private pure {
+        if (p.offerWindowBlocks == 0) revert InvalidParameters("offerWindowBlocks must be positive");
+        if (p.loanDurationBlocks == 0) revert InvalidParameters("loanDurationBlocks must be positive");
+        if (p.repaymentWindowBlocks == 0) revert InvalidParameters("repaymentWindowBlocks must be positive");
+        if (p.evmBlocksPerBtcBlock == 0) revert InvalidParameters("evmBlocksPerBtcBlock must be positive");
+        if (p.escrowTimelockBtcBlocks < 1 || p.escrowTimelockBtcBlocks > MAX_TIMELOCK_BTC_BLOCKS) {
+            revert InvalidParameters("escrowTimelockBtcBlocks must be in [1, 65535]");
+        }
+        if (p.collateralTimelockBtcBlocks < 1 || p.collateralTimelockBtcBlocks > MAX_TIMELOCK_BTC_BLOCKS) {
+            revert InvalidParameters("collateralTimelockBtcBlocks must be in [1, 65535]");
+        }
+        uint256 ratio = p.evmBlocksPerBtcBlock;
+        if (uint256(p.escrowTimelockBtcBlocks) * ratio <= uint256(p.offerWindowBlocks) + p.requestToOfferAllowanceBlocks) {
+            revert InvalidParameters("t_0 * ratio must exceed t_B + request-to-offer allowance");
+        }
+        if (
+            uint256(p.collateralTimelockBtcBlocks) * ratio <=
+            uint256(p.loanDurationBlocks) + p.repaymentWindowBlocks + uint256(p.safetyBtcBlocks) * ratio
+        ) {
+            revert InvalidParameters("t_1 * ratio must exceed t_D + t_L + safety * ratio");
+        }
+        if (p.minAmountWei == 0) revert InvalidParameters("minAmountWei must be positive");
+        if (p.minAmountWei > p.maxAmountWei) revert InvalidParameters("minAmountWei must not exceed maxAmountWei");
+        if (p.maxAmountWei > MAX_AMOUNT_LIMIT) revert InvalidParameters("maxAmountWei too large");
+        if (p.bondPercent > 100) revert InvalidParameters("bondPercent must not exceed 100");
+        if (p.originationFeeBps > 10000) revert InvalidParameters("originationFeeBps must not exceed 10000");
+        if (p.interestBps > 10000) revert InvalidParameters("interestBps must not exceed 10000");
+        if (p.blocksPerYear == 0) revert InvalidParameters("blocksPerYear must be positive");
+        if (p.lenderBtcPubkey == bytes32(0)) revert InvalidParameters("lenderBtcPubkey must be set");
+    }
+}
