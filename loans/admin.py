@@ -76,26 +76,30 @@ class ProtocolParametersAdmin(OperatorReadOnlyAdmin):
     ordering = ["-version"]
 
 
-class LoanStatusChangeInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return is_operator(request.user)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class LoanStatusChangeInline(ReadOnlyInline):
     model = LoanStatusChange
     fields = ["created_at", "from_status", "to_status", "actor", "cause", "evm_event"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
-class BitcoinTransactionInline(admin.TabularInline):
+class BitcoinTransactionInline(ReadOnlyInline):
     model = BitcoinTransaction
     fields = ["role", "txid", "confirmations", "block_height", "block_hash"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Loan)

@@ -7,8 +7,9 @@ Wei amounts need up to 78 decimal digits (2**256 - 1), more than any integer col
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
+from django.utils.functional import cached_property
 
 HEX32_PATTERN = r"^[0-9a-f]{64}$"
 validate_hex32 = RegexValidator(HEX32_PATTERN, "Enter 32 bytes as 64 lowercase hex characters (no 0x).")
@@ -33,6 +34,11 @@ class WeiField(models.DecimalField):
         kwargs.pop("max_digits", None)
         kwargs.pop("decimal_places", None)
         return name, path, args, kwargs
+
+    @cached_property
+    def validators(self):
+        # DecimalField's DecimalValidator expects Decimal; our values are ints bounded by the column's digits.
+        return [*self.default_validators, *self._validators, MaxValueValidator(10**WEI_DIGITS - 1)]
 
     def from_db_value(self, value, expression, connection):
         if value is None:
