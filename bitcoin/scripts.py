@@ -376,3 +376,20 @@ def loan_outputs(
         escrow_timelock=escrow_timelock,
         collateral_timelock=collateral_timelock,
     )
+
+
+def control_block_commits(control_block: bytes, script: bytes, script_pubkey: bytes) -> bool:
+    """True if ``control_block`` proves ``script`` is a leaf of P2TR ``script_pubkey`` (BIP-341)."""
+    if len(script_pubkey) != 34 or script_pubkey[:2] != b"\x51\x20":
+        return False
+    if len(control_block) < 33 or (len(control_block) - 33) % 32 or len(control_block) > 33 + 32 * 128:
+        return False
+    leaf_version = control_block[0] & 0xFE
+    try:
+        node = tap_leaf_hash(script, leaf_version)
+        for offset in range(33, len(control_block), 32):
+            node = tap_branch_hash(node, control_block[offset : offset + 32])
+        output_key, odd = taproot_tweak(control_block[1:33], node)
+    except (InvalidKeyError, InvalidParameterError):
+        return False
+    return output_key == script_pubkey[2:] and int(odd) == control_block[0] & 1

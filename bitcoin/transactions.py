@@ -290,6 +290,8 @@ class PreparedSpend:
     signers: tuple[bytes, ...]
     preimage_hash: bytes | None
     fee_sats: int = field(default=0)
+    #: TX_1 only: the collateral output it creates (output 1), for PSBT output fields.
+    collateral: TwoLeafTaprootOutput | None = None
 
     @property
     def leaf_script(self) -> bytes:
@@ -419,6 +421,7 @@ def build_tx1(
         leaf_index=HASHLOCK_LEAF,
         signers=(scripts.borrower_pubkey, scripts.lender_pubkey),
         preimage_hash=scripts.borrower_hash,
+        collateral=scripts.collateral,
     )
     miner_fee = fee_for_vsize(final_vsize(shape), fee_rate_sat_vb)
     collateral_sats = escrow_value_sats - fee_output_sats - miner_fee
