@@ -44,7 +44,10 @@ def anvil_binary() -> str:
 
 @dataclass
 class AnvilNode:
-    """One anvil process on 127.0.0.1. `--prune-history` keeps state in memory (~90x faster mining, no GBs on disk)."""
+    """One anvil process on 127.0.0.1.
+
+    `--prune-history` keeps state in memory (~90x faster mining, no GBs on disk).
+    """
 
     port: int = field(default_factory=free_port)
     chain_id: int = DEV_CHAIN_ID
@@ -74,8 +77,12 @@ class AnvilNode:
         ]  # fmt: skip
         if self.block_time:
             args += ["--block-time", str(self.block_time)]
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argument list
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy()
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=os.environ.copy(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -90,9 +97,10 @@ class AnvilNode:
 
     def _answers(self) -> bool:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
-        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        # our own loopback node, always http://127.0.0.1
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310 - our own loopback node
+            with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310
                 return int(json.load(response)["result"], 16) == self.chain_id
         except OSError:
             return False

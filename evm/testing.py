@@ -1,0 +1,115 @@
+"""pytest fixtures for code that talks to the contracts: one anvil per test session, both contracts deployed
+once, and every test runs inside an `evm_snapshot` that is reverted afterwards (fast, and tests cannot leak state).
+
+Register project-wide with `pytest_plugins = ["evm.testing"]` in the root conftest (or `-p evm.testing`).
+
+Fixtures: `anvil` (AnvilNode), `w3`, `dev_accounts`, `deployer` = `lender` (account 0), `borrower` (1),
+`stranger` (2), `deployment` (a `Deployment`, state reverted after each test), `loan_client`
+(`LoanContractClient` for it), `lender_btc_pubkey`, `evm_mine(blocks)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from .anvil import DEV_CHAIN_ID, AnvilNode
+from .client import LoanContractClient
+from .connection import connect
+from .deploy import Deployment, deploy_contracts
+from .deploy import dev_accounts as _dev_accounts
+from .parameters import ProtocolParameters
+
+# An x-only key of PROTOCOL.md's test vector (xL).
+TEST_LENDER_BTC_PUBKEY = bytes.fromhex("64b4b84f42da9bdb84f7eda2de12524516686e73849645627fb7a034c79c81c8")
+
+
+def rpc(w3: Web3, method: str, params: list | None = None):
+    """A JSON-RPC call that raises on error (`make_request` itself does not)."""
+    response = w3.provider.make_request(method, params or [])
+    if response.get("error"):
+        raise RuntimeError(f"{method} failed: {response['error']}")
+    return response.get("result")
+
+
+def mine(w3: Web3, blocks: int = 1) -> None:
+    rpc(w3, "anvil_mine", [hex(blocks)])
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[AnvilNode]:
+    node = AnvilNode()
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def w3(anvil: AnvilNode) -> Web3:
+    return connect(anvil.url, expected_chain_id=DEV_CHAIN_ID, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def dev_accounts() -> list[LocalAccount]:
+    return _dev_accounts(10)
+
+
+@pytest.fixture(scope="session")
+def deployer(dev_accounts) -> LocalAccount:
+    return dev_accounts[0]
+
+
+@pytest.fixture(scope="session")
+def lender(dev_accounts) -> LocalAccount:
+    return dev_accounts[0]
+
+
+@pytest.fixture(scope="session")
+def borrower(dev_accounts) -> LocalAccount:
+    return dev_accounts[1]
+
+
+@pytest.fixture(scope="session")
+def stranger(dev_accounts) -> LocalAccount:
+    return dev_accounts[2]
+
+
+@pytest.fixture(scope="session")
+def lender_btc_pubkey() -> bytes:
+    return TEST_LENDER_BTC_PUBKEY
+
+
+@pytest.fixture(scope="session")
+def _session_deployment(w3: Web3, deployer: LocalAccount, lender_btc_pubkey: bytes) -> Deployment:
+    return deploy_contracts(w3, deployer, ProtocolParameters(lender_btc_pubkey=lender_btc_pubkey))
+
+
+@pytest.fixture
+def evm_snapshot(w3: Web3) -> Iterator[None]:
+    """Revert the chain to its state before the test."""
+    snapshot = rpc(w3, "evm_snapshot")
+    try:
+        yield
+    finally:
+        if rpc(w3, "evm_revert", [snapshot]) is not True:
+            raise RuntimeError(f"evm_revert({snapshot}) failed: later tests would see this test's state")
+
+
+@pytest.fixture
+def deployment(_session_deployment: Deployment, evm_snapshot: None) -> Deployment:
+    return _session_deployment
+
+
+@pytest.fixture
+def loan_client(w3: Web3, deployment: Deployment) -> LoanContractClient:
+    return LoanContractClient(w3, deployment.loan_address, deployment.ether_swap_address)
+
+
+@pytest.fixture
+def evm_mine(w3: Web3) -> Callable[[int], None]:
+    return lambda blocks=1: mine(w3, blocks)
