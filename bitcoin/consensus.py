@@ -20,11 +20,7 @@ def verify_input(tx: Transaction, input_index: int, spent_outputs: list[TxOut] |
 
     if not isinstance(tx, Transaction):
         raise TransactionError("verify_input needs a Transaction")
-    if (
-        isinstance(input_index, bool)
-        or not isinstance(input_index, int)
-        or not 0 <= input_index < len(tx.inputs)
-    ):
+    if isinstance(input_index, bool) or not isinstance(input_index, int) or not 0 <= input_index < len(tx.inputs):
         raise TransactionError(f"input index {input_index!r} is out of range")
     if len(spent_outputs) != len(tx.inputs) or not all(isinstance(out, TxOut) for out in spent_outputs):
         raise TransactionError("exactly one spent TxOut per input is required")
@@ -34,9 +30,7 @@ def verify_input(tx: Transaction, input_index: int, spent_outputs: list[TxOut] |
         kernel_tx = pbk.Transaction(tx.serialize())
     except RuntimeError as error:
         raise TransactionError(f"libbitcoinkernel cannot parse the transaction: {error}") from None
-    kernel_spent = [
-        pbk.TransactionOutput(pbk.ScriptPubkey(out.script_pubkey), out.value) for out in spent_outputs
-    ]
+    kernel_spent = [pbk.TransactionOutput(pbk.ScriptPubkey(out.script_pubkey), out.value) for out in spent_outputs]
     precomputed = pbk.script.PrecomputedTransactionData(kernel_tx, kernel_spent)
     spent = spent_outputs[input_index]
     try:

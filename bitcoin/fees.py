@@ -76,9 +76,7 @@ def _is_witness_program(script_pubkey: bytes) -> bool:
     return script_pubkey[1] + 2 == size
 
 
-def dust_threshold(
-    script_pubkey: bytes, dust_relay_fee_sat_per_kvb: int = DEFAULT_DUST_RELAY_FEE_SAT_PER_KVB
-) -> int:
+def dust_threshold(script_pubkey: bytes, dust_relay_fee_sat_per_kvb: int = DEFAULT_DUST_RELAY_FEE_SAT_PER_KVB) -> int:
     """Smallest non-dust value (sat) of an output paying ``script_pubkey`` (Core's GetDustThreshold)."""
     if script_pubkey[:1] == b"\x6a":  # OP_RETURN outputs are unspendable and never dust
         return 0

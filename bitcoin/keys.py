@@ -55,9 +55,7 @@ def parse_xonly_pubkey(value: str | bytes) -> bytes:
     try:
         coincurve.PublicKeyXOnly(raw)
     except ValueError:
-        raise InvalidKeyError(
-            f"x-only public key {raw.hex()} is not the X coordinate of a curve point"
-        ) from None
+        raise InvalidKeyError(f"x-only public key {raw.hex()} is not the X coordinate of a curve point") from None
     return raw
 
 

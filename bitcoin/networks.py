@@ -47,6 +47,4 @@ def get_network(name: str | Network) -> Network:
     try:
         return NETWORKS[key]
     except KeyError:
-        raise InvalidNetworkError(
-            f"unknown network {name!r}; expected one of {', '.join(sorted(NETWORKS))}"
-        ) from None
+        raise InvalidNetworkError(f"unknown network {name!r}; expected one of {', '.join(sorted(NETWORKS))}") from None

@@ -86,9 +86,7 @@ class Psbt:
             self.inputs = [{} for _ in self.unsigned_tx.inputs]
         if not self.outputs:
             self.outputs = [{} for _ in self.unsigned_tx.outputs]
-        if len(self.inputs) != len(self.unsigned_tx.inputs) or len(self.outputs) != len(
-            self.unsigned_tx.outputs
-        ):
+        if len(self.inputs) != len(self.unsigned_tx.inputs) or len(self.outputs) != len(self.unsigned_tx.outputs):
             raise PsbtError("PSBT map count does not match the transaction's inputs and outputs")
 
     # -- encoding --
@@ -224,9 +222,7 @@ class Psbt:
     def add_tap_script_sig(self, index: int, xonly_pubkey: bytes, leaf_hash: bytes, signature: bytes) -> None:
         """Record a script-path signature keyed by (x-only key, leaf hash)."""
         if len(xonly_pubkey) != 32 or len(leaf_hash) != 32 or len(signature) not in (64, 65):
-            raise PsbtError(
-                "tap script signature needs a 32-byte key, a 32-byte leaf hash and a 64/65-byte sig"
-            )
+            raise PsbtError("tap script signature needs a 32-byte key, a 32-byte leaf hash and a 64/65-byte sig")
         self._input(index)[bytes([PSBT_IN_TAP_SCRIPT_SIG]) + xonly_pubkey + leaf_hash] = signature
 
     def spent_outputs(self) -> list[TxOut]:
@@ -240,9 +236,7 @@ class Psbt:
         return outputs
 
 
-def create_psbt(
-    prepared: PreparedSpend, key_origins: dict[bytes, tuple[bytes, list[int]]] | None = None
-) -> Psbt:
+def create_psbt(prepared: PreparedSpend, key_origins: dict[bytes, tuple[bytes, list[int]]] | None = None) -> Psbt:
     """Unsigned PSBT of a prepared loan transaction, with the BIP-371 fields of the leaf being spent.
 
     ``key_origins`` optionally maps a signer's x-only key to (4-byte master fingerprint, BIP-32 path) so a
@@ -250,8 +244,7 @@ def create_psbt(
     """
     tree = prepared.tree
     input_map: KeyMap = {
-        bytes([PSBT_IN_WITNESS_UTXO]): prepared.prevout.serialize()[:8]
-        + push_bytes(prepared.prevout.script_pubkey),
+        bytes([PSBT_IN_WITNESS_UTXO]): prepared.prevout.serialize()[:8] + push_bytes(prepared.prevout.script_pubkey),
         bytes([PSBT_IN_TAP_LEAF_SCRIPT]) + prepared.control_block: prepared.leaf_script
         + bytes([TAPSCRIPT_LEAF_VERSION]),
         bytes([PSBT_IN_TAP_INTERNAL_KEY]): tree.internal_key,
@@ -288,9 +281,7 @@ def sign_psbt(psbt: Psbt, private_key: PrivateKey, aux_randomness: bytes | None 
     for index in range(len(psbt.inputs)):
         hash_type = psbt.sighash_type(index)
         if hash_type not in (None, SIGHASH_DEFAULT):
-            raise PsbtError(
-                f"input {index} asks for sighash type {hash_type}; only SIGHASH_DEFAULT is signed"
-            )
+            raise PsbtError(f"input {index} asks for sighash type {hash_type}; only SIGHASH_DEFAULT is signed")
         for control, script, leaf_version in psbt.tap_leaf_scripts(index):
             if b"\x20" + xonly not in script:
                 continue
@@ -301,8 +292,6 @@ def sign_psbt(psbt: Psbt, private_key: PrivateKey, aux_randomness: bytes | None 
                 sighash = taproot_sighash(psbt.unsigned_tx, index, spent_outputs, SIGHASH_DEFAULT, leaf_hash)
             except TransactionError as error:
                 raise PsbtError(str(error)) from None
-            psbt.add_tap_script_sig(
-                index, xonly, leaf_hash, private_key.sign_schnorr(sighash, aux_randomness)
-            )
+            psbt.add_tap_script_sig(index, xonly, leaf_hash, private_key.sign_schnorr(sighash, aux_randomness))
             added += 1
     return added

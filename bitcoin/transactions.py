@@ -433,9 +433,7 @@ def build_tx1(
             f"at least {required} sat needed"
         )
     check_not_dust(collateral_sats, collateral_script, "collateral output")
-    tx = replace(
-        shape.tx, outputs=(TxOut(fee_output_sats, fee_script), TxOut(collateral_sats, collateral_script))
-    )
+    tx = replace(shape.tx, outputs=(TxOut(fee_output_sats, fee_script), TxOut(collateral_sats, collateral_script)))
     return replace(shape, tx=tx, fee_sats=miner_fee)
 
 
@@ -470,9 +468,7 @@ def _build_sweep(
     if payout_sats <= 0:
         raise InvalidParameterError(f"output of {value_sats} sat cannot pay the {miner_fee} sat miner fee")
     check_not_dust(payout_sats, payout_script, "payout output")
-    return replace(
-        shape, tx=replace(shape.tx, outputs=(TxOut(payout_sats, payout_script),)), fee_sats=miner_fee
-    )
+    return replace(shape, tx=replace(shape.tx, outputs=(TxOut(payout_sats, payout_script),)), fee_sats=miner_fee)
 
 
 def build_exit(
@@ -550,9 +546,7 @@ def build_capture(
     )
 
 
-def finalize(
-    prepared: PreparedSpend, *, signatures: list[bytes], preimage: bytes | None = None
-) -> Transaction:
+def finalize(prepared: PreparedSpend, *, signatures: list[bytes], preimage: bytes | None = None) -> Transaction:
     """Assemble the witness ``[*signatures, (preimage), leaf, control]`` after checking every piece.
 
     ``signatures`` are in ``prepared.signers`` order (TX_1: [sigB, sigL]). Each must be a valid 64-byte
@@ -564,15 +558,11 @@ def finalize(
         if len(signature) != 64:
             raise TransactionError("signatures must be 64-byte BIP-340 signatures with SIGHASH_DEFAULT")
         if not prepared.verify_signature(signer, signature):
-            raise TransactionError(
-                f"signature for key {signer.hex()} does not verify for {prepared.kind.value}"
-            )
+            raise TransactionError(f"signature for key {signer.hex()} does not verify for {prepared.kind.value}")
     items = list(signatures)
     if prepared.preimage_hash is not None:
         if preimage is None:
-            raise TransactionError(
-                f"{prepared.kind.value} needs the preimage of {prepared.preimage_hash.hex()}"
-            )
+            raise TransactionError(f"{prepared.kind.value} needs the preimage of {prepared.preimage_hash.hex()}")
         preimage_bytes = parse_hash32(preimage, "preimage")
         if sha256(preimage_bytes) != prepared.preimage_hash:
             raise TransactionError("preimage does not hash to the leaf's hash")
@@ -596,9 +586,7 @@ def finalize_exit(prepared: PreparedSpend, *, borrower_signature: bytes) -> Tran
     return finalize(prepared, signatures=[borrower_signature])
 
 
-def finalize_release(
-    prepared: PreparedSpend, *, borrower_signature: bytes, lender_preimage: bytes
-) -> Transaction:
+def finalize_release(prepared: PreparedSpend, *, borrower_signature: bytes, lender_preimage: bytes) -> Transaction:
     """TX_release witness: sigB, pL, leaf, control."""
     _expect_kind(prepared, SpendKind.TX_RELEASE)
     return finalize(prepared, signatures=[borrower_signature], preimage=lender_preimage)

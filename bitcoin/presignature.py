@@ -1,0 +1,258 @@
+"""Lender-side verification of the borrower's TX_1 pre-signature (protocol flaw 4).
+
+Before L co-signs TX_1 or offers the loan, L checks that B's signature commits to exactly the transaction the
+loan allows, using only facts L holds: the loan's snapshotted keys, hashes and timelocks, the escrow outpoint,
+the escrow value *as observed on chain by the caller*, the loan amount, the origination fee and L's payout
+address. Nothing the borrower uploaded is believed: the PSBT's witness UTXO, leaf scripts and control blocks
+are ignored except to refuse contradictions; the prevout script is derived, the value comes from the chain.
+
+Checks, each refused with its own ``PresignatureError.reason``:
+
+* ``malformed_psbt`` / ``malformed_transaction`` / ``malformed_signature`` / ``missing_signature``
+* ``wrong_version`` (must be 2), ``wrong_input_count`` (1), ``wrong_outpoint``, ``wrong_sequence``
+  (0xfffffffd), ``wrong_locktime`` (0), ``nonempty_script_sig``
+* ``witness_utxo_mismatch``: the PSBT claims another prevout script or value than the chain
+* ``wrong_output_count`` (2), ``wrong_fee_output`` (output 0 not to L's payout), ``wrong_fee_amount``
+  (not amount x bps // 10000), ``wrong_collateral_output`` (output 1 not the derived collateral script),
+  ``insufficient_collateral`` (below amount x ratio)
+* ``outputs_exceed_input``, ``fee_rate_too_low``, ``fee_rate_too_high`` (rate over the exact final vsize)
+* ``wrong_sighash_type`` (a 65-byte signature, or a PSBT sighash field other than SIGHASH_DEFAULT)
+* ``wrong_leaf`` (valid, but over the escrow's leaf 0 sighash), ``wrong_signer`` (made by xL, or recorded
+  in the PSBT under another key), ``invalid_signature`` (anything else that does not verify for xB)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+from bitcoin.addresses import address_to_script_pubkey
+from bitcoin.errors import FeeError, PresignatureError, PsbtError, TransactionError
+from bitcoin.fees import parse_fee_rate
+from bitcoin.keys import verify_schnorr
+from bitcoin.networks import Network, get_network
+from bitcoin.psbt import Psbt
+from bitcoin.scripts import HASHLOCK_LEAF, TIMELOCK_LEAF, LoanScripts
+from bitcoin.transactions import (
+    BPS,
+    SEQUENCE_RBF_NO_LOCK,
+    SIGHASH_DEFAULT,
+    TX_VERSION,
+    FeeRate,
+    OutPoint,
+    PreparedSpend,
+    SpendKind,
+    Transaction,
+    TxOut,
+    final_vsize,
+    minimum_collateral_sats,
+    origination_fee_sats,
+    taproot_sighash,
+)
+
+
+@dataclass(frozen=True)
+class VerifiedPresignature:
+    """A TX_1 whose borrower signature L has verified; ``prepared`` is ready for L's signature and pB."""
+
+    prepared: PreparedSpend
+    borrower_signature: bytes
+    sighash: bytes
+    origination_fee_sats: int
+    collateral_sats: int
+    miner_fee_sats: int
+    fee_rate_sat_vb: Fraction
+
+    @property
+    def transaction(self) -> Transaction:
+        """The verified unsigned TX_1."""
+        return self.prepared.tx
+
+
+def _refuse(reason: str, message: str) -> PresignatureError:
+    return PresignatureError(reason, message)
+
+
+def _load_inputs(
+    psbt: str | bytes | Psbt | None,
+    signature: bytes | str | None,
+    transaction: bytes | str | Transaction | None,
+    scripts: LoanScripts,
+) -> tuple[Transaction, bytes, Psbt | None]:
+    """(unsigned tx, borrower signature, parsed PSBT or None) from either upload form."""
+    if psbt is not None:
+        if signature is not None or transaction is not None:
+            raise _refuse("ambiguous_upload", "send either a PSBT or a raw signature with its transaction")
+        try:
+            parsed = psbt if isinstance(psbt, Psbt) else Psbt.load(psbt)
+        except PsbtError as error:
+            raise _refuse("malformed_psbt", str(error)) from None
+        if len(parsed.inputs) != 1:
+            raise _refuse("wrong_input_count", f"TX_1 has exactly one input, the PSBT has {len(parsed.inputs)}")
+        try:
+            hash_type = parsed.sighash_type(0)
+            signatures = parsed.tap_script_sigs(0)
+        except PsbtError as error:
+            raise _refuse("malformed_psbt", str(error)) from None
+        if hash_type not in (None, SIGHASH_DEFAULT):
+            raise _refuse("wrong_sighash_type", f"PSBT asks for sighash type {hash_type}, not SIGHASH_DEFAULT")
+        escrow = scripts.escrow
+        wanted = (scripts.borrower_pubkey, escrow.leaf_hash(HASHLOCK_LEAF))
+        if wanted in signatures:
+            return parsed.unsigned_tx, signatures[wanted], parsed
+        if (scripts.borrower_pubkey, escrow.leaf_hash(TIMELOCK_LEAF)) in signatures:
+            raise _refuse("wrong_leaf", "the borrower signed the escrow's timelock leaf, not the hashlock leaf")
+        if signatures:
+            raise _refuse("wrong_signer", "the PSBT holds no signature of the borrower's key for the hashlock leaf")
+        raise _refuse("missing_signature", "the PSBT carries no tap script signature")
+    if signature is None or transaction is None:
+        raise _refuse("missing_signature", "send a PSBT, or a raw 64-byte signature together with the transaction")
+    if isinstance(signature, str):
+        try:
+            signature = bytes.fromhex(signature.strip())
+        except ValueError:
+            raise _refuse("malformed_signature", "signature is not valid hex") from None
+    if isinstance(transaction, Transaction):
+        tx = transaction
+    else:
+        try:
+            tx = Transaction.parse(transaction)
+        except TransactionError as error:
+            raise _refuse("malformed_transaction", str(error)) from None
+    return tx.without_witness(), bytes(signature), None
+
+
+def verify_borrower_presignature(
+    *,
+    network: Network | str,
+    borrower_pubkey: bytes | str,
+    lender_pubkey: bytes | str,
+    borrower_hash: bytes | str,
+    lender_hash: bytes | str,
+    escrow_timelock: int,
+    collateral_timelock: int,
+    escrow_outpoint: OutPoint,
+    escrow_value_sats: int,
+    loan_amount_sats: int,
+    origination_fee_bps: int,
+    lender_payout_address: str,
+    min_fee_rate_sat_vb: FeeRate,
+    max_fee_rate_sat_vb: FeeRate,
+    min_collateral_ratio_bps: int = BPS,
+    psbt: str | bytes | Psbt | None = None,
+    signature: bytes | str | None = None,
+    transaction: bytes | str | Transaction | None = None,
+) -> VerifiedPresignature:
+    """Verify B's TX_1 pre-signature against the loan's own facts; raise ``PresignatureError`` if refused.
+
+    Pass either ``psbt`` (base64, hex or binary BIP-174 with a BIP-371 tap script sig keyed by
+    (xB, hashlock leaf hash)), or ``signature`` (64 bytes or hex) plus ``transaction`` (the unsigned TX_1).
+    ``escrow_value_sats`` must be the value of the escrow UTXO as read from the chain by the caller.
+    Invalid expected facts (the caller's own data) raise ``InvalidParameterError``/``InvalidKeyError``.
+    """
+    net = get_network(network)
+    scripts = LoanScripts(
+        borrower_pubkey=borrower_pubkey,  # type: ignore[arg-type]
+        lender_pubkey=lender_pubkey,  # type: ignore[arg-type]
+        borrower_hash=borrower_hash,  # type: ignore[arg-type]
+        lender_hash=lender_hash,  # type: ignore[arg-type]
+        escrow_timelock=escrow_timelock,
+        collateral_timelock=collateral_timelock,
+    )
+    fee_script = address_to_script_pubkey(lender_payout_address, net)
+    min_rate = parse_fee_rate(min_fee_rate_sat_vb)
+    max_rate = parse_fee_rate(max_fee_rate_sat_vb)
+    if min_rate > max_rate:
+        raise FeeError("minimum fee rate is above the maximum")
+    expected_fee = origination_fee_sats(loan_amount_sats, origination_fee_bps)
+    required_collateral = minimum_collateral_sats(loan_amount_sats, min_collateral_ratio_bps)
+    prevout = TxOut(escrow_value_sats, scripts.escrow.script_pubkey)
+
+    tx, borrower_signature, parsed_psbt = _load_inputs(psbt, signature, transaction, scripts)
+
+    if tx.version != TX_VERSION:
+        raise _refuse("wrong_version", f"TX_1 must be version 2, got {tx.version}")
+    if len(tx.inputs) != 1:
+        raise _refuse("wrong_input_count", f"TX_1 must have exactly one input, got {len(tx.inputs)}")
+    txin = tx.inputs[0]
+    if txin.outpoint != escrow_outpoint:
+        raise _refuse("wrong_outpoint", f"TX_1 spends {txin.outpoint}, not the loan's escrow {escrow_outpoint}")
+    if txin.sequence != SEQUENCE_RBF_NO_LOCK:
+        raise _refuse("wrong_sequence", f"TX_1 nSequence must be 0xfffffffd, got 0x{txin.sequence:08x}")
+    if tx.locktime != 0:
+        raise _refuse("wrong_locktime", f"TX_1 locktime must be 0, got {tx.locktime}")
+    if txin.script_sig:
+        raise _refuse("nonempty_script_sig", "TX_1's input must have an empty scriptSig")
+    if parsed_psbt is not None:
+        try:
+            claimed = parsed_psbt.witness_utxo(0)
+        except PsbtError as error:
+            raise _refuse("malformed_psbt", str(error)) from None
+        if claimed is not None and claimed != prevout:
+            raise _refuse(
+                "witness_utxo_mismatch",
+                f"the PSBT claims the escrow holds {claimed.value} sat under {claimed.script_pubkey.hex()}; "
+                f"the chain says {prevout.value} sat under {prevout.script_pubkey.hex()}",
+            )
+    if len(tx.outputs) != 2:
+        raise _refuse("wrong_output_count", f"TX_1 must have exactly two outputs, got {len(tx.outputs)}")
+    fee_output, collateral_output = tx.outputs
+    if fee_output.script_pubkey != fee_script:
+        raise _refuse("wrong_fee_output", "output 0 does not pay the lender's payout address")
+    if fee_output.value != expected_fee:
+        raise _refuse(
+            "wrong_fee_amount",
+            f"output 0 pays {fee_output.value} sat; the origination fee is {expected_fee} sat",
+        )
+    if collateral_output.script_pubkey != scripts.collateral.script_pubkey:
+        raise _refuse("wrong_collateral_output", "output 1 is not the loan's collateral output")
+    if collateral_output.value < required_collateral:
+        raise _refuse(
+            "insufficient_collateral",
+            f"output 1 locks {collateral_output.value} sat; at least {required_collateral} sat are required",
+        )
+    miner_fee = escrow_value_sats - fee_output.value - collateral_output.value
+    if miner_fee < 0:
+        raise _refuse("outputs_exceed_input", "TX_1's outputs exceed the escrow's on-chain value")
+
+    prepared = PreparedSpend(
+        kind=SpendKind.TX_1,
+        tx=tx,
+        prevout=prevout,
+        tree=scripts.escrow,
+        leaf_index=HASHLOCK_LEAF,
+        signers=(scripts.borrower_pubkey, scripts.lender_pubkey),
+        preimage_hash=scripts.borrower_hash,
+        collateral=scripts.collateral,
+    )
+    prepared = replace(prepared, fee_sats=miner_fee)
+    fee_rate = Fraction(miner_fee, final_vsize(prepared))
+    if fee_rate < min_rate:
+        raise _refuse("fee_rate_too_low", f"TX_1 pays {float(fee_rate):.3f} sat/vB, below {float(min_rate)} sat/vB")
+    if fee_rate > max_rate:
+        raise _refuse("fee_rate_too_high", f"TX_1 pays {float(fee_rate):.3f} sat/vB, above {float(max_rate)} sat/vB")
+
+    if len(borrower_signature) == 65:
+        raise _refuse(
+            "wrong_sighash_type",
+            f"65-byte signature with sighash type 0x{borrower_signature[64]:02x}; only SIGHASH_DEFAULT is accepted",
+        )
+    if len(borrower_signature) != 64:
+        raise _refuse("malformed_signature", f"signature must be 64 bytes, got {len(borrower_signature)}")
+    sighash = prepared.sighash()
+    if not verify_schnorr(scripts.borrower_pubkey, sighash, borrower_signature):
+        other_leaf = taproot_sighash(tx, 0, [prevout], SIGHASH_DEFAULT, scripts.escrow.leaf_hash(TIMELOCK_LEAF))
+        if verify_schnorr(scripts.borrower_pubkey, other_leaf, borrower_signature):
+            raise _refuse("wrong_leaf", "the signature is over the escrow's timelock leaf, not the hashlock leaf")
+        if verify_schnorr(scripts.lender_pubkey, sighash, borrower_signature):
+            raise _refuse("wrong_signer", "the signature was made with the lender's key, not the borrower's")
+        raise _refuse("invalid_signature", "the signature does not verify for the borrower's key over TX_1")
+    return VerifiedPresignature(
+        prepared=prepared,
+        borrower_signature=borrower_signature,
+        sighash=sighash,
+        origination_fee_sats=fee_output.value,
+        collateral_sats=collateral_output.value,
+        miner_fee_sats=miner_fee,
+        fee_rate_sat_vb=fee_rate,
+    )
