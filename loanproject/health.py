@@ -19,6 +19,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from loans import chains
+
 CHECK_TIMEOUT_SECONDS = 3
 
 
@@ -55,19 +57,8 @@ def check_channel_layer() -> str:
 
 
 def check_bitcoin_node() -> str:
-    from bitcoin.rpc import BitcoinRPC
-
-    rpc = BitcoinRPC(
-        settings.BITCOIN_RPC_URL,
-        user=settings.BITCOIN_RPC_USER,
-        password=settings.BITCOIN_RPC_PASSWORD,
-        timeout=CHECK_TIMEOUT_SECONDS,
-        retries=0,
-    )
-    info = rpc.getblockchaininfo()
-    expected_chain = {"mainnet": "main", "testnet": "test", "signet": "signet", "regtest": "regtest"}.get(
-        settings.BITCOIN_NETWORK, settings.BITCOIN_NETWORK
-    )
+    info = chains.bitcoin_rpc(timeout=CHECK_TIMEOUT_SECONDS, retries=0).getblockchaininfo()
+    expected_chain = chains.bitcoin_chain_name()
     if info["chain"] != expected_chain:
         raise RuntimeError(f"node is on {info['chain']!r}, this app is configured for {expected_chain!r}")
     return f"{info['chain']} at height {info['blocks']}"

@@ -115,9 +115,7 @@ AUTH_USER_MODEL = "loans.User"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
-    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -168,6 +166,7 @@ BITCOIN_NETWORK = env("BITCOIN_NETWORK", "regtest")
 BITCOIN_RPC_URL = env("BITCOIN_RPC_URL", "http://127.0.0.1:18443")
 BITCOIN_RPC_USER = env("BITCOIN_RPC_USER", "")
 BITCOIN_RPC_PASSWORD = env("BITCOIN_RPC_PASSWORD", "")
+BITCOIN_RPC_COOKIE_FILE = env("BITCOIN_RPC_COOKIE_FILE", "")  # bitcoind's .cookie, instead of user/password
 BITCOIN_RPC_TIMEOUT = env_int("BITCOIN_RPC_TIMEOUT", 10)
 BITCOIN_CONFIRMATIONS = env_int("BITCOIN_CONFIRMATIONS", 1 if BITCOIN_NETWORK == "regtest" else 3)
 BTCNODE_DATA_DIR = Path(env("BTCNODE_DATA_DIR", str(BASE_DIR / "var" / "btcnode")))

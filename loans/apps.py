@@ -7,6 +7,9 @@ class LoansConfig(AppConfig):
     name = "loans"
     verbose_name = "Loans"
 
+    def ready(self) -> None:
+        from loanproject import checks  # noqa: F401 - registers the system checks
+
 
 class LoansAdminConfig(admin_apps.AdminConfig):
     """Replaces django.contrib.admin so every `@admin.register` lands on the operators' site."""

@@ -46,7 +46,7 @@ class WeiField(models.DecimalField):
         return int(value)
 
     def to_python(self, value):
-        if value is None or isinstance(value, int) and not isinstance(value, bool):
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
         if isinstance(value, float):
             raise ValidationError("Wei amounts must be integers, never floats.", code="float")

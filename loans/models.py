@@ -35,7 +35,7 @@ class User(AbstractUser):
         OPERATOR = "operator", "Operator"
 
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.BORROWER)
-    evm_address = models.CharField(
+    evm_address = models.CharField(  # noqa: DJ001 - NULL, not "", so the unique index ignores users without one
         max_length=42,
         null=True,
         blank=True,
@@ -45,9 +45,7 @@ class User(AbstractUser):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(
-                condition=Q(role__in=["borrower", "lender", "operator"]), name="user_role_valid"
-            ),
+            models.CheckConstraint(condition=Q(role__in=["borrower", "lender", "operator"]), name="user_role_valid"),
             models.CheckConstraint(
                 condition=Q(evm_address__isnull=True) | Q(evm_address__regex=EVM_ADDRESS_PATTERN),
                 name="user_evm_address_format",

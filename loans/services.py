@@ -102,9 +102,7 @@ def contract_deployment_record(
 ) -> ContractDeployment:
     """Record where the contracts were deployed (idempotent on chain id and loan contract address)."""
     block_hash = block_hash.lower().removeprefix("0x")
-    recorded = ContractDeployment.objects.filter(
-        chain_id=chain_id, loan_contract_address=loan_contract_address
-    ).first()
+    recorded = ContractDeployment.objects.filter(chain_id=chain_id, loan_contract_address=loan_contract_address).first()
     if recorded is not None:
         if (recorded.ether_swap_address, recorded.block_number, recorded.block_hash) != (
             ether_swap_address,

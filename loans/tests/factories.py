@@ -79,7 +79,10 @@ def make_loan(**overrides: Any) -> Loan:
         "deployment": overrides.pop("deployment", None) or make_deployment(),
         "amount_wei": amount,
         "bond_wei": amount * snapshot["bond_percent"] // 100,
-        "repayment_wei": amount + amount * snapshot["interest_bps"] * snapshot["loan_duration_blocks"]
+        "repayment_wei": amount
+        + amount
+        * snapshot["interest_bps"]
+        * snapshot["loan_duration_blocks"]
         // (10_000 * snapshot["blocks_per_year"]),
         "borrower_btc_pubkey": hex32(),
         "lender_btc_pubkey": hex32(),

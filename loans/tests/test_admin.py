@@ -69,7 +69,11 @@ def test_chain_facts_and_loans_are_read_only_for_operators(client, operator, loa
 def test_borrowers_and_lenders_are_refused(client, role, loan_with_facts, django_user_model):
     user = django_user_model.objects.create_user(username=f"not-an-operator-{role}", role=role, is_staff=True)
     client.force_login(user)
-    for url in [reverse("admin:index"), changelist(Loan), reverse("admin:loans_loan_change", args=[loan_with_facts.pk])]:
+    for url in [
+        reverse("admin:index"),
+        changelist(Loan),
+        reverse("admin:loans_loan_change", args=[loan_with_facts.pk]),
+    ]:
         response = client.get(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith(reverse("admin:login"))

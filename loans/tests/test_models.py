@@ -59,7 +59,13 @@ class TestMoney:
 
     @pytest.mark.parametrize(
         "field, value",
-        [("amount_wei", 0), ("bond_wei", -1), ("escrow_sats", -5), ("collateral_sats", 0), ("origination_fee_sats", -1)],
+        [
+            ("amount_wei", 0),
+            ("bond_wei", -1),
+            ("escrow_sats", -5),
+            ("collateral_sats", 0),
+            ("origination_fee_sats", -1),
+        ],
     )
     def test_amounts_must_not_be_negative_or_zero_where_meaningless(self, field, value):
         with pytest.raises(IntegrityError), transaction.atomic():

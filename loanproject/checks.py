@@ -1,0 +1,60 @@
+"""System checks: the process is configured for one Bitcoin network and one EVM chain, consistently.
+
+`manage.py check` (and every `runserver`, `migrate`, worker start) runs these; `--deploy` adds the production ones.
+"""
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+BITCOIN_NETWORKS = ("mainnet", "testnet", "signet", "regtest")
+ROOTSTOCK_MAINNET, ROOTSTOCK_TESTNET, ANVIL = 30, 31, 31337
+
+
+@register(Tags.compatibility)
+def check_chain_configuration(app_configs=None, **kwargs):
+    errors = []
+    network = settings.BITCOIN_NETWORK
+    if network not in BITCOIN_NETWORKS:
+        errors.append(
+            Error(
+                f"BITCOIN_NETWORK is {network!r}",
+                hint=f"Use one of {', '.join(BITCOIN_NETWORKS)}.",
+                id="loans.E001",
+            )
+        )
+    chain_id = settings.EVM_CHAIN_ID
+    if chain_id <= 0:
+        errors.append(Error(f"EVM_CHAIN_ID is {chain_id}", hint="Use a positive chain id.", id="loans.E002"))
+    # Real money on one chain must never meet test coins on the other.
+    if network == "mainnet" and chain_id != ROOTSTOCK_MAINNET:
+        errors.append(
+            Error(
+                f"Bitcoin mainnet with EVM chain id {chain_id}",
+                hint="Mainnet bitcoin lends against Rootstock mainnet (chain id 30) only.",
+                id="loans.E003",
+            )
+        )
+    if chain_id == ROOTSTOCK_MAINNET and network != "mainnet":
+        errors.append(
+            Error(
+                f"Rootstock mainnet with Bitcoin {network}",
+                hint="Rootstock mainnet (chain id 30) lends against Bitcoin mainnet only.",
+                id="loans.E004",
+            )
+        )
+    for name in ("BITCOIN_CONFIRMATIONS", "EVM_CONFIRMATIONS", "EVM_BLOCKS_PER_BTC_BLOCK"):
+        if getattr(settings, name) < 1:
+            errors.append(Error(f"{name} must be at least 1", id="loans.E005"))
+    return errors
+
+
+@register(Tags.security, deploy=True)
+def check_production_chain_settings(app_configs=None, **kwargs):
+    warnings = []
+    if settings.BITCOIN_NETWORK == "mainnet" and settings.BITCOIN_CONFIRMATIONS < 3:
+        warnings.append(
+            Warning("BITCOIN_CONFIRMATIONS below 3 on mainnet", hint="Reorgs of 1-2 blocks happen.", id="loans.W001")
+        )
+    if settings.EVM_CHAIN_ID == ROOTSTOCK_MAINNET and settings.EVM_CONFIRMATIONS < 6:
+        warnings.append(Warning("EVM_CONFIRMATIONS below 6 on Rootstock mainnet", id="loans.W002"))
+    return warnings
