@@ -13,6 +13,25 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def load_dotenv(path: Path) -> None:
+    """Read KEY=VALUE lines of a `.env` file into the environment; variables already set win."""
+    if not path.is_file():
+        return
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ImproperlyConfigured(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
+        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+# Under pytest the environment alone decides, so a developer's .env never changes what the tests see.
+if "PYTEST_VERSION" not in os.environ:
+    load_dotenv(BASE_DIR / ".env")
+
+
 def env(name: str, default: str | None = None) -> str:
     value = os.environ.get(name, default)
     if value is None:
