@@ -22,7 +22,7 @@ def run(
     password: str = "",
     cookie: bool = False,
 ) -> int:
-    """Start the node and its RPC server; block until SIGTERM/SIGINT or the `stop` RPC, then shut down cleanly."""
+    """Start the node and its RPC server; block until SIGTERM/SIGINT or `stop`, then shut down cleanly."""
     node = RegtestNode(datadir)
     cookie_file = datadir / ".cookie" if cookie else None
     server = RegtestRPCServer(node, host, port, user=user, password=password, cookie_file=cookie_file)
@@ -61,12 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return run(
-        args.datadir, args.port, args.host, user=args.rpcuser, password=args.rpcpassword, cookie=args.cookie
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args.datadir, args.port, args.host, user=args.rpcuser, password=args.rpcpassword, cookie=args.cookie)
 
 
 if __name__ == "__main__":

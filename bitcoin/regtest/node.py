@@ -1,15 +1,15 @@
 """An embedded regtest node whose blocks are validated by Bitcoin Core's consensus code (libbitcoinkernel).
 
-The kernel (`pbk`) stores blocks, validates them (scripts included) and follows the most-work chain. Everything
-else a wallet-less `bitcoind` offers to this project is built here, in Python, around it:
+The kernel (`pbk`) stores blocks, validates them (scripts included) and follows the most-work chain.
+Everything else a wallet-less `bitcoind` offers to this project is built here, in Python, around it:
 
-* a UTXO index, a transaction index and per-block undo data, updated on every connect *and* disconnect (reorg),
-  always re-synchronised from the kernel's active chain after it changes (the kernel is the source of truth);
-* a mempool with Core's checks and reject reasons (missing inputs, conflicts, coinbase maturity, value, absolute
-  locktime, BIP-68 relative locks, dust, minimum relay fee), each input verified with the kernel's script
-  interpreter (`ScriptPubkey.verify`, all prevouts supplied for taproot);
-* block assembly (BIP-34 height, BIP-141 witness commitment, merkle root, regtest proof of work, time above the
-  median time past) for `generatetoaddress` / `generateblock`, and `submitblock`;
+* a UTXO index, a transaction index and per-block undo data, updated on every connect *and* disconnect
+  (reorg), re-synchronised from the kernel's active chain after it changes (the kernel is the truth);
+* a mempool with Core's checks and reject reasons (missing inputs, conflicts, coinbase maturity, value,
+  absolute locktime, BIP-68 relative locks, dust, minimum relay fee), each input verified with the kernel's
+  script interpreter (`ScriptPubkey.verify`, all prevouts supplied for taproot);
+* block assembly (BIP-34 height, BIP-141 witness commitment, merkle root, regtest proof of work, time above
+  the median time past) for `generatetoaddress` / `generateblock`, and `submitblock`;
 * a development faucet (`sendtoaddress`) spending the node's own coinbase outputs.
 
 Durability: the kernel flushes only when it is closed cleanly. A marker file (`node.dirty`) exists while the
@@ -21,6 +21,7 @@ All public methods take one re-entrant lock, so the node may be shared by the th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import Any
 import pbk
 
 from bitcoin.regtest.address import InvalidAddressError, address_to_script, script_to_address, script_type
+from bitcoin.regtest.mining import REGTEST_BITS, assemble_block
 from bitcoin.regtest.serialize import (
     LOCKTIME_THRESHOLD,
     MAX_MONEY,
@@ -46,11 +48,6 @@ from bitcoin.regtest.serialize import (
     Tx,
     TxIn,
     TxOut,
-    bits_to_target,
-    hash256,
-    merkle_root,
-    push_data,
-    push_int,
 )
 from bitcoin.regtest.wallet import OUTPUT_VBYTES, P2WPKH_INPUT_VBYTES, TX_OVERHEAD_VBYTES, FaucetKey
 
@@ -67,18 +64,13 @@ RPC_VERIFY_ERROR = -25
 RPC_VERIFY_REJECTED = -26
 RPC_VERIFY_ALREADY_IN_CHAIN = -27
 
-REGTEST_BITS = 0x207FFFFF
-BLOCK_VERSION = 0x20000000
 COIN = 100_000_000
-INITIAL_SUBSIDY = 50 * COIN
-HALVING_INTERVAL = 150  # regtest
 COINBASE_MATURITY = 100
 MAX_BLOCK_WEIGHT = 4_000_000
 MAX_STANDARD_TX_WEIGHT = 400_000
 MIN_RELAY_FEE_SAT_PER_KVB = 1000
 DEFAULT_MAX_FEE_RATE = Decimal("0.10")  # BTC/kvB, sendrawtransaction's default maxfeerate
 FAUCET_FEE_SAT_PER_VB = 2
-WITNESS_COMMITMENT_HEADER = b"\xaa\x21\xa9\xed"
 SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
 SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
 SEQUENCE_LOCKTIME_MASK = 0x0000FFFF
@@ -127,12 +119,6 @@ class MempoolEntry:
     vsize: int
     time: int
     height: int
-
-
-def block_subsidy(height: int) -> int:
-    """Regtest block subsidy in sats (halving every 150 blocks)."""
-    halvings = height // HALVING_INTERVAL
-    return 0 if halvings >= 64 else INITIAL_SUBSIDY >> halvings
 
 
 def dust_threshold(script_pubkey: bytes) -> int:
@@ -209,7 +195,7 @@ class RegtestNode:
         with self._lock:
             self._sync_with_kernel()
 
-    # -- lifecycle ------------------------------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Persist the indexes and mempool, flush and release the kernel, remove the dirty marker."""
@@ -237,7 +223,7 @@ class RegtestNode:
     def _on_block_checked(self, user_data: object, block: pbk.Block, state: pbk.BlockValidationState) -> None:
         self._checked[bytes(block.block_hash)] = (state.validation_mode, state.block_validation_result)
 
-    # -- indexes --------------------------------------------------------------------------------------------
+    # -- indexes ---------------------------------------------------------------------------------------------
 
     def _reset_indexes(self) -> None:
         self._hashes: list[bytes] = []
@@ -264,8 +250,7 @@ class RegtestNode:
             "txindex": [[txid.hex(), bh.hex(), pos] for txid, (bh, pos) in self._txindex.items()],
             "undo": {
                 bh.hex(): [
-                    [op.txid.hex(), op.vout, c.value, c.script_pubkey.hex(), c.height, c.coinbase]
-                    for op, c in u
+                    [op.txid.hex(), op.vout, c.value, c.script_pubkey.hex(), c.height, c.coinbase] for op, c in u
                 ]
                 for bh, u in self._undo.items()
             },
@@ -284,24 +269,18 @@ class RegtestNode:
             return False
         chain = self._chainman.get_active_chain()
         hashes = [bytes.fromhex(h) for h in data["hashes"]]
-        if len(hashes) != chain.height + 1 or hashes[-1] != bytes(
-            chain.block_tree_entries[chain.height].block_hash
-        ):
+        if len(hashes) != chain.height + 1 or hashes[-1] != bytes(chain.block_tree_entries[chain.height].block_hash):
             return False
 
         def coin(row: list[Any]) -> tuple[OutPoint, Coin]:
-            return OutPoint(bytes.fromhex(row[0]), row[1]), Coin(
-                row[2], bytes.fromhex(row[3]), row[4], row[5]
-            )
+            return OutPoint(bytes.fromhex(row[0]), row[1]), Coin(row[2], bytes.fromhex(row[3]), row[4], row[5])
 
         self._hashes = hashes
         self._times = list(data["times"])
         self._utxos = dict(coin(row) for row in data["utxos"])
         self._txindex = {bytes.fromhex(t): (bytes.fromhex(b), p) for t, b, p in data["txindex"]}
         self._undo = {bytes.fromhex(b): [coin(row) for row in rows] for b, rows in data["undo"].items()}
-        self._feerates = {
-            bytes.fromhex(b): [Decimal(r) for r in rates] for b, rates in data["feerates"].items()
-        }
+        self._feerates = {bytes.fromhex(b): [Decimal(r) for r in rates] for b, rates in data["feerates"].items()}
         for raw_hex, entered in data["mempool"]:
             try:
                 self._accept_to_mempool(Tx.from_hex(raw_hex), entered_at=entered)
@@ -405,7 +384,7 @@ class RegtestNode:
             except TxRejected as exc:
                 log.info("transaction %s leaves the mempool: %s", tx.txid_hex, exc)
 
-    # -- transaction checks ---------------------------------------------------------------------------------
+    # -- transaction checks ----------------------------------------------------------------------------------
 
     def _confirmed_coin(self, outpoint: OutPoint) -> Coin | None:
         return self._utxos.get(outpoint)
@@ -522,13 +501,11 @@ class RegtestNode:
         if value_in > MAX_MONEY:
             raise TxRejected("bad-txns-inputvalues-outofrange")
         if value_in < value_out:
-            raise TxRejected(
-                "bad-txns-in-belowout", f"value in ({btc(value_in)}) < value out ({btc(value_out)})"
-            )
+            raise TxRejected("bad-txns-in-belowout", f"value in ({btc(value_in)}) < value out ({btc(value_out)})")
         return coins, value_in - value_out
 
     def _check_for_mempool(self, tx: Tx, max_fee_rate: Decimal | None) -> tuple[int, list[OutPoint]]:
-        """All mempool checks of `tx` against chain + mempool; returns (fee, spent outpoints). Changes nothing."""
+        """Every mempool check of `tx` (chain + mempool); return (fee, spent outpoints); no side effects."""
         self._check_tx_sanity(tx)
         if tx.is_coinbase():
             raise TxRejected("coinbase")
@@ -554,11 +531,7 @@ class RegtestNode:
         min_fee = (vsize * MIN_RELAY_FEE_SAT_PER_KVB + 999) // 1000
         if fee < min_fee:
             raise TxRejected("min relay fee not met", f"{fee} < {min_fee}")
-        if (
-            max_fee_rate is not None
-            and max_fee_rate > 0
-            and Decimal(fee) > max_fee_rate * COIN * vsize / 1000
-        ):
+        if max_fee_rate is not None and max_fee_rate > 0 and Decimal(fee) > max_fee_rate * COIN * vsize / 1000:
             raise TxRejected("max-fee-exceeded", f"fee {fee} sats is above maxfeerate {max_fee_rate} BTC/kvB")
         self._verify_scripts(tx, coins)
         return fee, [txin.prevout for txin in tx.vin]
@@ -574,7 +547,7 @@ class RegtestNode:
             self._mempool_spends[outpoint] = txid
         return entry
 
-    # -- public API: transactions ---------------------------------------------------------------------------
+    # -- public API: transactions ----------------------------------------------------------------------------
 
     def send_raw_transaction(self, raw: bytes, max_fee_rate: Decimal | None = DEFAULT_MAX_FEE_RATE) -> str:
         """Add a transaction to the mempool (idempotent for one already there); return its txid."""
@@ -587,9 +560,7 @@ class RegtestNode:
                 self._accept_to_mempool(tx, max_fee_rate=max_fee_rate)
             except TxRejected as exc:
                 if exc.reason == "txn-already-known":
-                    raise NodeRPCError(
-                        RPC_VERIFY_ALREADY_IN_CHAIN, "Transaction outputs already in utxo set"
-                    ) from exc
+                    raise NodeRPCError(RPC_VERIFY_ALREADY_IN_CHAIN, "Transaction outputs already in utxo set") from exc
                 if exc.reason == "max-fee-exceeded":
                     raise NodeRPCError(
                         RPC_VERIFY_ERROR,
@@ -598,9 +569,7 @@ class RegtestNode:
                 raise NodeRPCError(exc.code, str(exc)) from exc
             return tx.txid_hex
 
-    def test_mempool_accept(
-        self, raws: list[bytes], max_fee_rate: Decimal | None = DEFAULT_MAX_FEE_RATE
-    ) -> list[dict]:
+    def test_mempool_accept(self, raws: list[bytes], max_fee_rate: Decimal | None = DEFAULT_MAX_FEE_RATE) -> list[dict]:
         """Core's testmempoolaccept for one transaction (packages of several are not supported)."""
         if len(raws) != 1:
             raise NodeRPCError(RPC_INVALID_PARAMETER, "this node checks exactly one transaction at a time")
@@ -631,9 +600,7 @@ class RegtestNode:
                 for tx in block.txs:
                     if tx.txid == txid:
                         return self._tx_json(tx, block_hash) if verbose else tx.serialize().hex()
-                raise NodeRPCError(
-                    RPC_INVALID_ADDRESS_OR_KEY, "No such transaction found in the provided block"
-                )
+                raise NodeRPCError(RPC_INVALID_ADDRESS_OR_KEY, "No such transaction found in the provided block")
             entry_ = self._mempool.get(txid)
             if entry_ is not None:
                 return self._tx_json(entry_.tx, None) if verbose else entry_.tx.serialize().hex()
@@ -696,9 +663,7 @@ class RegtestNode:
             return self._mempool_entry_json(entry)
 
     def _mempool_entry_json(self, entry: MempoolEntry) -> dict[str, Any]:
-        depends = sorted(
-            {i.prevout.txid[::-1].hex() for i in entry.tx.vin if i.prevout.txid in self._mempool}
-        )
+        depends = sorted({i.prevout.txid[::-1].hex() for i in entry.tx.vin if i.prevout.txid in self._mempool})
         return {
             "vsize": entry.vsize,
             "weight": entry.tx.weight,
@@ -739,7 +704,7 @@ class RegtestNode:
             }
 
     def estimate_smart_fee(self, conf_target: int) -> dict[str, Any]:
-        """Median fee rate of the transactions in the last max(conf_target, 6) blocks, Core's answer if none."""
+        """Median fee rate of the last max(conf_target, 6) blocks' transactions; Core's error when none."""
         with self._lock:
             depth = max(conf_target, 6)
             rates = [r for h in self._hashes[-depth:] for r in self._feerates.get(h, [])]
@@ -749,7 +714,7 @@ class RegtestNode:
             median = max(rates[len(rates) // 2], Decimal(MIN_RELAY_FEE_SAT_PER_KVB))
             return {"feerate": btc(int(median)), "blocks": conf_target}
 
-    # -- public API: chain ------------------------------------------------------------------------------------
+    # -- public API: chain -----------------------------------------------------------------------------------
 
     def get_block_count(self) -> int:
         """Height of the tip."""
@@ -888,41 +853,20 @@ class RegtestNode:
                     result["in_active_chain"] = False
         return result
 
-    # -- mining -----------------------------------------------------------------------------------------------
+    # -- mining ----------------------------------------------------------------------------------------------
 
     def _build_block(self, coinbase_script: bytes, txs: list[Tx], fees: int) -> Block:
         height = self._tip_height() + 1
         self._extranonce = (self._extranonce + 1) & 0xFFFFFFFF
-        coinbase = Tx(
-            2,
-            [
-                TxIn(
-                    OutPoint(b"\x00" * 32, 0xFFFFFFFF),
-                    push_int(height) + push_data(self._extranonce.to_bytes(4, "little")),
-                    SEQUENCE_FINAL,
-                    [b"\x00" * 32],
-                )
-            ],
-            [TxOut(block_subsidy(height) + fees, coinbase_script)],
-            0,
+        return assemble_block(
+            prev_hash=self._hashes[-1],
+            height=height,
+            block_time=max(self._median_time_past(height - 1) + 1, int(time.time())),
+            coinbase_script=coinbase_script,
+            txs=txs,
+            fees=fees,
+            extranonce=self._extranonce,
         )
-        witness_root = merkle_root([b"\x00" * 32] + [tx.wtxid for tx in txs])
-        commitment = hash256(witness_root + b"\x00" * 32)
-        coinbase.vout.append(TxOut(0, b"\x6a\x24" + WITNESS_COMMITMENT_HEADER + commitment))
-        all_txs = [coinbase, *txs]
-        block_time = max(self._median_time_past(height - 1) + 1, int(time.time()))
-        header = BlockHeader(
-            BLOCK_VERSION,
-            self._hashes[-1],
-            merkle_root([tx.txid for tx in all_txs]),
-            block_time,
-            REGTEST_BITS,
-            0,
-        )
-        target = bits_to_target(REGTEST_BITS)
-        while int.from_bytes(header.hash, "little") > target:
-            header.nonce += 1
-        return Block(header, all_txs)
 
     def _explain_block_txs(self, txs: list[Tx], height: int) -> tuple[int, str | None]:
         """Run this node's own checks on `txs` as the next block: (total fees, first failure or None)."""
@@ -947,10 +891,9 @@ class RegtestNode:
     def _submit(self, block: Block) -> tuple[bool, str | None]:
         """Give a block to the kernel; return (accepted, reason if rejected)."""
         kernel_block = pbk.Block(block.serialize())
-        try:
+        # A failure (e.g. a cached invalid block) raises; its reason is in the block_checked callback.
+        with contextlib.suppress(pbk.ProcessBlockException):
             self._chainman.process_block(kernel_block)
-        except pbk.ProcessBlockException:
-            pass  # the reason (e.g. cached invalid) is in the block_checked callback
         verdict = self._checked.pop(block.hash, None)
         self._sync_with_kernel()
         if verdict is None:
@@ -1016,7 +959,7 @@ class RegtestNode:
                 return None
             return f"{reason}: {problem}" if problem else reason
 
-    # -- faucet -----------------------------------------------------------------------------------------------
+    # -- faucet ----------------------------------------------------------------------------------------------
 
     def faucet_balance(self) -> int:
         """Spendable faucet sats (mature confirmed coins and unspent own change in the mempool)."""
@@ -1042,7 +985,7 @@ class RegtestNode:
         return coins
 
     def send_to_script(self, script_pubkey: bytes, sats: int) -> str:
-        """Pay `sats` to `script_pubkey` from the faucet; the transaction enters the mempool. Returns the txid."""
+        """Pay `sats` to `script_pubkey` from the faucet into the mempool; return the txid."""
         if sats < dust_threshold(script_pubkey):
             raise NodeRPCError(RPC_TYPE_ERROR, "Transaction amount too small")
         with self._lock:

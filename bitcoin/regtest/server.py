@@ -1,4 +1,4 @@
-"""JSON-RPC 1.0/2.0 over HTTP for the embedded regtest node, speaking Bitcoin Core's method names and errors."""
+"""JSON-RPC over HTTP for the embedded regtest node, with Bitcoin Core's method names and errors."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from bitcoin.regtest.node import (
+    DEFAULT_MAX_FEE_RATE,
     RPC_DESERIALIZATION_ERROR,
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,
     RPC_MISC_ERROR,
     RPC_TYPE_ERROR,
-    DEFAULT_MAX_FEE_RATE,
     NodeRPCError,
     RegtestNode,
     Tx,
@@ -56,14 +56,12 @@ def encode_response(payload: object) -> bytes:
     return _DECIMAL_MARK.sub(lambda m: m.group(1), text).encode()
 
 
-# -- argument parsing (clear errors before anything reaches the node or the kernel) -----------------------------
+# -- argument parsing (clear errors before anything reaches the node or the kernel) --------------------------
 
 
 def _hash_arg(value: Any, name: str) -> bytes:
     if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
-        raise NodeRPCError(
-            RPC_INVALID_PARAMETER, f"{name} must be of length 64 (not {len(str(value))}, for '{value}')"
-        )
+        raise NodeRPCError(RPC_INVALID_PARAMETER, f"{name} must be of length 64 (not {len(str(value))}, for '{value}')")
     return bytes.fromhex(value)[::-1]
 
 
@@ -129,9 +127,7 @@ class RPCHandlers:
 
     def methods(self) -> dict[str, Callable[..., Any]]:
         """Method name -> bound handler."""
-        return {
-            name.removeprefix("rpc_"): getattr(self, name) for name in dir(self) if name.startswith("rpc_")
-        }
+        return {name.removeprefix("rpc_"): getattr(self, name) for name in dir(self) if name.startswith("rpc_")}
 
     def rpc_getblockchaininfo(self) -> dict[str, Any]:
         return self.node.get_blockchain_info()
@@ -157,9 +153,7 @@ class RPCHandlers:
         block_hash = None if blockhash is None else _hash_arg(blockhash, "blockhash")
         if isinstance(verbose, int) and not isinstance(verbose, bool):
             verbose = _int_arg(verbose, "verbosity", 0, 2) > 0
-        return self.node.get_raw_transaction(
-            _hash_arg(txid, "txid"), _bool_arg(verbose, "verbose"), block_hash
-        )
+        return self.node.get_raw_transaction(_hash_arg(txid, "txid"), _bool_arg(verbose, "verbose"), block_hash)
 
     def rpc_gettxout(self, txid: Any, n: Any, include_mempool: Any = True) -> Any:
         return self.node.get_tx_out(
@@ -174,9 +168,7 @@ class RPCHandlers:
     def rpc_testmempoolaccept(self, rawtxs: Any, maxfeerate: Any = DEFAULT_MAX_FEE_RATE) -> list[dict]:
         if not isinstance(rawtxs, list) or not rawtxs:
             raise NodeRPCError(RPC_TYPE_ERROR, "rawtxs must be a non-empty array")
-        return self.node.test_mempool_accept(
-            [_tx_arg(t) for t in rawtxs], _amount_arg(maxfeerate, "maxfeerate")
-        )
+        return self.node.test_mempool_accept([_tx_arg(t) for t in rawtxs], _amount_arg(maxfeerate, "maxfeerate"))
 
     def rpc_getrawmempool(self, verbose: Any = False, mempool_sequence: Any = False) -> Any:
         return self.node.get_raw_mempool(_bool_arg(verbose, "verbose"))
@@ -197,7 +189,7 @@ class RPCHandlers:
         if action in ("status", "abort"):
             return None if action == "status" else False
         if action != "start":
-            raise NodeRPCError(RPC_INVALID_PARAMETER, "Invalid action '%s'" % action)
+            raise NodeRPCError(RPC_INVALID_PARAMETER, f"Invalid action '{action}'")
         if not isinstance(scanobjects, list):
             raise NodeRPCError(RPC_INVALID_PARAMETER, "scanobjects argument is required for the start action")
         scripts = []
@@ -207,9 +199,7 @@ class RPCHandlers:
         return self.node.scan_tx_out_set(scripts)
 
     def rpc_generatetoaddress(self, nblocks: Any, address: Any, maxtries: Any = None) -> list[str]:
-        return self.node.generate_to_script(
-            _int_arg(nblocks, "nblocks", 0, 10_000), parse_output_target(address)
-        )
+        return self.node.generate_to_script(_int_arg(nblocks, "nblocks", 0, 10_000), parse_output_target(address))
 
     def rpc_generateblock(self, output: Any, transactions: Any, submit: Any = True) -> dict[str, Any]:
         script = parse_output_target(output)
@@ -260,7 +250,7 @@ class RPCHandlers:
 
 
 class RegtestRPCServer:
-    """ThreadingHTTPServer serving `RPCHandlers`; optional HTTP basic auth (user/password or a cookie file)."""
+    """ThreadingHTTPServer serving `RPCHandlers`; optional basic auth (user/password or cookie file)."""
 
     def __init__(
         self,
@@ -364,9 +354,7 @@ class RegtestRPCServer:
         except NodeRPCError as exc:
             return 500, _error_response(request_id, exc.code, exc.message)
         except TypeError as exc:
-            return 500, _error_response(
-                request_id, RPC_MISC_ERROR, f"wrong parameters for {request['method']}: {exc}"
-            )
+            return 500, _error_response(request_id, RPC_MISC_ERROR, f"wrong parameters for {request['method']}: {exc}")
         except Exception as exc:  # an internal bug must not kill the server thread
             log.exception("internal error in %s", request["method"])
             return 500, _error_response(request_id, RPC_MISC_ERROR, f"internal error: {exc!r}")
