@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -55,6 +56,7 @@ class AnvilNode:
     accounts: int = 10
     balance_ether: int = 10_000
     block_time: int | None = None
+    state_file: Path | None = None  # load the chain from it at start, dump it there at a clean stop
     process: subprocess.Popen | None = None
 
     @property
@@ -77,6 +79,8 @@ class AnvilNode:
         ]  # fmt: skip
         if self.block_time:
             args += ["--block-time", str(self.block_time)]
+        if self.state_file is not None:
+            args += ["--state", str(self.state_file)]
         self.process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -89,13 +93,14 @@ class AnvilNode:
             if self.process.poll() is not None:
                 stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
                 raise AnvilError(f"anvil exited with code {self.process.returncode}: {stderr.strip()}")
-            if self._answers():
+            if self.answers():
                 return self
             time.sleep(0.05)
         self.stop()
         raise AnvilError(f"anvil did not answer on {self.url} within {timeout}s")
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
+        """True when a node with our chain id answers on our port (ours or one started elsewhere)."""
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
         # our own loopback node, always http://127.0.0.1
         request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})  # noqa: S310
@@ -108,7 +113,8 @@ class AnvilNode:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
+        # SIGINT is anvil's clean shutdown: it dumps --state then.
+        self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -49,6 +49,8 @@ from .parameters import UINT32, UINT64, ProtocolParameters, as_bytes32, as_uint
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 GAS_MARGIN_PERCENT = 20  # added to eth_estimateGas: state can move between estimate and inclusion
+# An accept must leave this many blocks before the offer deadline (~10 minutes on Rootstock's 30 s blocks).
+ACCEPT_MIN_BLOCKS_LEFT = 20
 DEFAULT_RECEIPT_TIMEOUT = 180.0  # seconds; Rootstock blocks come every ~30 s
 
 
@@ -294,10 +296,7 @@ def wait_for_receipt(
         interval = min(interval * 2, 2.0)
 
 
-def dry_run(
-    w3: Web3, prepared: PreparedTransaction, sender: str, decoder: RevertDecoder, block: int | str = "latest"
-) -> bytes:
-    """`eth_call` the transaction from `sender`: its return data, or `ContractRevert` with the reason."""
+def _call_object(prepared: PreparedTransaction, sender: str) -> dict[str, Any]:
     call: dict[str, Any] = {
         "from": as_address(sender, "sender"),
         "data": prepared.data,
@@ -305,33 +304,38 @@ def dry_run(
     }
     if prepared.to is not None:
         call["to"] = prepared.to
+    return call
+
+
+def _simulate(w3: Web3, method: str, call: dict[str, Any], block: int | str, decoder: RevertDecoder) -> Any:
+    """Run eth_call / eth_estimateGas; a revert becomes `ContractRevert`. "pending" simulates the block the
+    transaction would go into (with "latest", `block.number` is one less, so a deadline check would be off by
+    one); a node that does not know "pending" is asked again about "latest"."""
     block_id = hex(block) if isinstance(block, int) else block
-    response = _rpc(w3, "eth_call", [call, block_id])
+    response = _rpc(w3, method, [call, block_id])
     error = response.get("error")
-    if error is not None:
-        data = revert_data_from_rpc_error(error)
-        if data is None:
-            raise NodeUnavailable(f"eth_call failed: {error}")
+    if error is None:
+        return response.get("result")
+    data = revert_data_from_rpc_error(error)
+    if data is not None:
         raise decoder.decode(data)
-    return HexBytes(response.get("result") or "0x")
+    if block_id == "pending":
+        return _simulate(w3, method, call, "latest", decoder)
+    raise NodeUnavailable(f"{method} failed: {error}")
+
+
+def dry_run(
+    w3: Web3, prepared: PreparedTransaction, sender: str, decoder: RevertDecoder, block: int | str = "pending"
+) -> bytes:
+    """`eth_call` the transaction from `sender`: its return data, or `ContractRevert` with the reason."""
+    result = _simulate(w3, "eth_call", _call_object(prepared, sender), block, decoder)
+    return bytes(HexBytes(result or "0x"))
 
 
 def estimate_gas(w3: Web3, prepared: PreparedTransaction, sender: str, decoder: RevertDecoder) -> int:
-    call: dict[str, Any] = {
-        "from": as_address(sender, "sender"),
-        "data": prepared.data,
-        "value": hex(prepared.value),
-    }
-    if prepared.to is not None:
-        call["to"] = prepared.to
-    response = _rpc(w3, "eth_estimateGas", [call])
-    error = response.get("error")
-    if error is not None:
-        data = revert_data_from_rpc_error(error)
-        if data is None:
-            raise NodeUnavailable(f"eth_estimateGas failed: {error}")
-        raise decoder.decode(data)
-    estimate = int(response["result"], 16)
+    """eth_estimateGas plus a margin; a revert raises `ContractRevert`."""
+    result = _simulate(w3, "eth_estimateGas", _call_object(prepared, sender), "pending", decoder)
+    estimate = int(result, 16)
     return estimate + estimate * GAS_MARGIN_PERCENT // 100
 
 
@@ -611,12 +615,31 @@ class LoanContractClient:
         return self._prepare("extendLoanOffer", [loan.loan_id], value, sender, f"extendLoanOffer({loan.loan_id})")
 
     def accept_loan_offer(
-        self, loan_id: int, borrower_preimage: bytes | str, *, sender: str | None = None
+        self,
+        loan_id: int,
+        borrower_preimage: bytes | str,
+        *,
+        sender: str | None = None,
+        min_blocks_left: int = ACCEPT_MIN_BLOCKS_LEFT,
     ) -> PreparedTransaction:
-        """Borrower, while Offered and before the offer deadline. Checks SHA-256(pB) = hB locally first: a
-        reverted accept still publishes pB, so a wrong preimage must never reach the chain."""
+        """Borrower, while Offered and before the offer deadline.
+
+        A reverted accept still publishes pB (the lender could then take the escrow into TX_1 without paying),
+        so this refuses locally, before anything is signed: a preimage whose SHA-256 is not the stored hB, and
+        an offer with fewer than `min_blocks_left` blocks left in which the transaction could still be mined
+        (the wallet, the mempool and block times all take time).
+        """
         loan = self.get_loan(loan_id)
         preimage = as_preimage(borrower_preimage, "borrower_preimage", loan.borrower_hash)
+        as_uint(min_blocks_left, "min_blocks_left")
+        if loan.status is LoanStatus.OFFERED and loan.offer_deadline_block is not None:
+            blocks_left = loan.offer_deadline_block - (int(self.w3.eth.block_number) + 1)
+            if blocks_left < min_blocks_left:
+                raise InvalidArgument(
+                    f"the offer for loan {loan.loan_id} closes at block {loan.offer_deadline_block}: only "
+                    f"{max(blocks_left, 0)} blocks left, fewer than the {min_blocks_left} required to accept "
+                    "safely (a late accept reveals the preimage and still fails)"
+                )
         return self._prepare("acceptLoanOffer", [loan.loan_id, preimage], 0, sender, f"acceptLoanOffer({loan.loan_id})")
 
     def withdraw_loan_offer(self, loan_id: int, *, sender: str | None = None) -> PreparedTransaction:

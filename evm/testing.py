@@ -5,19 +5,23 @@ Register project-wide with `pytest_plugins = ["evm.testing"]` in the root confte
 
 Fixtures: `anvil` (AnvilNode), `w3`, `dev_accounts`, `deployer` = `lender` (account 0), `borrower` (1),
 `stranger` (2), `deployment` (a `Deployment`, state reverted after each test), `loan_client`
-(`LoanContractClient` for it), `lender_btc_pubkey`, `evm_mine(blocks)`.
+(`LoanContractClient` for it), `lender_btc_pubkey`, `evm_mine(blocks)`, `loan_flow` (`LoanFlow`: drives a loan
+through its states with real transactions, sent with the personas' keys).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from .anvil import DEV_CHAIN_ID, AnvilNode
-from .client import LoanContractClient
+from .client import LoanContractClient, LoanStatus
 from .connection import connect
 from .deploy import Deployment, deploy_contracts
 from .deploy import dev_accounts as _dev_accounts
@@ -113,3 +117,72 @@ def loan_client(w3: Web3, deployment: Deployment) -> LoanContractClient:
 @pytest.fixture
 def evm_mine(w3: Web3) -> Callable[[int], None]:
     return lambda blocks=1: mine(w3, blocks)
+
+
+def gas_cost(receipt) -> int:
+    """Wei a mined transaction cost its sender."""
+    return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+
+
+def new_secret() -> tuple[bytes, bytes]:
+    """(preimage, SHA-256 hash): 32 random bytes, as PROTOCOL.md requires."""
+    preimage = os.urandom(32)
+    return preimage, hashlib.sha256(preimage).digest()
+
+
+@dataclass
+class LoanFlow:
+    """Moves loans through their states with real transactions: the borrower's calls signed by `borrower`,
+    the lender's by `lender`, all via `LoanContractClient.send` (dry run first)."""
+
+    client: LoanContractClient
+    lender: LocalAccount
+    borrower: LocalAccount
+
+    def request(self, amount: int = 10**16, *, escrow_sats: int = 1_500_000) -> tuple[int, bytes]:
+        """A Requested loan: (loan id, the borrower's preimage pB)."""
+        preimage, digest = new_secret()
+        prepared = self.client.request_loan(
+            amount=amount,
+            borrower_btc_pubkey=os.urandom(32),
+            borrower_hash=digest,
+            escrow_txid=os.urandom(32),
+            escrow_vout=1,
+            escrow_sats=escrow_sats,
+            sender=self.borrower.address,
+        )
+        receipt = self.client.send(prepared, self.borrower)
+        return self.client.loan_id_from_receipt(receipt), preimage
+
+    def commit(self, loan_id: int) -> bytes:
+        """Commit a fresh lender hash; returns the lender's preimage pL."""
+        preimage, digest = new_secret()
+        self.client.send(self.client.commit_lender_hash(loan_id, digest), self.lender)
+        return preimage
+
+    def offer(self, loan_id: int):
+        return self.client.send(self.client.extend_loan_offer(loan_id), self.lender)
+
+    def accept(self, loan_id: int, borrower_preimage: bytes):
+        return self.client.send(self.client.accept_loan_offer(loan_id, borrower_preimage), self.borrower)
+
+    def offered(self, amount: int = 10**16) -> tuple[int, bytes, bytes]:
+        loan_id, borrower_preimage = self.request(amount)
+        lender_preimage = self.commit(loan_id)
+        self.offer(loan_id)
+        return loan_id, borrower_preimage, lender_preimage
+
+    def active(self, amount: int = 10**16) -> tuple[int, bytes, bytes]:
+        """An Active loan: (loan id, pB, pL)."""
+        loan_id, borrower_preimage, lender_preimage = self.offered(amount)
+        self.accept(loan_id, borrower_preimage)
+        assert self.client.get_loan(loan_id).status is LoanStatus.ACTIVE
+        return loan_id, borrower_preimage, lender_preimage
+
+    def repay(self, loan_id: int):
+        return self.client.send(self.client.attempt_repayment(loan_id), self.borrower)
+
+
+@pytest.fixture
+def loan_flow(loan_client: LoanContractClient, lender: LocalAccount, borrower: LocalAccount) -> LoanFlow:
+    return LoanFlow(loan_client, lender, borrower)
