@@ -1,0 +1,58 @@
+"""`manage.py btcnode` starts the node on the port of BITCOIN_RPC_URL and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bitcoin.rpc import BitcoinRPC, NodeUnavailableError
+
+pytestmark = pytest.mark.integration
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_btcnode_command_serves_rpc_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "1",
+        "BITCOIN_NETWORK": "regtest",
+        "BITCOIN_RPC_URL": "http://127.0.0.1:0",  # 0: a free port, announced on the ready line
+        "BITCOIN_RPC_USER": "alice",
+        "BITCOIN_RPC_PASSWORD": "s3cret",
+        "BTCNODE_DATA_DIR": str(tmp_path / "btcnode"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "btcnode"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("regtest node ready "), line
+        url = line.split("url=")[1].split()[0]
+        rpc = BitcoinRPC(url, user="alice", password="s3cret")
+        rpc.generatetoaddress(3, rpc.call("getnewaddress"))
+        assert rpc.getblockcount() == 3
+        with pytest.raises(NodeUnavailableError, match="401"):
+            BitcoinRPC(url, user="alice", password="wrong", retries=0).getblockcount()
+    except Exception:
+        process.kill()
+        raise
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        if process.stdout is not None:
+            process.stdout.close()
+    assert (tmp_path / "btcnode" / "indexes.json").exists()
+    assert not (tmp_path / "btcnode" / "node.dirty").exists()
