@@ -21,7 +21,7 @@ from eth_utils import to_checksum_address
 from eth_utils.abi import collapse_if_tuple, event_abi_to_log_topic
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import Web3RPCError
+from web3.exceptions import BlockNotFound, Web3RPCError
 
 from .artifacts import Artifacts, load_artifacts
 from .errors import EvmError, InvalidArgument, NodeUnavailable
