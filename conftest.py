@@ -2,6 +2,9 @@
 
 import pytest
 
+# btc_node / btc_rpc / btc_fund / btc_mine (the embedded regtest node) and anvil / w3 / deployment / evm_mine.
+pytest_plugins = ["bitcoin.testing", "evm.testing"]
+
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):

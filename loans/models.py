@@ -119,10 +119,15 @@ class ParameterSet(models.Model):
         ]
 
 
+# The names of every protocol parameter: the same in the contract's struct (evm.parameters) and in each snapshot.
+PARAMETER_FIELDS: tuple[str, ...] = tuple(field.name for field in ParameterSet._meta.fields)
+
+
 class ProtocolParameters(ParameterSet):
     """One version of the protocol parameters. Versions are append-only; the newest is in force for new loans."""
 
     version = models.PositiveIntegerField(unique=True)
+    lender_btc_pubkey = Hex32Field(help_text="xL, the lender's x-only key new loans commit to.")
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     note = models.CharField(max_length=200, blank=True)
@@ -142,8 +147,13 @@ class ContractDeployment(models.Model):
     chain_id = models.PositiveBigIntegerField()
     loan_contract_address = models.CharField(max_length=42, validators=[validate_evm_address])
     ether_swap_address = models.CharField(max_length=42, validators=[validate_evm_address])
-    block_number = models.PositiveBigIntegerField()
+    block_number = models.PositiveBigIntegerField(
+        help_text="First block of the deployment: events are scanned from it."
+    )
     block_hash = Hex32Field()
+    parameters = models.ForeignKey(
+        ProtocolParameters, on_delete=models.PROTECT, related_name="deployments", help_text="In force at deployment."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -15,7 +15,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from .models import ContractDeployment, EvmEvent, Loan, LoanStatusChange, ProtocolParameters, User
+from evm.deploy import Deployment
+from evm.parameters import ProtocolParameters as OnChainParameters
+
+from .models import PARAMETER_FIELDS, ContractDeployment, EvmEvent, Loan, LoanStatusChange, ProtocolParameters, User
 
 logger = logging.getLogger(__name__)
 
@@ -97,27 +100,47 @@ def protocol_parameters_create(*, actor: User, note: str = "", **values: Any) ->
     return parameters
 
 
-def contract_deployment_record(
-    *, chain_id: int, loan_contract_address: str, ether_swap_address: str, block_number: int, block_hash: str
-) -> ContractDeployment:
-    """Record where the contracts were deployed (idempotent on chain id and loan contract address)."""
-    block_hash = block_hash.lower().removeprefix("0x")
-    recorded = ContractDeployment.objects.filter(chain_id=chain_id, loan_contract_address=loan_contract_address).first()
-    if recorded is not None:
-        if (recorded.ether_swap_address, recorded.block_number, recorded.block_hash) != (
-            ether_swap_address,
-            block_number,
-            block_hash,
-        ):
-            raise ValidationError(f"a different deployment of {loan_contract_address} on chain {chain_id} is recorded")
-        return recorded
-    deployment = ContractDeployment(
-        chain_id=chain_id,
-        loan_contract_address=loan_contract_address,
-        ether_swap_address=ether_swap_address,
-        block_number=block_number,
-        block_hash=block_hash,
-    )
-    deployment.full_clean()
-    deployment.save()
-    return deployment
+def protocol_parameters_matching(parameters: OnChainParameters) -> ProtocolParameters:
+    """The newest stored version equal to `parameters`, or a new version holding them."""
+    values = {name: getattr(parameters, name) for name in PARAMETER_FIELDS}
+    values["lender_btc_pubkey"] = parameters.lender_btc_pubkey.hex()
+    with transaction.atomic():
+        list(ProtocolParameters.objects.select_for_update().order_by("-version")[:1])
+        existing = ProtocolParameters.objects.filter(**values).order_by("-version").first()
+        if existing is not None:
+            return existing
+        version = (ProtocolParameters.objects.aggregate(v=Max("version"))["v"] or 0) + 1
+        created = ProtocolParameters(version=version, note="read from the contract", **values)
+        created.full_clean()
+        created.save()
+    return created
+
+
+def contract_deployment_record(*, deployment: Deployment) -> ContractDeployment:
+    """Record a deployment and its parameters (idempotent: the same deployment twice is one row)."""
+    block_hash = deployment.block_hash.hex()
+    with transaction.atomic():
+        recorded = ContractDeployment.objects.filter(
+            chain_id=deployment.chain_id, loan_contract_address=deployment.loan_address
+        ).first()
+        if recorded is not None:
+            if (recorded.ether_swap_address, recorded.block_number, recorded.block_hash) != (
+                deployment.ether_swap_address,
+                deployment.block_number,
+                block_hash,
+            ):
+                raise ValidationError(
+                    f"a different deployment of {deployment.loan_address} on chain {deployment.chain_id} is recorded"
+                )
+            return recorded
+        record = ContractDeployment(
+            chain_id=deployment.chain_id,
+            loan_contract_address=deployment.loan_address,
+            ether_swap_address=deployment.ether_swap_address,
+            block_number=deployment.block_number,
+            block_hash=block_hash,
+            parameters=protocol_parameters_matching(deployment.parameters),
+        )
+        record.full_clean()
+        record.save()
+    return record

@@ -82,3 +82,26 @@ def test_readyz_reports_an_unreachable_redis_channel_layer(client, settings):
     assert layer["ok"] is False
     assert "Connect" in layer["detail"] or "refused" in layer["detail"]
     assert response.json()["checks"]["database"]["ok"] is True
+
+
+@pytest.mark.django_db
+@pytest.mark.integration
+def test_readyz_is_ready_when_every_dependency_answers(client, settings, btc_node, anvil):
+    settings.BITCOIN_RPC_URL, settings.BITCOIN_NETWORK = btc_node.url, "regtest"
+    settings.EVM_RPC_URL, settings.EVM_CHAIN_ID = anvil.url, anvil.chain_id
+    response = client.get(reverse("readyz"))
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"database", "channel_layer", "bitcoin_node", "evm_node"}
+    assert body["checks"]["bitcoin_node"]["detail"].startswith("regtest at height ")
+    assert body["checks"]["database"]["detail"] == "postgresql answered"
+
+
+@pytest.mark.django_db
+@pytest.mark.integration
+def test_readyz_refuses_a_bitcoin_node_on_another_network(client, settings, btc_node):
+    settings.BITCOIN_RPC_URL, settings.BITCOIN_NETWORK = btc_node.url, "testnet"
+    bitcoin = client.get(reverse("readyz")).json()["checks"]["bitcoin_node"]
+    assert bitcoin["ok"] is False
+    assert "node is on 'regtest', this app is configured for 'test'" in bitcoin["detail"]

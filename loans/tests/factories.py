@@ -7,28 +7,14 @@ import itertools
 import secrets
 from typing import Any
 
-from loans.models import ContractDeployment, Loan, ProtocolParameters, User
+from evm.parameters import ProtocolParameters as OnChainParameters
+from loans.models import PARAMETER_FIELDS, ContractDeployment, Loan, ProtocolParameters, User
 
 _sequence = itertools.count(1)
 
-# PROTOCOL.md's defaults.
+# PROTOCOL.md's defaults, from the one place that knows them.
 DEFAULT_PARAMETERS: dict[str, Any] = {
-    "offer_window_blocks": 1000,
-    "request_to_offer_allowance_blocks": 100,
-    "escrow_timelock_btc_blocks": 100,
-    "loan_duration_blocks": 540_000,
-    "repayment_window_blocks": 1500,
-    "collateral_timelock_btc_blocks": 27_150,
-    "evm_blocks_per_btc_block": 20,
-    "safety_btc_blocks": 6,
-    "processing_fee_wei": 10**15,
-    "bond_percent": 10,
-    "origination_fee_bps": 100,
-    "interest_bps": 500,
-    "blocks_per_year": 1_051_200,
-    "min_amount_wei": 5 * 10**15,
-    "max_amount_wei": 100 * 10**18,
-    "min_collateral_ratio_percent": 100,
+    name: getattr(OnChainParameters(lender_btc_pubkey=b"\x01" * 32), name) for name in PARAMETER_FIELDS
 }
 
 
@@ -50,7 +36,7 @@ def make_user(role: str = User.Role.BORROWER, **fields: Any) -> User:
 
 
 def make_parameters(**overrides: Any) -> ProtocolParameters:
-    values = {**DEFAULT_PARAMETERS, **overrides}
+    values = {**DEFAULT_PARAMETERS, "lender_btc_pubkey": hex32(), **overrides}
     values.setdefault("version", next(_sequence))
     return ProtocolParameters.objects.create(**values)
 
@@ -64,12 +50,13 @@ def make_deployment(**overrides: Any) -> ContractDeployment:
         "block_hash": hex32(),
         **overrides,
     }
+    values.setdefault("parameters", make_parameters())
     return ContractDeployment.objects.create(**values)
 
 
 def make_loan(**overrides: Any) -> Loan:
     parameters = overrides.pop("parameters", None) or make_parameters()
-    snapshot = {name: getattr(parameters, name) for name in DEFAULT_PARAMETERS}
+    snapshot = {name: getattr(parameters, name) for name in PARAMETER_FIELDS}
     preimage = bytes.fromhex(hex32())
     amount = overrides.get("amount_wei", 10**17)
     values = {
@@ -85,7 +72,7 @@ def make_loan(**overrides: Any) -> Loan:
         * snapshot["loan_duration_blocks"]
         // (10_000 * snapshot["blocks_per_year"]),
         "borrower_btc_pubkey": hex32(),
-        "lender_btc_pubkey": hex32(),
+        "lender_btc_pubkey": parameters.lender_btc_pubkey,
         "borrower_hash": hashlib.sha256(preimage).hexdigest(),
         **overrides,
     }

@@ -107,7 +107,9 @@ class TestParameterRules:
         make_parameters(offer_window_blocks=1899)
 
     def test_full_clean_reports_the_rule_before_any_write(self):
-        parameters = ProtocolParameters(version=99, **{**DEFAULT_PARAMETERS, "offer_window_blocks": 5000})
+        parameters = ProtocolParameters(
+            version=99, lender_btc_pubkey=hex32(), **{**DEFAULT_PARAMETERS, "offer_window_blocks": 5000}
+        )
         with pytest.raises(ValidationError, match="escrow_outlasts_offer"):
             parameters.full_clean()
 

@@ -3,12 +3,15 @@
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
+from evm.deploy import Deployment
+from evm.parameters import ProtocolParameters as OnChainParameters
 from loans import services
-from loans.models import Loan, LoanStatusChange, ProtocolParameters
+from loans.models import ContractDeployment, Loan, LoanStatusChange, ProtocolParameters
 
 from .factories import DEFAULT_PARAMETERS, make_loan
 
 pytestmark = pytest.mark.django_db
+PARAMETERS = {**DEFAULT_PARAMETERS, "lender_btc_pubkey": "ef" * 32}
 
 
 def test_a_transition_writes_status_fields_and_one_audit_row(lender):
@@ -65,33 +68,58 @@ def test_terminal_statuses_have_no_way_out():
 
 
 def test_parameters_get_consecutive_versions_and_only_from_staff(operator, borrower):
-    first = services.protocol_parameters_create(actor=operator, **DEFAULT_PARAMETERS)
-    second = services.protocol_parameters_create(actor=operator, **{**DEFAULT_PARAMETERS, "interest_bps": 700})
+    first = services.protocol_parameters_create(actor=operator, **PARAMETERS)
+    second = services.protocol_parameters_create(actor=operator, **{**PARAMETERS, "interest_bps": 700})
     assert second.version == first.version + 1
     with pytest.raises(PermissionDenied):
-        services.protocol_parameters_create(actor=borrower, **DEFAULT_PARAMETERS)
+        services.protocol_parameters_create(actor=borrower, **PARAMETERS)
     with pytest.raises(ValidationError):
-        services.protocol_parameters_create(actor=operator, **{**DEFAULT_PARAMETERS, "offer_window_blocks": 10**6})
+        services.protocol_parameters_create(actor=operator, **{**PARAMETERS, "offer_window_blocks": 10**6})
     assert ProtocolParameters.objects.count() == 2
 
 
 def test_a_new_parameter_version_leaves_existing_loans_alone(operator):
     loan = make_loan()
-    services.protocol_parameters_create(actor=operator, **{**DEFAULT_PARAMETERS, "loan_duration_blocks": 100_000})
+    services.protocol_parameters_create(actor=operator, **{**PARAMETERS, "loan_duration_blocks": 100_000})
     loan.refresh_from_db()
     assert loan.loan_duration_blocks == DEFAULT_PARAMETERS["loan_duration_blocks"]
 
 
-def test_deployment_record_is_idempotent_and_refuses_a_conflict():
+def deployment(**overrides) -> Deployment:
     values = {
         "chain_id": 31337,
-        "loan_contract_address": "0x" + "12" * 20,
         "ether_swap_address": "0x" + "34" * 20,
+        "loan_address": "0x" + "12" * 20,
+        "deployer": "0x" + "56" * 20,
         "block_number": 5,
-        "block_hash": "0x" + "ab" * 32,
+        "block_hash": bytes.fromhex("ab" * 32),
+        "ether_swap_tx_hash": bytes(32),
+        "loan_tx_hash": bytes(32),
+        "link_tx_hash": bytes(32),
+        "parameters": OnChainParameters(lender_btc_pubkey=bytes.fromhex("cd" * 32)),
+        **overrides,
     }
-    first = services.contract_deployment_record(**values)
-    assert services.contract_deployment_record(**values) == first
-    assert first.block_hash == "ab" * 32
+    return Deployment(**values)
+
+
+def test_deployment_record_is_idempotent_and_refuses_a_conflict():
+    first = services.contract_deployment_record(deployment=deployment())
+    assert services.contract_deployment_record(deployment=deployment()) == first
+    assert (first.block_hash, first.block_number) == ("ab" * 32, 5)
     with pytest.raises(ValidationError, match="different deployment"):
-        services.contract_deployment_record(**{**values, "block_number": 6})
+        services.contract_deployment_record(deployment=deployment(block_number=6))
+    assert ContractDeployment.objects.count() == 1
+
+
+def test_deployment_record_stores_the_deployed_parameters_once():
+    first = services.contract_deployment_record(deployment=deployment())
+    parameters = first.parameters
+    assert parameters.lender_btc_pubkey == "cd" * 32
+    assert {name: getattr(parameters, name) for name in DEFAULT_PARAMETERS} == DEFAULT_PARAMETERS
+    second = services.contract_deployment_record(deployment=deployment(loan_address="0x" + "78" * 20))
+    assert second.parameters == parameters  # same values: no new version
+    changed = OnChainParameters(lender_btc_pubkey=bytes.fromhex("cd" * 32), interest_bps=900)
+    third = services.contract_deployment_record(
+        deployment=deployment(loan_address="0x" + "9a" * 20, parameters=changed)
+    )
+    assert (third.parameters.version, third.parameters.interest_bps) == (parameters.version + 1, 900)

@@ -1,0 +1,132 @@
+"""`manage.py devstack`: the whole development stack in one process tree, stopped together with Ctrl-C.
+
+Starts (unless already answering) anvil on EVM_RPC_URL with its state kept in var/anvil/, the embedded regtest
+Bitcoin node on BITCOIN_RPC_URL, deploys the contracts once per anvil state and records them, then runs the
+django-q2 worker and the ASGI dev server on 127.0.0.1:8000. Development only: it refuses any other chain.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from bitcoin.keys import PrivateKey
+from bitcoin.rpc import BitcoinRPCError
+from evm.anvil import DEV_CHAIN_ID, AnvilNode
+from evm.connection import connect
+from evm.deploy import load_deployment
+from loans import chains
+from loans.services import contract_deployment_record
+
+
+def port_of(url: str) -> int:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.hostname not in {"127.0.0.1", "localhost"} or not parsed.port:
+        raise CommandError(f"devstack runs nodes on 127.0.0.1 only, with an explicit port; got {url}")
+    return parsed.port
+
+
+class Command(BaseCommand):
+    help = "Run anvil, the regtest Bitcoin node, the worker and the web app on 127.0.0.1:8000 (development)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--addrport", default="127.0.0.1:8000", help="where the web app listens")
+        parser.add_argument("--no-worker", action="store_true", help="do not start the django-q2 worker")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG or settings.EVM_CHAIN_ID != DEV_CHAIN_ID or settings.BITCOIN_NETWORK != "regtest":
+            raise CommandError("devstack is for development: DJANGO_DEBUG=1, EVM_CHAIN_ID=31337, regtest")
+        var = Path(settings.BASE_DIR) / "var"
+        var.mkdir(exist_ok=True)
+        children: list[subprocess.Popen] = []
+        anvil: AnvilNode | None = None
+        try:
+            anvil = self.start_anvil(var)
+            children += self.start_bitcoin_node(var)
+            call_command("migrate", interactive=False, verbosity=0)
+            self.ensure_deployment()
+            if not options["no_worker"]:
+                children.append(self.spawn([sys.executable, "manage.py", "qcluster"], var / "worker.log"))
+            self.stdout.write(self.style.SUCCESS(f"web app on http://{options['addrport']}/ (Ctrl-C stops all)"))
+            server = subprocess.Popen([sys.executable, "manage.py", "runserver", options["addrport"]])
+            children.append(server)
+            server.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for child in reversed(children):
+                if child.poll() is None:
+                    child.send_signal(signal.SIGINT)
+            for child in reversed(children):
+                try:
+                    child.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            if anvil is not None:
+                anvil.stop()
+
+    def spawn(self, argv: list[str], log: Path) -> subprocess.Popen:
+        handle = log.open("ab")
+        self.stdout.write(f"starting {' '.join(argv[1:])} (log: {log})")
+        return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def start_anvil(self, var: Path) -> AnvilNode | None:
+        port = port_of(settings.EVM_RPC_URL)
+        probe = AnvilNode(port=port)
+        if probe.answers():
+            self.stdout.write(f"anvil already answers on {settings.EVM_RPC_URL}")
+            return None
+        state = var / "anvil" / "state.json"
+        state.parent.mkdir(exist_ok=True)
+        self.stdout.write(f"starting anvil on {settings.EVM_RPC_URL} (state: {state})")
+        return AnvilNode(port=port, state_file=state).start()
+
+    def start_bitcoin_node(self, var: Path) -> list[subprocess.Popen]:
+        try:
+            chains.bitcoin_rpc(timeout=2, retries=0).getblockchaininfo()
+            self.stdout.write(f"Bitcoin node already answers on {settings.BITCOIN_RPC_URL}")
+            return []
+        except BitcoinRPCError:
+            pass
+        node = self.spawn([sys.executable, "manage.py", "btcnode"], var / "btcnode.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if node.poll() is not None:
+                raise CommandError(f"the Bitcoin node exited ({node.returncode}); see {var / 'btcnode.log'}")
+            try:
+                chains.bitcoin_rpc(timeout=2, retries=0).getblockchaininfo()
+                return [node]
+            except BitcoinRPCError:
+                time.sleep(0.2)
+        node.kill()
+        raise CommandError("the Bitcoin node did not answer within 60 s")
+
+    def ensure_deployment(self) -> None:
+        """Deploy once per anvil state; a recorded deployment whose code is gone (new state) is redeployed."""
+        path = Path(settings.EVM_DEPLOYMENT_FILE)
+        if path.exists():
+            deployment = load_deployment(path)
+            w3 = connect(settings.EVM_RPC_URL, expected_chain_id=settings.EVM_CHAIN_ID)
+            if w3.eth.get_code(deployment.loan_address):
+                self.stdout.write(f"contracts already deployed at {deployment.loan_address}")
+                contract_deployment_record(deployment=deployment)
+                return
+        call_command("deploy_contracts", lender_btc_pubkey=self.dev_lender_pubkey())
+
+    def dev_lender_pubkey(self) -> str:
+        """The development lender's x-only key; its secret stays in var/dev-lender.key (0600), dev only."""
+        key_file = Path(settings.BASE_DIR) / "var" / "dev-lender.key"
+        if not key_file.exists():
+            key_file.touch(mode=0o600)
+            key_file.write_text(secrets.token_bytes(32).hex() + "\n")
+        return PrivateKey.from_hex(key_file.read_text().strip()).xonly_pubkey.hex()
