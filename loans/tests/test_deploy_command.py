@@ -1,5 +1,6 @@
 """`manage.py deploy_contracts` deploys and links both contracts, writes the JSON record and the database row."""
 
+import io
 import json
 
 import pytest
@@ -16,7 +17,7 @@ def test_deploys_links_and_records(settings, anvil, tmp_path, monkeypatch):
     monkeypatch.delenv("EVM_DEPLOYER_PRIVATE_KEY", raising=False)
     settings.EVM_RPC_URL, settings.EVM_CHAIN_ID = anvil.url, anvil.chain_id
     output = tmp_path / "deployment.json"
-    call_command("deploy_contracts", lender_btc_pubkey=LENDER_KEY, output=output, stdout=open("/dev/null", "w"))
+    call_command("deploy_contracts", lender_btc_pubkey=LENDER_KEY, output=output, stdout=io.StringIO())
 
     record = json.loads(output.read_text())
     row = ContractDeployment.objects.get()
