@@ -1,0 +1,130 @@
+"""Benchmarks of the embedded regtest node (plain script; prints figures).
+
+    python benchmarks/bench_regtest.py [--blocks 1000] [--verifications 5000]
+
+* blocks mined and validated per second by Bitcoin Core's consensus code (empty blocks, measured per slice of
+  chain height to show how the rate changes as the chain grows, then blocks carrying one faucet payment each);
+* script verifications per second: `ScriptPubkey.verify` on a taproot script-path spend (the loan's TX_release).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pbk
+
+from bitcoin.keys import PrivateKey
+from bitcoin.regtest.address import encode_segwit
+from bitcoin.regtest.node import RegtestNode
+from bitcoin.scripts import LoanScripts
+from bitcoin.transactions import OutPoint, build_release, finalize_release
+
+
+def bench_blocks(total: int, slices: int = 4) -> None:
+    """Mine `total` empty blocks in `slices` slices, then 100 blocks with one transaction each."""
+    with tempfile.TemporaryDirectory(prefix="bench-regtest-") as tmp:
+        node = RegtestNode(Path(tmp))
+        try:
+            per_slice = max(1, total // slices)
+            for _ in range(slices):
+                start_height = node.get_block_count()
+                started = time.perf_counter()
+                node.generate_to_script(per_slice, node.faucet.script_pubkey)
+                elapsed = time.perf_counter() - started
+                print(
+                    f"empty blocks {start_height + 1:>6}-{node.get_block_count():<6}: "
+                    f"{per_slice / elapsed:8.1f} blocks/s ({elapsed * 1000 / per_slice:.2f} ms/block)"
+                )
+            target = b"\x00\x14" + hashlib.sha256(b"bench").digest()[:20]
+            count = 100
+            started = time.perf_counter()
+            for _ in range(count):
+                node.send_to_script(target, 10_000)
+                node.generate_to_script(1, node.faucet.script_pubkey)
+            elapsed = time.perf_counter() - started
+            print(
+                f"blocks with 1 payment (mempool accept + mine + validate): {count / elapsed:8.1f} blocks/s "
+                f"({elapsed * 1000 / count:.2f} ms/block)"
+            )
+            started = time.perf_counter()
+            node.close()
+            print(f"clean shutdown (kernel flush + index snapshot): {time.perf_counter() - started:.2f} s")
+            started = time.perf_counter()
+            node = RegtestNode(Path(tmp))
+            print(f"restart at height {node.get_block_count()} (snapshot load): {time.perf_counter() - started:.2f} s")
+            (Path(tmp) / "indexes.json").unlink()
+            node.close()
+            (Path(tmp) / "indexes.json").unlink()
+            started = time.perf_counter()
+            node = RegtestNode(Path(tmp))
+            print(f"restart with index rebuild from the kernel: {time.perf_counter() - started:.2f} s")
+        finally:
+            node.close()
+
+
+def bench_script_verify(iterations: int) -> None:
+    """Time `ScriptPubkey.verify` on a TX_release (taproot script path: Schnorr check + SHA-256 hashlock)."""
+    borrower, lender = PrivateKey.generate(), PrivateKey.generate()
+    p_l = b"\x42" * 32
+    scripts = LoanScripts(
+        borrower_pubkey=borrower.xonly_pubkey,
+        lender_pubkey=lender.xonly_pubkey,
+        borrower_hash=hashlib.sha256(b"\x24" * 32).digest(),
+        lender_hash=hashlib.sha256(p_l).digest(),
+        escrow_timelock=3,
+        collateral_timelock=5,
+    )
+    value = 1_000_000
+    prepared = build_release(
+        scripts=scripts,
+        collateral_outpoint=OutPoint("11" * 32, 1),
+        collateral_value_sats=value,
+        borrower_payout_address=encode_segwit("bcrt", 0, bytes(range(20))),
+        network="regtest",
+        fee_rate_sat_vb=2,
+    )
+    tx = finalize_release(prepared, borrower_signature=prepared.sign(borrower), lender_preimage=p_l)
+    spk = pbk.ScriptPubkey(scripts.collateral.script_pubkey)
+    kernel_tx = pbk.Transaction(tx.serialize())
+    spent = [pbk.TransactionOutput(spk, value)]
+    flags = pbk.ScriptVerificationFlags.ALL
+    precomputed = pbk.script.PrecomputedTransactionData(kernel_tx, spent)
+    assert spk.verify(value, kernel_tx, precomputed, 0, flags)
+    started = time.perf_counter()
+    for _ in range(iterations):
+        spk.verify(value, kernel_tx, precomputed, 0, flags)
+    elapsed = time.perf_counter() - started
+    print(
+        f"ScriptPubkey.verify, taproot script path (reused precomputed data): {iterations / elapsed:10.0f} /s "
+        f"({elapsed * 1e6 / iterations:.1f} us each)"
+    )
+    started = time.perf_counter()
+    for _ in range(iterations):
+        fresh_tx = pbk.Transaction(tx.serialize())
+        fresh = pbk.script.PrecomputedTransactionData(fresh_tx, [pbk.TransactionOutput(spk, value)])
+        spk.verify(value, fresh_tx, fresh, 0, flags)
+    elapsed = time.perf_counter() - started
+    print(
+        f"ScriptPubkey.verify incl. parsing and precomputation (as the mempool does): {iterations / elapsed:10.0f} /s"
+    )
+
+
+def main() -> None:
+    """Run both benchmarks."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--blocks", type=int, default=1000)
+    parser.add_argument("--verifications", type=int, default=5000)
+    args = parser.parse_args()
+    bench_blocks(args.blocks)
+    bench_script_verify(args.verifications)
+
+
+if __name__ == "__main__":
+    main()
