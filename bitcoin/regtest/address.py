@@ -113,6 +113,8 @@ def address_to_script(address: str) -> bytes:
         version, program = decode_segwit(REGTEST_HRP, address)
         op_version = 0 if version == 0 else 0x50 + version
         return bytes([op_version, len(program)]) + program
+    if address.lower().startswith(("bc1", "tb1")):
+        raise InvalidAddressError("address is for another network (expected bcrt1... on regtest)")
     payload = _b58decode_check(address)
     if len(payload) != 21:
         raise InvalidAddressError("bad base58 payload length")
@@ -120,7 +122,7 @@ def address_to_script(address: str) -> bytes:
         return b"\x76\xa9\x14" + payload[1:] + b"\x88\xac"
     if payload[0] == REGTEST_P2SH_PREFIX:
         return b"\xa9\x14" + payload[1:] + b"\x87"
-    raise InvalidAddressError("address is not for regtest")
+    raise InvalidAddressError("address is for another network (not a regtest version byte)")
 
 
 def script_to_address(script: bytes) -> str | None:
