@@ -419,13 +419,12 @@ def confirmed_block_number(w3: Web3, confirmations: int) -> int | None:
 
 
 def first_reorged_block(w3: Web3, stored: Iterable[BlockRef]) -> BlockRef | None:
-    """The lowest stored block whose hash the chain no longer has at that height (rewind to before it), or
-    None
-    when every stored block is still canonical."""
+    """The lowest stored block whose hash the chain no longer has at that height (rewind to before it),
+    or None when every stored block is still canonical."""
     for ref in sorted(stored, key=lambda r: r.number):
         try:
             current = get_block_ref(w3, ref.number)
-        except Exception:
+        except BlockNotFound:  # the chain is now shorter than the stored block: a reorg too
             return ref
         if current.hash != ref.hash:
             return ref
