@@ -237,9 +237,7 @@ class BitcoinRPC:
         try:
             payload = json.loads(raw, parse_float=Decimal)
         except ValueError as exc:
-            raise NodeUnavailableError(
-                f"{method}: HTTP {status}, response is not JSON: {raw[:200]!r}"
-            ) from exc
+            raise NodeUnavailableError(f"{method}: HTTP {status}, response is not JSON: {raw[:200]!r}") from exc
         if not isinstance(payload, dict) or ("result" not in payload and "error" not in payload):
             raise NodeUnavailableError(f"{method}: HTTP {status}, not a JSON-RPC response: {raw[:200]!r}")
         error = payload.get("error")
@@ -301,9 +299,7 @@ class BitcoinRPC:
             return str(self.call("sendrawtransaction", tx_hex))
         return str(self.call("sendrawtransaction", tx_hex, Decimal(maxfeerate)))
 
-    def testmempoolaccept(
-        self, tx_hexes: list[str], maxfeerate: Decimal | None = None
-    ) -> list[dict[str, Any]]:
+    def testmempoolaccept(self, tx_hexes: list[str], maxfeerate: Decimal | None = None) -> list[dict[str, Any]]:
         """Dry-run mempool acceptance: `{txid, allowed, reject-reason?, vsize?, fees?}` per transaction."""
         if isinstance(tx_hexes, str):
             raise TypeError("testmempoolaccept takes a list of raw transactions")

@@ -28,7 +28,7 @@ from bitcoin.regtest.node import (
     Tx,
     parse_output_target,
 )
-from bitcoin.regtest.serialize import DeserializationError
+from bitcoin.regtest.serialize import MAX_MONEY, DeserializationError
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ def _sats_arg(value: Any, name: str) -> int:
     amount = _amount_arg(value, name) * 100_000_000
     if amount != amount.to_integral_value() or amount <= 0:
         raise NodeRPCError(RPC_TYPE_ERROR, f"{name}: invalid amount (positive, whole satoshis)")
+    if amount > MAX_MONEY:
+        raise NodeRPCError(RPC_TYPE_ERROR, f"{name}: amount out of range")
     return int(amount)
 
 

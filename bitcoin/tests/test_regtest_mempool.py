@@ -1,0 +1,172 @@
+"""Mempool policy and RPC server behaviour of the regtest node, in-process (the kernel runs in this process)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bitcoin.regtest.node import NodeRPCError, RegtestNode
+from bitcoin.regtest.serialize import OutPoint, Tx, TxIn, TxOut
+from bitcoin.regtest.server import RegtestRPCServer
+from bitcoin.rpc import BitcoinRPC, RPCError
+
+pytestmark = pytest.mark.integration
+
+OP_TRUE_SCRIPT = b"\x51"
+OP_TRUE_P2WSH = b"\x00\x20" + hashlib.sha256(OP_TRUE_SCRIPT).digest()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegtestNode]:
+    regtest = RegtestNode(tmp_path_factory.mktemp("mempool") / "node")
+    regtest.generate_to_script(101, regtest.faucet.script_pubkey)
+    yield regtest
+    regtest.close()
+
+
+@pytest.fixture(scope="module")
+def rpc(node: RegtestNode) -> Iterator[BitcoinRPC]:
+    server = RegtestRPCServer(node, user="u", password="p")
+    server.serve_in_thread()
+    yield BitcoinRPC(server.url, user="u", password="p")
+    server.shutdown()
+
+
+def fund(node: RegtestNode, sats: int) -> OutPoint:
+    txid = node.send_to_script(OP_TRUE_P2WSH, sats)
+    node.generate_to_script(1, node.faucet.script_pubkey)
+    tx = Tx.from_hex(node.get_raw_transaction(bytes.fromhex(txid)[::-1], False))
+    vout = next(i for i, o in enumerate(tx.vout) if o.script_pubkey == OP_TRUE_P2WSH and o.value == sats)
+    return OutPoint.from_hex(txid, vout)
+
+
+def spend(outpoint: OutPoint, out_value: int, *, sequence: int = 0xFFFFFFFD, locktime: int = 0, version: int = 2) -> Tx:
+    return Tx(version, [TxIn(outpoint, b"", sequence, [OP_TRUE_SCRIPT])], [TxOut(out_value, OP_TRUE_P2WSH)], locktime)
+
+
+def reject_reason(node: RegtestNode, tx: Tx) -> str:
+    [result] = node.test_mempool_accept([tx.serialize()])
+    assert result["allowed"] is False
+    return str(result["reject-reason"])
+
+
+def test_absolute_locktime(node: RegtestNode) -> None:
+    coin = fund(node, 20_000)
+    next_height = node.get_block_count() + 1
+    assert reject_reason(node, spend(coin, 19_000, locktime=next_height)) == "non-final"
+    # All sequences final: nLockTime is ignored.
+    assert node.test_mempool_accept([spend(coin, 19_000, sequence=0xFFFFFFFF, locktime=next_height).serialize()])[0][
+        "allowed"
+    ]
+    assert node.test_mempool_accept([spend(coin, 19_000, locktime=next_height - 1).serialize()])[0]["allowed"]
+
+
+def test_relative_lock_rules(node: RegtestNode) -> None:
+    coin = fund(node, 20_000)
+    assert reject_reason(node, spend(coin, 19_000, sequence=2)) == "non-BIP68-final"
+    # Version 1 transactions and the disable flag opt out of BIP-68.
+    assert node.test_mempool_accept([spend(coin, 19_000, sequence=2, version=1).serialize()])[0]["allowed"]
+    assert node.test_mempool_accept([spend(coin, 19_000, sequence=(1 << 31) | 2).serialize()])[0]["allowed"]
+    # Time-based lock of 512 seconds: not satisfied by a chain mined in the last second.
+    assert reject_reason(node, spend(coin, 19_000, sequence=(1 << 22) | 1)) == "non-BIP68-final"
+
+
+def test_fee_and_dust_policy(node: RegtestNode) -> None:
+    coin = fund(node, 2_000_000)
+    assert reject_reason(node, spend(coin, 2_000_000)) == "min relay fee not met"
+    assert reject_reason(node, spend(coin, 329)) == "dust"  # P2WSH dust threshold is 330 sats
+    # ~20 000 sat/vB is above the default maxfeerate of 0.10 BTC/kvB (10 000 sat/vB).
+    expensive = spend(coin, 330)
+    assert reject_reason(node, expensive) == "max-fee-exceeded"
+    with pytest.raises(NodeRPCError) as info:
+        node.send_raw_transaction(expensive.serialize())
+    assert info.value.code == -25
+    assert node.test_mempool_accept([expensive.serialize()], max_fee_rate=Decimal(0))[0]["allowed"]
+    assert node.test_mempool_accept([spend(coin, 1_990_000).serialize()])[0]["allowed"]
+
+
+def test_mempool_chain_and_mining_order(node: RegtestNode) -> None:
+    coin = fund(node, 50_000)
+    parent = spend(coin, 49_000)
+    child = spend(OutPoint(parent.txid, 0), 48_000)
+    assert reject_reason(node, child) == "missing-inputs"
+    node.send_raw_transaction(parent.serialize())
+    node.send_raw_transaction(child.serialize())
+    entry = node.get_mempool_entry(child.txid)
+    assert entry["depends"] == [parent.txid_hex]
+    assert entry["fees"]["base"] == Decimal("0.00001000")
+    [block_hash] = node.generate_to_script(1, node.faucet.script_pubkey)
+    block = node.get_block(bytes.fromhex(block_hash)[::-1], 1)
+    assert block["tx"][1:] == [parent.txid_hex, child.txid_hex]
+    assert node.get_raw_mempool() == []
+
+
+def test_concurrent_rpc_clients(node: RegtestNode, rpc: BitcoinRPC) -> None:
+    start_height = rpc.getblockcount()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(5):
+                rpc.generatetoaddress(1, node.faucet.address)
+                rpc.getblockchaininfo()
+                rpc.call("sendtoaddress", node.faucet.address, "0.001")
+        except BaseException as exc:  # collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert rpc.getblockcount() == start_height + 20
+    assert len(rpc.getrawmempool()) >= 1
+
+
+def test_server_rejects_bad_input_before_the_kernel(node: RegtestNode, rpc: BitcoinRPC) -> None:
+    height = rpc.getblockcount()
+    for method, params, code in [
+        ("submitblock", ["00"], -22),
+        ("submitblock", ["zz"], -22),
+        ("getblock", ["00" * 31], -8),
+        ("getblock", ["00" * 32], -5),
+        ("gettxout", ["00" * 32, -1], -8),
+        ("getrawtransaction", ["xyz"], -8),
+        ("generatetoaddress", [-1, node.faucet.address], -8),
+        ("generatetoaddress", [1, "raw()"], -5),
+        ("generateblock", [node.faucet.address, ["11" * 32]], -5),
+        ("testmempoolaccept", [[]], -3),
+        ("sendtoaddress", [node.faucet.address, "1e100"], -3),
+        ("getblockcount", [1, 2], -1),
+    ]:
+        with pytest.raises(RPCError) as info:
+            rpc.call(method, *params)
+        assert info.value.code == code, (method, params, info.value)
+    assert rpc.getblockcount() == height
+    assert BitcoinRPC(rpc.url, user="u", password="p").call("help").count("\n") > 10
+    named = rpc.call("getblockhash", height)
+    assert named == rpc.getbestblockhash()
+
+
+def test_snapshot_round_trip(tmp_path: Path) -> None:
+    first = RegtestNode(tmp_path / "n")
+    first.generate_to_script(101, first.faucet.script_pubkey)
+    txid = first.send_to_script(OP_TRUE_P2WSH, 12_345)
+    first.generate_to_script(3, first.faucet.script_pubkey)
+    pending = first.send_to_script(OP_TRUE_P2WSH, 5_000)
+    utxos = dict(first._utxos)
+    first.close()
+    second = RegtestNode(tmp_path / "n")
+    try:
+        assert not second.rebuilt_indexes
+        assert second._utxos == utxos
+        assert second.get_raw_mempool() == [pending]
+        assert second.get_raw_transaction(bytes.fromhex(txid)[::-1], True)["confirmations"] == 3
+    finally:
+        second.close()
