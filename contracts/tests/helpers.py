@@ -162,9 +162,7 @@ class Chain:
 
     def net_changes(self, before: dict[str, int], spent_before: dict[str, int]) -> dict[str, int]:
         """Balance change of each account since `before`, gas excluded (added back exactly from receipts)."""
-        return {
-            a: self.balance(a) - before[a] + self.spent(a) - spent_before.get(a, 0) for a in before
-        }
+        return {a: self.balance(a) - before[a] + self.spent(a) - spent_before.get(a, 0) for a in before}
 
     def wait(self, tx_hash: Any) -> Any:
         """The receipt, polled every 5 ms (anvil may answer null right after sending; web3's default poll is 100 ms)."""
@@ -322,7 +320,9 @@ class LoanFlow:
 
     def repay(self, payer: str | None = None) -> LoanFlow:
         value = self.dep.loan_struct(self.loan_id)["repaymentAmount"]
-        self.receipts["repay"] = self.chain.transact(self.fns.attemptRepayment(self.loan_id), payer or self.borrower, value)
+        self.receipts["repay"] = self.chain.transact(
+            self.fns.attemptRepayment(self.loan_id), payer or self.borrower, value
+        )
         return self
 
     def accept_repayment(self) -> LoanFlow:

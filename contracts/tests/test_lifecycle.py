@@ -151,7 +151,9 @@ def test_happy_path_repaid(fast, people):
 
     flow.accept_repayment()
     assert_holdings(fast, flow, Status.REPAID)
-    (accepted,) = fast.loan.events.RepaymentAccepted().process_receipt(flow.receipts["accept_repayment"], errors=DISCARD)
+    (accepted,) = fast.loan.events.RepaymentAccepted().process_receipt(
+        flow.receipts["accept_repayment"], errors=DISCARD
+    )
     assert dict(accepted["args"]) == {"loanId": flow.loan_id, "lenderPreimage": flow.p_l}
     (claim,) = fast.swap.events.Claim().process_receipt(flow.receipts["accept_repayment"], errors=DISCARD)
     assert dict(claim["args"]) == {"preimageHash": flow.h_l, "preimage": flow.p_l}

@@ -93,7 +93,9 @@ def test_ownership_transfer_keeps_payouts_with_the_offering_lender(fast, people)
 
     deadline = flow.block_of("offer") + fast.params.offer_window_blocks
     chain.mine_until_next_is(deadline)
-    refused(fast, f.withdrawLoanOffer(flow.loan_id), people.lender, fast.err("OwnableUnauthorizedAccount", people.lender))
+    refused(
+        fast, f.withdrawLoanOffer(flow.loan_id), people.lender, fast.err("OwnableUnauthorizedAccount", people.lender)
+    )
     before, spent = chain.balances(people.lender, people.next_owner), dict(chain.gas_spent)
     chain.transact(f.withdrawLoanOffer(flow.loan_id), people.next_owner)
     bond, fee = fast.params.bond_for(AMOUNT), fast.params.processing_fee_wei
