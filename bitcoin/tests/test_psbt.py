@@ -1,0 +1,177 @@
+"""BIP-174/BIP-371 PSBTs for the borrower's TX_1 pre-signature."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from bitcoinutils.psbt import PSBT as BuPsbt
+
+from bitcoin.encoding import push_bytes
+from bitcoin.errors import PsbtError
+from bitcoin.keys import PrivateKey, verify_schnorr
+from bitcoin.psbt import (
+    PSBT_IN_SIGHASH_TYPE,
+    PSBT_IN_TAP_BIP32_DERIVATION,
+    PSBT_IN_TAP_INTERNAL_KEY,
+    PSBT_IN_TAP_LEAF_SCRIPT,
+    PSBT_IN_TAP_MERKLE_ROOT,
+    PSBT_IN_WITNESS_UTXO,
+    PSBT_OUT_TAP_INTERNAL_KEY,
+    PSBT_OUT_TAP_TREE,
+    Psbt,
+    create_psbt,
+    sign_psbt,
+)
+from bitcoin.scripts import NUMS_INTERNAL_KEY
+from bitcoin.tests.loan_vectors import (
+    ESCROW_OUTPOINT,
+    ODD_Y_SECRET,
+    REGTEST_P2WPKH,
+    borrower_key,
+    lender_key,
+    vector_scripts,
+)
+from bitcoin.transactions import PreparedSpend, TxOut, build_tx1
+
+
+def _prepared() -> PreparedSpend:
+    return build_tx1(
+        scripts=vector_scripts(),
+        escrow_outpoint=ESCROW_OUTPOINT,
+        escrow_value_sats=1_100_000,
+        loan_amount_sats=1_000_000,
+        origination_fee_bps=100,
+        lender_payout_address=REGTEST_P2WPKH,
+        network="regtest",
+        fee_rate_sat_vb=3,
+    )
+
+
+def test_unsigned_tx1_psbt_carries_the_bip371_fields() -> None:
+    prepared = _prepared()
+    psbt = create_psbt(prepared)
+    assert psbt.unsigned_tx == prepared.tx
+    fields = psbt.inputs[0]
+    assert fields[bytes([PSBT_IN_WITNESS_UTXO])] == prepared.prevout.serialize()
+    assert psbt.witness_utxo(0) == prepared.prevout
+    assert fields[bytes([PSBT_IN_TAP_LEAF_SCRIPT]) + prepared.control_block] == prepared.leaf_script + b"\xc0"
+    assert psbt.tap_leaf_scripts(0) == [(prepared.control_block, prepared.leaf_script, 0xC0)]
+    assert fields[bytes([PSBT_IN_TAP_INTERNAL_KEY])] == NUMS_INTERNAL_KEY
+    assert fields[bytes([PSBT_IN_TAP_MERKLE_ROOT])] == prepared.tree.merkle_root
+    collateral = vector_scripts().collateral
+    assert psbt.outputs[0] == {}
+    assert psbt.outputs[1][bytes([PSBT_OUT_TAP_INTERNAL_KEY])] == NUMS_INTERNAL_KEY
+    assert psbt.outputs[1][bytes([PSBT_OUT_TAP_TREE])] == b"".join(
+        b"\x01\xc0" + push_bytes(leaf) for leaf in collateral.leaves
+    )
+
+
+def test_round_trips_in_every_encoding() -> None:
+    psbt = create_psbt(_prepared())
+    raw = psbt.serialize()
+    assert raw.startswith(b"psbt\xff")
+    assert Psbt.parse(raw).serialize() == raw
+    assert Psbt.from_base64(psbt.to_base64()).serialize() == raw
+    assert Psbt.load(raw.hex()).serialize() == raw
+    assert Psbt.load(psbt.to_base64().encode() + b"\n").serialize() == raw
+
+
+def test_an_independent_parser_reads_it() -> None:
+    """bitcoin-utils (BIP-174 without taproot fields) parses it and keeps the taproot fields as unknowns."""
+    psbt = create_psbt(_prepared())
+    other = BuPsbt.from_base64(psbt.to_base64())
+    assert other.inputs[0].witness_utxo.amount == 1_100_000
+    assert bytes([PSBT_IN_TAP_INTERNAL_KEY]) in other.inputs[0].unknown
+    assert other.tx.get_txid() == psbt.unsigned_tx.txid
+
+
+def test_borrower_signature_is_keyed_by_key_and_leaf_hash() -> None:
+    prepared = _prepared()
+    psbt = create_psbt(prepared)
+    assert sign_psbt(psbt, borrower_key()) == 1
+    signatures = psbt.tap_script_sigs(0)
+    key = (borrower_key().xonly_pubkey, prepared.leaf_hash)
+    assert list(signatures) == [key]
+    assert verify_schnorr(key[0], prepared.sighash(), signatures[key])
+    reparsed = Psbt.from_base64(psbt.to_base64())
+    assert reparsed.tap_script_sigs(0) == signatures
+    # The lender can sign the same leaf too; an unrelated key signs nothing.
+    assert sign_psbt(reparsed, lender_key()) == 1
+    assert len(reparsed.tap_script_sigs(0)) == 2
+    assert sign_psbt(reparsed, PrivateKey.from_hex(ODD_Y_SECRET)) == 0
+
+
+def test_signer_refuses_a_leaf_the_prevout_does_not_commit_to() -> None:
+    prepared = _prepared()
+    psbt = create_psbt(prepared)
+    fake = TxOut(prepared.prevout.value, b"\x51\x20" + b"\x11" * 32)
+    psbt.inputs[0][bytes([PSBT_IN_WITNESS_UTXO])] = fake.serialize()
+    with pytest.raises(PsbtError, match="not committed"):
+        sign_psbt(psbt, borrower_key())
+    assert psbt.tap_script_sigs(0) == {}
+
+
+def test_signer_refuses_other_sighash_types() -> None:
+    psbt = create_psbt(_prepared())
+    psbt.inputs[0][bytes([PSBT_IN_SIGHASH_TYPE])] = (1).to_bytes(4, "little")
+    with pytest.raises(PsbtError, match="only SIGHASH_DEFAULT"):
+        sign_psbt(psbt, borrower_key())
+
+
+def test_key_origin_field() -> None:
+    prepared = _prepared()
+    xonly = borrower_key().xonly_pubkey
+    psbt = create_psbt(prepared, key_origins={xonly: (b"\xde\xad\xbe\xef", [86 | 1 << 31, 1 | 1 << 31, 0])})
+    value = psbt.inputs[0][bytes([PSBT_IN_TAP_BIP32_DERIVATION]) + xonly]
+    assert value == b"\x01" + prepared.leaf_hash + b"\xde\xad\xbe\xef" + bytes.fromhex("560000800100008000000000")
+
+
+def test_unknown_fields_survive() -> None:
+    psbt = create_psbt(_prepared())
+    psbt.inputs[0][b"\xfc\x05hello"] = b"world"
+    psbt.global_map[b"\xfc\x01x"] = b"y"
+    again = Psbt.parse(psbt.serialize())
+    assert again.inputs[0][b"\xfc\x05hello"] == b"world"
+    assert again.global_map[b"\xfc\x01x"] == b"y"
+
+
+def _with_duplicate_key(raw: bytes) -> bytes:
+    """Repeat the first key-value pair of the input map."""
+    psbt = Psbt.parse(raw)
+    key, value = next(iter(psbt.inputs[0].items()))
+    input_map_start = len(b"psbt\xff") + len(push_bytes(b"\x00")) + len(push_bytes(psbt.unsigned_tx.serialize())) + 1
+    assert raw[input_map_start - 1] == 0  # the global map's separator
+    entry = push_bytes(key) + push_bytes(value)
+    return raw[:input_map_start] + entry + raw[input_map_start:]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda raw: b"psbx\xff" + raw[5:],  # bad magic
+        lambda raw: raw[:-3],  # truncated
+        lambda raw: raw + b"\x00",  # trailing bytes
+        _with_duplicate_key,
+        lambda raw: b"psbt\xff\x00",  # no unsigned transaction
+    ],
+    ids=["magic", "truncated", "trailing", "duplicate-key", "no-tx"],
+)
+def test_malformed_psbts_are_refused(mutate) -> None:
+    raw = create_psbt(_prepared()).serialize()
+    with pytest.raises(PsbtError):
+        Psbt.parse(mutate(raw))
+
+
+def test_non_base64_is_refused() -> None:
+    with pytest.raises(PsbtError, match="base64"):
+        Psbt.from_base64("not base64 at all!")
+    with pytest.raises(PsbtError):
+        Psbt.load(base64.b64encode(b"hello"))
+
+
+def test_bad_signature_field_is_refused() -> None:
+    psbt = create_psbt(_prepared())
+    psbt.inputs[0][b"\x14" + b"\x01" * 64] = b"\x02" * 63
+    with pytest.raises(PsbtError, match="malformed tap script signature"):
+        Psbt.parse(psbt.serialize())
