@@ -12,9 +12,12 @@ Everything else a wallet-less `bitcoind` offers to this project is built here, i
   the median time past) for `generatetoaddress` / `generateblock`, and `submitblock`;
 * a development faucet (`sendtoaddress`) spending the node's own coinbase outputs.
 
-Durability: the kernel flushes only when it is closed cleanly. A marker file (`node.dirty`) exists while the
-node runs; a clean `close()` writes an index snapshot and removes it. On start, if the marker is present, the
-snapshot is missing or it does not match the kernel's tip, the indexes are rebuilt from the kernel's blocks.
+Durability: the kernel flushes its block index and chainstate only when it is closed cleanly, although every
+block is written to its `blk*.dat` files at once. A marker file (`node.dirty`) exists while the node runs; a clean
+`close()` writes an index snapshot and removes it. On start after an unclean exit (marker present) the kernel
+reindexes: its databases are wiped and rebuilt from the block files (Bitcoin Core's `-reindex`), then this node's
+indexes are rebuilt from the kernel's active chain; they are also rebuilt when the snapshot is missing or stale.
+The mempool survives only a clean shutdown (like Core's mempool.dat).
 
 All public methods take one re-entrant lock, so the node may be shared by the threads of an HTTP server.
 """
@@ -184,7 +187,7 @@ class RegtestNode:
         self._snapshot = self.datadir / "indexes.json"
         unclean = self._marker.exists()
         self._callbacks = pbk.ValidationInterfaceCallbacks(block_checked=self._on_block_checked)
-        self._chainman = pbk.load_chainman(self.datadir / "kernel", pbk.ChainType.REGTEST, self._callbacks)
+        self._chainman = self._open_kernel(reindex=unclean)
         self._marker.write_text(str(os.getpid()))
         self._reset_indexes()
         self.rebuilt_indexes = unclean or not self._load_snapshot()
@@ -194,6 +197,21 @@ class RegtestNode:
             self._sync_with_kernel()
         with self._lock:
             self._sync_with_kernel()
+
+    def _open_kernel(self, *, reindex: bool) -> pbk.ChainstateManager:
+        """Open the kernel's chainstate; with `reindex`, rebuild its databases from the block files."""
+        kernel_dir = self.datadir / "kernel"
+        context = pbk.make_context(pbk.ChainType.REGTEST, self._callbacks)
+        options = pbk.ChainstateManagerOptions(context, str(kernel_dir), str(kernel_dir / "blocks"))
+        if reindex:
+            log.warning("unclean shutdown detected: reindexing the kernel from its block files")
+            options.set_wipe_dbs(True, True)
+        chainman = pbk.ChainstateManager(options)
+        if reindex:
+            chainman.import_blocks([])
+            self._checked.clear()
+            log.warning("reindex done at height %d", chainman.get_active_chain().height)
+        return chainman
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -950,6 +968,8 @@ class RegtestNode:
             self._check_open()
             if block.hash in self._hashes:
                 return "duplicate"
+            if self._entry(block.header.prev_hash) is None:
+                return "prev-blk-not-found"
             extends_tip = block.header.prev_hash == self._hashes[-1]
             problem = None
             if extends_tip:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bitcoin.regtest.node import NodeRPCError, RegtestNode
-from bitcoin.regtest.serialize import OutPoint, Tx, TxIn, TxOut
+from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut
 from bitcoin.regtest.server import RegtestRPCServer
 from bitcoin.rpc import BitcoinRPC, RPCError
 
@@ -170,3 +170,23 @@ def test_snapshot_round_trip(tmp_path: Path) -> None:
         assert second.get_raw_transaction(bytes.fromhex(txid)[::-1], True)["confirmations"] == 3
     finally:
         second.close()
+
+
+def test_generateblock_with_mempool_txid_and_submitblock_orphan(node: RegtestNode, rpc: BitcoinRPC) -> None:
+    coin = fund(node, 30_000)
+    tx = spend(coin, 29_000)
+    txid = rpc.sendrawtransaction(tx.serialize().hex())
+    other = rpc.call("sendtoaddress", node.faucet.address, "0.5")
+    result = rpc.generateblock(node.faucet.address, [txid])
+    block = rpc.getblock(result["hash"], 1)
+    assert block["tx"][1:] == [txid]
+    assert rpc.getrawmempool() == [other]  # only the listed transaction was mined
+    unsubmitted = rpc.generateblock(node.faucet.address, [], submit=False)
+    assert rpc.getbestblockhash() == result["hash"]
+    assert rpc.submitblock(unsubmitted["hex"]) is None
+    assert rpc.getbestblockhash() == unsubmitted["hash"]
+    assert rpc.submitblock(unsubmitted["hex"]) == "duplicate"
+    orphan = Block.from_bytes(bytes.fromhex(unsubmitted["hex"]))
+    orphan.header.prev_hash = b"\x07" * 32
+    assert rpc.submitblock(orphan.serialize().hex()) == "prev-blk-not-found"
+    assert rpc.getbestblockhash() == unsubmitted["hash"]

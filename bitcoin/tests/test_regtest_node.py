@@ -334,14 +334,19 @@ def test_restart_keeps_chain_indexes_and_mempool(tmp_path: Path) -> None:
         assert rpc.getrawtransaction(funded.txid, True)["confirmations"] == 1
         assert pending.txid in rpc.getrawmempool()
 
-        # An unclean exit: the indexes are rebuilt from whatever the kernel kept, and stay consistent with it.
+        # An unclean exit (SIGKILL: no kernel flush, no snapshot): the kernel reindexes from its block files and
+        # the indexes are rebuilt; the chain, the confirmed outputs and the tx index are all back.
+        mine_blocks(rpc, 5)
+        later = fund_output(rpc, OP_TRUE_P2WSH, 15_000)
+        height, best = rpc.getblockcount(), rpc.getbestblockhash()
         node.kill()
         node.start()
         assert node.rebuilt_indexes
         rpc = node.rpc()
-        height = rpc.getblockcount()
-        tip = rpc.getblock(rpc.getbestblockhash(), 2)
-        assert tip["height"] == height
+        assert (rpc.getblockcount(), rpc.getbestblockhash()) == (height, best)
+        assert rpc.getrawtransaction(funded.txid, True)["confirmations"] == height - funded.height + 1
+        assert btc_to_sats(rpc.gettxout(later.txid, later.vout)["value"]) == 15_000
+        tip = rpc.getblock(best, 2)
         assert rpc.gettxout(tip["tx"][0]["txid"], 0, include_mempool=False)["confirmations"] == 1
         mine_blocks(rpc, 2)
         assert rpc.getblockcount() == height + 2
