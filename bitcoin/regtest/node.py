@@ -709,6 +709,7 @@ class RegtestNode:
                             "amount": btc(coin.value),
                             "coinbase": coin.coinbase,
                             "height": coin.height,
+                            "confirmations": self._tip_height() - coin.height + 1,
                         }
                     )
             unspents.sort(key=lambda u: (u["height"], u["txid"], u["vout"]))
@@ -790,6 +791,12 @@ class RegtestNode:
                 result["tx"] = [tx.txid_hex for tx in block.txs]
             else:
                 result["tx"] = [self._tx_json(tx, None) for tx in block.txs]
+                undo = self._undo.get(block_hash) if self._in_active_chain(block_hash, entry.height) else None
+                if undo is not None:  # Core adds each transaction's fee when it has the undo data
+                    spent = iter(undo)
+                    for tx, tx_json in zip(block.txs[1:], result["tx"][1:], strict=True):
+                        value_in = sum(next(spent)[1].value for _ in tx.vin)
+                        tx_json["fee"] = btc(value_in - sum(o.value for o in tx.vout))
             return result
 
     def get_block_header(self, block_hash: bytes, verbose: bool = True) -> Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bitcoin.regtest.mining import block_subsidy
 from bitcoin.regtest.node import NodeRPCError, RegtestNode
 from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut
 from bitcoin.regtest.server import RegtestRPCServer
@@ -103,6 +104,10 @@ def test_mempool_chain_and_mining_order(node: RegtestNode) -> None:
     [block_hash] = node.generate_to_script(1, node.faucet.script_pubkey)
     block = node.get_block(bytes.fromhex(block_hash)[::-1], 1)
     assert block["tx"][1:] == [parent.txid_hex, child.txid_hex]
+    decoded = node.get_block(bytes.fromhex(block_hash)[::-1], 2)
+    assert [tx.get("fee") for tx in decoded["tx"]] == [None, Decimal("0.00001000"), Decimal("0.00001000")]
+    coinbase_value = sum(out["value"] for out in decoded["tx"][0]["vout"])
+    assert coinbase_value == Decimal("0.00002000") + Decimal(block_subsidy(decoded["height"])) / 10**8
     assert node.get_raw_mempool() == []
 
 
