@@ -489,12 +489,10 @@ class RegtestNode:
             try:
                 ok = script.verify(coin.value, kernel_tx, precomputed, index, _VERIFY_FLAGS)
             except pbk.ScriptVerifyException as exc:
-                raise TxRejected("mandatory-script-verify-flag-failed", f"{exc} (input {index})") from exc
+                raise TxRejected(f"mandatory-script-verify-flag-failed ({exc}, input {index})") from exc
             if not ok:
-                raise TxRejected(
-                    "mandatory-script-verify-flag-failed",
-                    f"Script evaluation failed for input {index} of {tx.txid_hex}",
-                )
+                # Like Core, the reason carries the detail in parentheses; the kernel reports no script error code.
+                raise TxRejected(f"mandatory-script-verify-flag-failed (Script evaluation failed, input {index})")
 
     def _check_inputs(self, tx: Tx, view: CoinView, height: int) -> tuple[list[Coin], int]:
         """Look up every input, check maturity and value balance; return (spent coins, fee)."""
