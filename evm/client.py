@@ -274,7 +274,7 @@ class Loan:
 
 
 def wait_for_receipt(
-    w3: Web3, tx_hash: bytes, *, timeout: float = DEFAULT_RECEIPT_TIMEOUT, poll_interval: float = 0.05
+    w3: Web3, tx_hash: bytes, *, timeout: float = DEFAULT_RECEIPT_TIMEOUT, poll_interval: float = 0.01
 ) -> TxReceipt:
     """Poll until the transaction is mined. Some nodes (anvil) answer `null` for a moment after sending."""
     deadline = time.monotonic() + timeout

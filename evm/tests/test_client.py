@@ -402,3 +402,19 @@ def test_send_refuses_a_transaction_for_another_chain(w3, deployment, loan_clien
 def test_wait_for_receipt_times_out_clearly(w3, deployment):
     with pytest.raises(TransactionFailed, match="was not mined within"):
         wait_for_receipt(w3, b"\x11" * 32, timeout=0.2)
+
+
+def test_concurrent_sends_from_one_key_get_distinct_nonces(w3, deployment, loan_client, lender, loan_flow):
+    """The lender's automation may settle several loans at once from one process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loan_ids = [loan_flow.request(AMOUNT)[0] for _ in range(6)]
+    hashes = {loan_id: new_secret()[1] for loan_id in loan_ids}
+    start_nonce = w3.eth.get_transaction_count(lender.address)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        receipts = list(
+            pool.map(lambda i: loan_client.send(loan_client.commit_lender_hash(i, hashes[i]), lender), loan_ids)
+        )
+    nonces = sorted(w3.eth.get_transaction(r["transactionHash"])["nonce"] for r in receipts)
+    assert nonces == list(range(start_nonce, start_nonce + 6))
+    assert all(loan_client.get_loan(i).lender_hash == hashes[i] for i in loan_ids)
