@@ -169,13 +169,6 @@ def _check_psbt_signatures(psbt: Psbt) -> list[dict[str, object]]:
     return results
 
 
-def _parse_outpoint(text: str) -> OutPoint:
-    txid, separator, vout = text.partition(":")
-    if not separator or not vout.isdigit():
-        raise CliError("--escrow-outpoint must be TXID:VOUT")
-    return OutPoint(txid, int(vout))
-
-
 def _cmd_verify(args: argparse.Namespace) -> dict[str, object]:
     psbt = _load_psbt(args.psbt)
     given = [name for name in _LOAN_EXPECTATIONS if getattr(args, name) is not None]
@@ -195,7 +188,7 @@ def _cmd_verify(args: argparse.Namespace) -> dict[str, object]:
         lender_hash=args.lender_hash,
         escrow_timelock=args.escrow_timelock,
         collateral_timelock=args.collateral_timelock,
-        escrow_outpoint=_parse_outpoint(args.escrow_outpoint),
+        escrow_outpoint=OutPoint.parse(args.escrow_outpoint),
         escrow_value_sats=args.escrow_value,
         loan_amount_sats=args.loan_amount,
         origination_fee_bps=args.origination_fee_bps,

@@ -8,7 +8,8 @@ are ignored except to refuse contradictions; the prevout script is derived, the 
 
 Checks, each refused with its own ``PresignatureError.reason``:
 
-* ``malformed_psbt`` / ``malformed_transaction`` / ``malformed_signature`` / ``missing_signature``
+* ``malformed_psbt`` / ``malformed_transaction`` / ``malformed_signature`` / ``missing_signature`` /
+  ``ambiguous_upload`` (both a PSBT and a raw signature)
 * ``wrong_version`` (must be 2), ``wrong_input_count`` (1), ``wrong_outpoint``, ``wrong_sequence``
   (0xfffffffd), ``wrong_locktime`` (0), ``nonempty_script_sig``
 * ``witness_utxo_mismatch``: the PSBT claims another prevout script or value than the chain
@@ -44,6 +45,8 @@ from bitcoin.transactions import (
     SpendKind,
     Transaction,
     TxOut,
+    check_amount_sats,
+    check_bps,
     final_vsize,
     minimum_collateral_sats,
     origination_fee_sats,
@@ -159,6 +162,10 @@ def verify_borrower_presignature(
         escrow_timelock=escrow_timelock,
         collateral_timelock=collateral_timelock,
     )
+    check_amount_sats(loan_amount_sats, "loan amount")
+    check_amount_sats(escrow_value_sats, "escrow value")
+    check_bps(origination_fee_bps, "origination fee", 0, BPS)
+    check_bps(min_collateral_ratio_bps, "minimum collateral ratio", BPS, 100 * BPS)
     fee_script = address_to_script_pubkey(lender_payout_address, net)
     min_rate = parse_fee_rate(min_fee_rate_sat_vb)
     max_rate = parse_fee_rate(max_fee_rate_sat_vb)

@@ -22,9 +22,11 @@ from functools import cached_property
 
 import coincurve
 
+from bitcoin.addresses import encode_segwit_address
 from bitcoin.encoding import compact_size, tagged_hash
 from bitcoin.errors import InvalidKeyError, InvalidParameterError
 from bitcoin.keys import parse_xonly_pubkey
+from bitcoin.networks import Network
 
 # Opcodes used by the loan scripts (values from Bitcoin Core's script/script.h).
 OP_0 = 0x00
@@ -46,8 +48,15 @@ OP_TRUE = OP_1
 
 #: BIP-342 tapscript leaf version.
 TAPSCRIPT_LEAF_VERSION = 0xC0
-#: BIP-341 "nothing up my sleeve" point H (x-only): lift_x(SHA256(G uncompressed)).
+#: The internal key PROTOCOL.md specifies (x-only), inherited from the reference implementation so the
+#: addresses match its test vector. NOTE: PROTOCOL.md calls it "the BIP-341 NUMS point H", but it is not:
+#: BIP-341's H is ``BIP341_NUMS_H`` below (SHA256 of the uncompressed generator). This key shares H's first
+#: 12 bytes and differs after, so it looks like an edited copy of H. It is still unspendable in practice:
+#: finding a scalar whose point has a given 96-bit X prefix takes ~2^96 work, so nobody can know its
+#: discrete log, but wallets that recognise only the canonical H will not recognise it as NUMS.
 NUMS_INTERNAL_KEY = bytes.fromhex("50929b74c1a04954b78b4b60c595c211f8b853e6e84bfa2be95712a7b0dd59e6")
+#: BIP-341's canonical NUMS point H = lift_x(SHA256(uncompressed G)); not used by the protocol (see above).
+BIP341_NUMS_H = bytes.fromhex("50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0")
 
 #: Index of the timelock leaf (escape / default claim) in both trees.
 TIMELOCK_LEAF = 0
@@ -262,10 +271,8 @@ class TwoLeafTaprootOutput:
         sibling = self.leaf_hashes[1 - leaf_index]
         return bytes([TAPSCRIPT_LEAF_VERSION | self.output_key_parity]) + self.internal_key + sibling
 
-    def address(self, network: object) -> str:
+    def address(self, network: Network | str) -> str:
         """Bech32m (BIP-350) address of this output on ``network``."""
-        from bitcoin.addresses import encode_segwit_address
-
         return encode_segwit_address(network, 1, self.output_key)
 
     @staticmethod

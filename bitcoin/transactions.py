@@ -68,6 +68,14 @@ class OutPoint:
         if isinstance(self.vout, bool) or not isinstance(self.vout, int) or not 0 <= self.vout <= 0xFFFFFFFF:
             raise InvalidParameterError("vout must be an integer between 0 and 2^32-1")
 
+    @classmethod
+    def parse(cls, text: str) -> OutPoint:
+        """Parse ``TXID:VOUT`` (display-order txid)."""
+        txid, separator, vout = text.strip().partition(":")
+        if not separator or not vout.isdigit():
+            raise InvalidParameterError(f"outpoint must be TXID:VOUT, got {text!r}")
+        return cls(txid, int(vout))
+
     def serialize(self) -> bytes:
         """36 bytes: txid in internal byte order, vout little-endian."""
         return bytes.fromhex(self.txid)[::-1] + self.vout.to_bytes(4, "little")
@@ -348,7 +356,8 @@ def final_vsize(prepared: PreparedSpend) -> int:
     return prepared.tx.with_witness(0, _witness_shape(prepared)).vsize
 
 
-def _check_amount(value: int, name: str) -> int:
+def check_amount_sats(value: int, name: str) -> int:
+    """Validate a positive whole number of satoshis (at most 21 million BTC); return it."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParameterError(f"{name} must be an integer number of satoshis")
     if not 0 < value <= MAX_MONEY_SATS:
@@ -356,7 +365,8 @@ def _check_amount(value: int, name: str) -> int:
     return value
 
 
-def _check_bps(value: int, name: str, low: int, high: int) -> int:
+def check_bps(value: int, name: str, low: int, high: int) -> int:
+    """Validate an integer number of basis points in [low, high]; return it."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidParameterError(f"{name} must be an integer between {low} and {high} basis points")
     return value
@@ -400,10 +410,10 @@ def build_tx1(
     if the fee output is dust, or the collateral would fall below amount x ratio, given the miner fee
     ``ceil(rate x final vsize)``.
     """
-    _check_amount(escrow_value_sats, "escrow value")
-    _check_amount(loan_amount_sats, "loan amount")
-    _check_bps(origination_fee_bps, "origination fee", 0, BPS)
-    _check_bps(min_collateral_ratio_bps, "minimum collateral ratio", BPS, 100 * BPS)
+    check_amount_sats(escrow_value_sats, "escrow value")
+    check_amount_sats(loan_amount_sats, "loan amount")
+    check_bps(origination_fee_bps, "origination fee", 0, BPS)
+    check_bps(min_collateral_ratio_bps, "minimum collateral ratio", BPS, 100 * BPS)
     parse_fee_rate(fee_rate_sat_vb)
     fee_script = address_to_script_pubkey(lender_payout_address, network)
     fee_output_sats = origination_fee_sats(loan_amount_sats, origination_fee_bps)
@@ -451,7 +461,7 @@ def _build_sweep(
     network: Network | str,
     fee_rate_sat_vb: FeeRate,
 ) -> PreparedSpend:
-    _check_amount(value_sats, "spent output value")
+    check_amount_sats(value_sats, "spent output value")
     parse_fee_rate(fee_rate_sat_vb)
     payout_script = address_to_script_pubkey(payout_address, network)
     shape = PreparedSpend(

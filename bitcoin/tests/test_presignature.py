@@ -259,3 +259,26 @@ def test_a_witness_in_the_raw_upload_is_ignored() -> None:
     with_junk_witness: Transaction = prepared.tx.with_witness(0, [b"\x01", b"\x02"])
     verified = verify_borrower_presignature(**LOAN_FACTS, signature=signature, transaction=with_junk_witness)
     assert not verified.transaction.has_witness
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        {"loan_amount_sats": 0},
+        {"escrow_value_sats": -5},
+        {"origination_fee_bps": 20_000},
+        {"lender_payout_address": "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"},
+        {"min_fee_rate_sat_vb": 10, "max_fee_rate_sat_vb": 5},
+        {"min_fee_rate_sat_vb": 1.0},
+        {"borrower_pubkey": "00" * 32},
+        {"escrow_timelock": 0},
+    ],
+)
+def test_invalid_loan_facts_are_caller_errors_not_refusals(facts: dict) -> None:
+    """Bad facts from our own database raise a plain protocol error, never a borrower-facing refusal."""
+    from bitcoin.errors import BitcoinProtocolError
+
+    prepared = _honest_tx1()
+    with pytest.raises(BitcoinProtocolError) as caught:
+        verify_borrower_presignature(**{**LOAN_FACTS, **facts}, psbt=_borrower_psbt(prepared))
+    assert not isinstance(caught.value, PresignatureError)

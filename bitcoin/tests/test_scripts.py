@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from bitcoinutils.script import Script
 
+from bitcoin.encoding import sha256
 from bitcoin.errors import InvalidKeyError, InvalidParameterError
+from bitcoin.keys import parse_xonly_pubkey
 from bitcoin.scripts import (
+    BIP341_NUMS_H,
     NUMS_INTERNAL_KEY,
     TwoLeafTaprootOutput,
     control_block_commits,
@@ -215,3 +218,19 @@ def test_two_leaf_output_class_against_bip341_vector() -> None:
 def test_leaf_index_must_be_zero_or_one() -> None:
     with pytest.raises(InvalidParameterError):
         _vector_outputs().escrow.control_block(2)
+
+
+def test_protocol_internal_key_is_not_bip341_h() -> None:
+    """Regression record: PROTOCOL.md's internal key is not BIP-341's H (only a 12-byte prefix is shared).
+
+    H = lift_x(SHA256(uncompressed G)). The protocol key is kept for compatibility with the reference
+    addresses; its 96-bit shared prefix is what makes a known discrete log infeasible.
+    """
+    generator_uncompressed = bytes.fromhex(
+        "0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+        "483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8"
+    )
+    assert sha256(generator_uncompressed) == BIP341_NUMS_H
+    assert NUMS_INTERNAL_KEY != BIP341_NUMS_H
+    assert NUMS_INTERNAL_KEY[:12] == BIP341_NUMS_H[:12]
+    parse_xonly_pubkey(NUMS_INTERNAL_KEY)  # a valid curve point

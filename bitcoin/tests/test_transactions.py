@@ -42,6 +42,7 @@ from bitcoin.transactions import (
     OutPoint,
     PreparedSpend,
     Transaction,
+    TxIn,
     TxOut,
     build_capture,
     build_exit,
@@ -360,3 +361,44 @@ def test_tx1_amount_rules_hold_or_the_build_is_refused(
     )
     assert Fraction(prepared.fee_sats, tx.vsize) >= rate
     assert Fraction(prepared.fee_sats - 1, tx.vsize) < rate  # no overpayment beyond rounding
+
+
+_HEX32 = st.binary(min_size=32, max_size=32).map(lambda raw: raw.hex())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    version=st.integers(min_value=0, max_value=0xFFFFFFFF),
+    locktime=st.integers(min_value=0, max_value=0xFFFFFFFF),
+    inputs=st.lists(
+        st.tuples(
+            _HEX32,
+            st.integers(min_value=0, max_value=0xFFFFFFFF),
+            st.integers(min_value=0, max_value=0xFFFFFFFF),
+            st.lists(st.binary(max_size=80), max_size=4),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    outputs=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=21 * 10**14), st.binary(max_size=60)), min_size=1, max_size=3
+    ),
+)
+def test_serialization_round_trips(version, locktime, inputs, outputs) -> None:
+    tx = Transaction(
+        version=version,
+        inputs=tuple(TxIn(OutPoint(txid, vout), sequence, tuple(witness)) for txid, vout, sequence, witness in inputs),
+        outputs=tuple(TxOut(value, script) for value, script in outputs),
+        locktime=locktime,
+    )
+    parsed = Transaction.parse(tx.serialize())
+    assert parsed == tx
+    assert parsed.txid == tx.txid
+    assert tx.weight == 3 * len(tx.serialize(include_witness=False)) + len(tx.serialize())
+
+
+def test_outpoint_parsing() -> None:
+    assert OutPoint.parse(f"{'AB' * 32}:7") == OutPoint("ab" * 32, 7)
+    for bad in ("ab" * 32, f"{'ab' * 32}:-1", "zz:1", f"{'ab' * 31}:1", f"{'ab' * 32}:{2**32}"):
+        with pytest.raises(InvalidParameterError):
+            OutPoint.parse(bad)
