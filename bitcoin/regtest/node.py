@@ -79,6 +79,7 @@ SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
 SEQUENCE_LOCKTIME_MASK = 0x0000FFFF
 SEQUENCE_LOCKTIME_GRANULARITY = 9
 MEMPOOL_HEIGHT = 0x7FFFFFFF
+MAX_PACKAGE_COUNT = 25
 SNAPSHOT_VERSION = 1
 
 _VERIFY_FLAGS = pbk.ScriptVerificationFlags.ALL
@@ -586,23 +587,33 @@ class RegtestNode:
             return tx.txid_hex
 
     def test_mempool_accept(self, raws: list[bytes], max_fee_rate: Decimal | None = DEFAULT_MAX_FEE_RATE) -> list[dict]:
-        """Core's testmempoolaccept for one transaction (packages of several are not supported)."""
-        if len(raws) != 1:
-            raise NodeRPCError(RPC_INVALID_PARAMETER, "this node checks exactly one transaction at a time")
-        tx = _parse_tx(raws[0])
-        result: dict[str, Any] = {"txid": tx.txid_hex, "wtxid": tx.wtxid[::-1].hex()}
+        """Core's testmempoolaccept. A package (up to 25, parents first) is checked in order, each transaction
+        against the chain, the mempool and the package's earlier transactions; nothing is kept."""
+        if not 1 <= len(raws) <= MAX_PACKAGE_COUNT:
+            raise NodeRPCError(
+                RPC_INVALID_PARAMETER, f"Array must contain between 1 and {MAX_PACKAGE_COUNT} transactions."
+            )
+        txs = [_parse_tx(raw) for raw in raws]
+        results: list[dict[str, Any]] = []
         with self._lock:
             self._check_open()
+            saved = (dict(self._mempool), dict(self._mempool_spends))
             try:
-                fee, _ = self._check_for_mempool(tx, max_fee_rate)
-            except TxRejected as exc:
-                reason = "missing-inputs" if exc.reason == "bad-txns-inputs-missingorspent" else exc.reason
-                result.update({"allowed": False, "reject-reason": reason})
-                if exc.debug:
-                    result["reject-details"] = str(exc)
-                return [result]
-        result.update({"allowed": True, "vsize": tx.vsize, "fees": {"base": btc(fee)}})
-        return [result]
+                for tx in txs:
+                    result: dict[str, Any] = {"txid": tx.txid_hex, "wtxid": tx.wtxid[::-1].hex()}
+                    try:
+                        entry = self._accept_to_mempool(tx, max_fee_rate=max_fee_rate)
+                    except TxRejected as exc:
+                        reason = "missing-inputs" if exc.reason == "bad-txns-inputs-missingorspent" else exc.reason
+                        result.update({"allowed": False, "reject-reason": reason})
+                        if exc.debug:
+                            result["reject-details"] = str(exc)
+                    else:
+                        result.update({"allowed": True, "vsize": entry.vsize, "fees": {"base": btc(entry.fee)}})
+                    results.append(result)
+            finally:
+                self._mempool, self._mempool_spends = saved
+        return results
 
     def get_raw_transaction(self, txid: bytes, verbose: bool, block_hash: bytes | None = None) -> Any:
         """A transaction from the mempool or the tx index, Core-style (`confirmations`, `blockhash`)."""

@@ -96,6 +96,10 @@ def test_mempool_chain_and_mining_order(node: RegtestNode) -> None:
     parent = spend(coin, 49_000)
     child = spend(OutPoint(parent.txid, 0), 48_000)
     assert reject_reason(node, child) == "missing-inputs"
+    before = node.get_raw_mempool()
+    package = node.test_mempool_accept([parent.serialize(), child.serialize()])
+    assert [(r["txid"], r["allowed"]) for r in package] == [(parent.txid_hex, True), (child.txid_hex, True)]
+    assert node.get_raw_mempool() == before  # a dry run keeps nothing
     node.send_raw_transaction(parent.serialize())
     node.send_raw_transaction(child.serialize())
     entry = node.get_mempool_entry(child.txid)
