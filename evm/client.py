@@ -144,6 +144,10 @@ class PreparedTransaction:
             object.__setattr__(self, "to", as_address(self.to, "to"))
         if not isinstance(self.data, str) or not self.data.startswith("0x"):
             raise InvalidArgument("data must be 0x-prefixed hex")
+        try:
+            bytes.fromhex(self.data[2:])
+        except ValueError:
+            raise InvalidArgument(f"data is not hex: {self.data[:20]!r}…") from None
         as_uint(self.value, "value")
         as_uint(self.chain_id, "chain id")
         if self.gas is not None:
@@ -358,12 +362,10 @@ def _lock_for(address: str) -> threading.Lock:
         return _address_locks.setdefault(address, threading.Lock())
 
 
-_NONCE_RACE_MARKERS = (
-    "nonce too low",
-    "already known",
-    "replacement transaction underpriced",
-    "nonce too high",
-)
+# A lost nonce race (another sender took the nonce first): safe to re-sign with a fresh nonce.
+_NONCE_RACE_MARKERS = ("nonce too low", "replacement transaction underpriced")
+# The node already has this exact signed transaction: it is ours, re-signing with a new nonce would pay twice.
+_ALREADY_KNOWN_MARKERS = ("already known", "known transaction", "already imported")
 
 
 def send(
@@ -415,7 +417,7 @@ def send(
     tx_hash = _sign_and_submit(w3, tx, account)
     receipt = wait_for_receipt(w3, tx_hash, timeout=timeout)
     if receipt["status"] != 1:
-        raise _explain_failure(w3, prepared, sender, decoder, receipt, tx_hash)
+        raise _explain_failure(w3, prepared, sender, decoder, receipt, tx_hash, gas)
     return receipt
 
 
@@ -429,6 +431,8 @@ def _sign_and_submit(w3: Web3, tx: dict[str, Any], account: LocalAccount) -> byt
                 return bytes(w3.eth.send_raw_transaction(signed.raw_transaction))
             except Web3RPCError as exc:
                 message = str(exc).lower()
+                if any(marker in message for marker in _ALREADY_KNOWN_MARKERS):
+                    return bytes(signed.hash)
                 if attempt + 1 < attempts and any(marker in message for marker in _NONCE_RACE_MARKERS):
                     time.sleep(0.2 * (attempt + 1))
                     continue
@@ -443,8 +447,10 @@ def _explain_failure(
     decoder: RevertDecoder,
     receipt: TxReceipt,
     tx_hash: bytes,
+    gas_limit: int,
 ) -> Exception:
-    """Replay a reverted transaction on the state before its block to recover the revert reason."""
+    """Replay a reverted transaction to recover the revert reason: on the state before its block, then on the
+    current state (a replay runs with a different block number, so a deadline revert may show on the second)."""
     block_number = int(receipt["blockNumber"])
     for block in (block_number - 1, "latest"):
         try:
@@ -455,7 +461,7 @@ def _explain_failure(
             continue  # e.g. the node pruned that state
     return TransactionFailed(
         f"transaction 0x{tx_hash.hex()} ({prepared.method or 'call'}) failed in block {block_number} "
-        f"(gas used {receipt['gasUsed']} of {prepared.gas}); replaying it does not revert: out of gas?",
+        f"(gas used {receipt['gasUsed']} of {gas_limit}); replaying it does not revert: out of gas?",
         tx_hash=tx_hash,
     )
 

@@ -418,3 +418,25 @@ def test_concurrent_sends_from_one_key_get_distinct_nonces(w3, deployment, loan_
     nonces = sorted(w3.eth.get_transaction(r["transactionHash"])["nonce"] for r in receipts)
     assert nonces == list(range(start_nonce, start_nonce + 6))
     assert all(loan_client.get_loan(i).lender_hash == hashes[i] for i in loan_ids)
+
+
+def test_a_transaction_that_ran_out_of_gas_is_reported_as_such(w3, deployment, loan_client, borrower, loan_flow):
+    loan_id, _ = loan_flow.request(AMOUNT)
+    starved = dataclasses.replace(loan_client.cancel_request(loan_id), gas=25_000)
+    with pytest.raises(TransactionFailed, match=r"gas used \d+ of 25000\); replaying it does not revert") as failed:
+        loan_client.send(starved, borrower, check=False)
+    assert w3.eth.get_transaction_receipt(HexBytes(failed.value.tx_hash))["status"] == 0
+    assert loan_client.get_loan(loan_id).status is LoanStatus.REQUESTED  # nothing changed but the gas
+
+
+def test_prepared_transactions_refuse_malformed_fields():
+    base = {"to": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "data": "0x00", "value": 0, "chain_id": 31}
+    for changes, message in (
+        ({"data": "00"}, "0x-prefixed"),
+        ({"data": "0xzz"}, "not hex"),
+        ({"value": 1.0}, "value must be an integer"),
+        ({"value": -1}, "value must be between"),
+        ({"to": "0x5fbDB2315678afecb367f032d93F642f64180aa3"}, "invalid EIP-55 checksum"),
+    ):
+        with pytest.raises(InvalidArgument, match=message):
+            PreparedTransaction(**(base | changes))
