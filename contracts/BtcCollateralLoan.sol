@@ -75,7 +75,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     uint256 private constant MAX_AMOUNT_LIMIT = type(uint128).max;
     uint256 private constant MAX_TIMELOCK_BTC_BLOCKS = 65535; // BIP-68 block-based relative timelock
 
-    EtherSwap public immutable etherSwap;
+    EtherSwap private immutable _etherSwap;
 
     Parameters private _parameters;
     uint256 public parametersVersion;
@@ -132,10 +132,10 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     error PayoutFailed(address to, uint256 amount);
     error RenounceOwnershipDisabled();
 
-    constructor(address etherSwap_, Parameters memory initialParameters) Ownable(msg.sender) {
-        if (etherSwap_.code.length == 0) revert InvalidParameters("etherSwap is not a contract");
+    constructor(address etherSwap, Parameters memory initialParameters) Ownable(msg.sender) {
+        if (etherSwap.code.length == 0) revert InvalidParameters("etherSwap is not a contract");
         _validate(initialParameters);
-        etherSwap = EtherSwap(etherSwap_);
+        _etherSwap = EtherSwap(etherSwap);
         _parameters = initialParameters;
         parametersVersion = 1;
         emit ParametersUpdated(1);
@@ -158,6 +158,10 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     }
 
     // ------------------------------------------------------------------ views
+
+    function etherSwap() external view returns (address) {
+        return address(_etherSwap);
+    }
 
     function parameters() external view returns (Parameters memory) {
         return _parameters;
@@ -256,7 +260,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         lockedBalance += bond;
         emit LoanOffered(loanId, amount, bond, deadline);
 
-        etherSwap.lock{value: amount}(loan.borrowerHash, loan.borrower, msg.sender, deadline);
+        _etherSwap.lock{value: amount}(loan.borrowerHash, loan.borrower, msg.sender, deadline);
     }
 
     /// @notice Take back an offer the borrower did not accept: amount, bond and processing fee to the lender.
@@ -272,7 +276,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         lockedBalance -= payout;
         emit LoanOfferWithdrawn(loanId);
 
-        etherSwap.refund(loan.borrowerHash, loan.amount, loan.borrower, lender, deadline);
+        _etherSwap.refund(loan.borrowerHash, loan.amount, loan.borrower, lender, deadline);
         _pay(lender, payout);
     }
 
@@ -294,7 +298,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         lockedBalance -= fee;
         emit LoanActivated(loanId, borrowerPreimage, block.number + loan.params.loanDurationBlocks);
 
-        etherSwap.claim(borrowerPreimage, loan.amount, loan.borrower, loan.lender, deadline);
+        _etherSwap.claim(borrowerPreimage, loan.amount, loan.borrower, loan.lender, deadline);
         _pay(loan.borrower, fee);
     }
 
@@ -315,7 +319,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         loan.repaymentBlock = uint64(block.number);
         emit RepaymentAttempted(loanId, msg.sender, repayment, deadline);
 
-        etherSwap.lock{value: repayment}(loan.lenderHash, loan.lender, loan.borrower, deadline);
+        _etherSwap.lock{value: repayment}(loan.lenderHash, loan.lender, loan.borrower, deadline);
     }
 
     /// @notice Accept the repayment by revealing pL: repayment and bond to the lender.
@@ -332,7 +336,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         lockedBalance -= bond;
         emit RepaymentAccepted(loanId, lenderPreimage);
 
-        etherSwap.claim(lenderPreimage, loan.repaymentAmount, lender, loan.borrower, deadline);
+        _etherSwap.claim(lenderPreimage, loan.repaymentAmount, lender, loan.borrower, deadline);
         _pay(lender, bond);
     }
 
@@ -350,7 +354,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         lockedBalance -= bond;
         emit RepaymentWithdrawn(loanId);
 
-        etherSwap.refund(loan.lenderHash, loan.repaymentAmount, loan.lender, borrower, deadline);
+        _etherSwap.refund(loan.lenderHash, loan.repaymentAmount, loan.lender, borrower, deadline);
         _pay(borrower, bond);
     }
 

@@ -12,8 +12,8 @@ contract EtherSwap {
     /// @notice The account that deployed this vault; the only one that may link it, once.
     address public immutable deployer;
 
-    /// @notice The loan contract allowed to operate this vault (zero until linked).
-    address public loanContract;
+    /// @dev The loan contract allowed to operate this vault (zero until linked); see `loanContract()`.
+    address private _loanContract;
 
     /// @notice Open locks by their hash (see `hashValues`).
     mapping(bytes32 => bool) public swaps;
@@ -40,7 +40,7 @@ contract EtherSwap {
     error PayoutFailed(address to, uint256 amount);
 
     modifier onlyLoanContract() {
-        if (msg.sender != loanContract || msg.sender == address(0)) revert NotLoanContract(msg.sender);
+        if (msg.sender != _loanContract || msg.sender == address(0)) revert NotLoanContract(msg.sender);
         _;
     }
 
@@ -49,12 +49,17 @@ contract EtherSwap {
     }
 
     /// @notice Link the loan contract. Deployer only, exactly once.
-    function setLoanContract(address loanContract_) external {
+    function setLoanContract(address loanContract) external {
         if (msg.sender != deployer) revert NotDeployer(msg.sender);
-        if (loanContract != address(0)) revert AlreadyLinked();
-        if (loanContract_ == address(0)) revert ZeroAddress();
-        loanContract = loanContract_;
-        emit LoanContractSet(loanContract_);
+        if (_loanContract != address(0)) revert AlreadyLinked();
+        if (loanContract == address(0)) revert ZeroAddress();
+        _loanContract = loanContract;
+        emit LoanContractSet(loanContract);
+    }
+
+    /// @notice The loan contract allowed to operate this vault (zero until linked).
+    function loanContract() external view returns (address) {
+        return _loanContract;
     }
 
     /// @notice Lock msg.value under the given terms.
