@@ -269,6 +269,14 @@ def create_psbt(prepared: PreparedSpend, key_origins: dict[bytes, tuple[bytes, l
     return psbt
 
 
+def extract_tap_script_sig(psbt: Psbt, input_index: int, xonly_pubkey: bytes, leaf_hash: bytes) -> bytes | None:
+    """The signature recorded for (``xonly_pubkey``, ``leaf_hash``) on input ``input_index``, if any.
+
+    Only extracts: whether it is valid is for ``bitcoin.presignature`` (or ``PreparedSpend.verify_signature``).
+    """
+    return psbt.tap_script_sigs(input_index).get((bytes(xonly_pubkey), bytes(leaf_hash)))
+
+
 def sign_psbt(psbt: Psbt, private_key: PrivateKey, aux_randomness: bytes | None = None) -> int:
     """Add ``private_key``'s script-path signatures (SIGHASH_DEFAULT) to every input it can sign.
 

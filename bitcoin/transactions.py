@@ -16,6 +16,18 @@ checks sigL under xL, then adds sigB under xB.
 
 Fees are computed from the exact final vsize: the unsigned transaction is measured with a witness of the final
 shape (64-byte signatures, 32-byte preimages, the leaf script and the 65-byte control block).
+
+Usage (TX_1)::
+
+    scripts = loan_outputs(borrower_pubkey=xb, lender_pubkey=xl, borrower_hash=hb, lender_hash=hl,
+                           escrow_timelock=100, collateral_timelock=27150)
+    prepared = build_tx1(scripts=scripts, escrow_outpoint=OutPoint(txid, vout), escrow_value_sats=value,
+                         loan_amount_sats=amount, origination_fee_bps=100, lender_payout_address=addr,
+                         network="regtest", fee_rate_sat_vb=2)
+    sig_b = prepared.sign(borrower_key)          # B, or B's wallet through bitcoin.psbt
+    sig_l = prepared.sign(lender_key)
+    tx = finalize_tx1(prepared, borrower_signature=sig_b, lender_signature=sig_l, borrower_preimage=pb)
+    tx.hex()                                     # for sendrawtransaction; tx.txid
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bitcoin.consensus import verify_input
 from bitcoin.errors import PresignatureError
@@ -282,3 +284,33 @@ def test_invalid_loan_facts_are_caller_errors_not_refusals(facts: dict) -> None:
     with pytest.raises(BitcoinProtocolError) as caught:
         verify_borrower_presignature(**{**LOAN_FACTS, **facts}, psbt=_borrower_psbt(prepared))
     assert not isinstance(caught.value, PresignatureError)
+
+
+@settings(max_examples=40, deadline=None)
+@given(output_index=st.sampled_from([0, 1]), delta=st.integers(min_value=-10_000, max_value=200_000).filter(bool))
+def test_changed_amounts_are_accepted_exactly_when_the_rules_hold(output_index: int, delta: int) -> None:
+    """B re-signs TX_1 with one amount changed: L accepts only if every amount rule still holds."""
+    prepared = _honest_tx1()
+    outputs = list(prepared.tx.outputs)
+    outputs[output_index] = replace(outputs[output_index], value=outputs[output_index].value + delta)
+    tampered = _with_tx(prepared, outputs=tuple(outputs))
+    signature = tampered.sign(borrower_key())
+    miner_fee = ESCROW_VALUE - sum(output.value for output in outputs)
+    rules_hold = (
+        output_index == 1
+        and outputs[1].value >= LOAN_AMOUNT
+        and miner_fee >= LOAN_FACTS["min_fee_rate_sat_vb"] * prepared.final_vsize
+        and miner_fee <= LOAN_FACTS["max_fee_rate_sat_vb"] * prepared.final_vsize
+    )
+    if rules_hold:
+        verified = verify_borrower_presignature(**LOAN_FACTS, signature=signature, transaction=tampered.tx)
+        assert verified.collateral_sats == outputs[1].value
+        assert verified.miner_fee_sats == miner_fee
+    else:
+        reason = _refusal(signature=signature, transaction=tampered.tx)
+        expected = (
+            {"wrong_fee_amount"}
+            if output_index == 0
+            else {"insufficient_collateral", "outputs_exceed_input", "fee_rate_too_low", "fee_rate_too_high"}
+        )
+        assert reason in expected
