@@ -9,7 +9,8 @@ It works unchanged against a real `bitcoind` and against the embedded regtest no
 
 Retry policy (decided here, relied upon by callers):
 
-* A *connection refused* error means the request never reached the node, so every call is retried.
+* A *connection refused* error, or Core's -28 "in warmup" answer, means the request was not executed, so every
+  call is retried.
 * After a timeout or a dropped connection the node may already have executed the request. Then only calls in
   `IDEMPOTENT_METHODS` are retried: the read calls, and `sendrawtransaction`/`testmempoolaccept`, because
   submitting the same bytes twice names the same txid: a second submission of a transaction already in the
@@ -225,7 +226,13 @@ class BitcoinRPC:
                 raise NodeUnavailableError(
                     f"{method}: {exc!r}; not retried because the node may have executed it"
                 ) from exc
-            return self._decode(method, status, raw)
+            try:
+                return self._decode(method, status, raw)
+            except RPCError as exc:
+                # -28: the node is starting (loading blocks, verifying, ...): a transient refusal, nothing ran.
+                if exc.code != RPC_IN_WARMUP:
+                    raise
+                last_error = exc
         raise NodeUnavailableError(
             f"{method}: {self._host}:{self._port} unreachable after {attempts} attempts: {last_error!r}"
         ) from last_error

@@ -269,3 +269,20 @@ def test_typed_methods_send_core_parameters(fake_node: Callable[..., FakeNode]) 
         ("scantxoutset", ["start", ["raw(5120" + "11" * 32 + ")"]]),
         ("generateblock", ["bcrt1qxyz", ["0200"], False]),
     ]
+
+
+def test_warmup_answer_is_retried_then_reported_unavailable(fake_node: Callable[..., FakeNode]) -> None:
+    answers = iter([(-28, "Loading block index..."), (-28, "Verifying blocks...")])
+
+    def warming(method: str, params: list[Any]) -> tuple[int, bytes]:
+        code, message = next(answers, (0, ""))
+        if code:
+            return 500, json.dumps({"result": None, "error": {"code": code, "message": message}, "id": 1}).encode()
+        return ok(12)
+
+    node = fake_node(warming)
+    assert BitcoinRPC(node.url, retries=2, backoff=0).call("generatetoaddress", 1, "bcrt1qxyz") == 12
+    assert len(node.requests) == 3
+    always = fake_node(lambda m, p: (500, b'{"result":null,"error":{"code":-28,"message":"Loading"},"id":1}'))
+    with pytest.raises(NodeUnavailableError, match="Loading"):
+        BitcoinRPC(always.url, retries=1, backoff=0).getblockcount()
