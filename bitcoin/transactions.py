@@ -123,6 +123,16 @@ class TxIn:
     witness: tuple[bytes, ...] = ()
     script_sig: bytes = b""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.outpoint, OutPoint):
+            raise InvalidParameterError("input outpoint must be an OutPoint")
+        if isinstance(self.sequence, bool) or not isinstance(self.sequence, int):
+            raise InvalidParameterError("nSequence must be an integer")
+        if not 0 <= self.sequence <= 0xFFFFFFFF:
+            raise InvalidParameterError(f"nSequence {self.sequence} is out of range")
+        if not all(isinstance(item, bytes) for item in self.witness) or not isinstance(self.script_sig, bytes):
+            raise InvalidParameterError("witness items and scriptSig must be bytes")
+
 
 @dataclass(frozen=True)
 class Transaction:
@@ -132,6 +142,12 @@ class Transaction:
     inputs: tuple[TxIn, ...]
     outputs: tuple[TxOut, ...]
     locktime: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("version", "locktime"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+                raise InvalidParameterError(f"transaction {name} must be a 32-bit unsigned integer")
 
     @property
     def has_witness(self) -> bool:

@@ -402,3 +402,20 @@ def test_outpoint_parsing() -> None:
     for bad in ("ab" * 32, f"{'ab' * 32}:-1", "zz:1", f"{'ab' * 31}:1", f"{'ab' * 32}:{2**32}"):
         with pytest.raises(InvalidParameterError):
             OutPoint.parse(bad)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: TxIn(ESCROW_OUTPOINT, 2**32),
+        lambda: TxIn(ESCROW_OUTPOINT, -1),
+        lambda: TxIn(ESCROW_OUTPOINT, 0, ("00",)),  # type: ignore[arg-type]
+        lambda: TxOut(-1, b""),
+        lambda: TxOut(21_000_000 * 100_000_000 + 1, b""),
+        lambda: Transaction(version=2**32, inputs=(), outputs=()),
+        lambda: Transaction(version=2, inputs=(), outputs=(), locktime=-1),
+    ],
+)
+def test_out_of_range_fields_are_refused(build) -> None:
+    with pytest.raises(InvalidParameterError):
+        build()
