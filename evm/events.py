@@ -329,9 +329,18 @@ def default_decoder() -> EventDecoder:
 
 @dataclass(frozen=True)
 class EventChunk:
+    """The events of [from_block, to_block] and the chain's last block of the range (`last_block`: number,
+    hash, parent hash), which is what a watcher stores as its cursor to notice a reorg on the next scan."""
+
     from_block: int
     to_block: int
     events: tuple[ChainEvent, ...]
+    last_block: BlockRef
+
+
+class ReorgDuringScan(EvmError):
+    """The chain kept changing under a chunk while it was being read; scan again later (or with more
+    confirmations)."""
 
 
 def iter_event_chunks(
@@ -345,7 +354,8 @@ def iter_event_chunks(
 ) -> Iterator[EventChunk]:
     """Scan [from_block, to_block] (inclusive) in chunks, yielding each chunk's events in (block, log index)
     order. A watcher commits its cursor after each chunk. If the node refuses a range (too many results, range
-    limit), the chunk is halved and retried; a single block that still fails raises `NodeUnavailable`."""
+    limit), the chunk is halved and retried, and the scan goes on with the smaller size; a single block that
+    still fails raises `NodeUnavailable`."""
     as_uint(from_block, "from_block")
     as_uint(to_block, "to_block")
     if from_block > to_block:
@@ -358,6 +368,7 @@ def iter_event_chunks(
     decoder = decoder or default_decoder()
     start = from_block
     size = chunk_size
+    reorg_retries = 0
     while start <= to_block:
         end = min(start + size - 1, to_block)
         try:
@@ -370,9 +381,16 @@ def iter_event_chunks(
         events = sorted(
             (decoder.decode(log) for log in logs if not log.get("removed", False)), key=lambda e: e.position
         )
-        yield EventChunk(start, end, tuple(events))
-        start = end + 1
-        size = chunk_size
+        last_block = get_block_ref(w3, end)
+        if any(e.block_number == end and e.block_hash != last_block.hash for e in events):
+            # The logs and the block header come from different branches: a reorg happened between the calls.
+            reorg_retries += 1
+            if reorg_retries > 3:
+                raise ReorgDuringScan(f"block {end} keeps changing while it is scanned")
+            continue
+        reorg_retries = 0
+        yield EventChunk(start, end, tuple(events), last_block)
+        start = end + 1  # keep a size the node accepted: it will most likely refuse a larger one again
 
 
 def fetch_events(

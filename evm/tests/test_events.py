@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from web3 import HTTPProvider, Web3
 
 from evm import events as ev
-from evm.errors import InvalidArgument
+from evm.errors import InvalidArgument, NodeUnavailable
 from evm.events import (
     BlockRef,
     EventDecoder,
@@ -145,6 +148,7 @@ def test_chunks_cover_the_range_exactly_and_filter_by_address(w3, deployment, lo
     assert [(c.from_block, c.to_block) for c in chunks] == [
         (start, min(start + 2, head)) for start in range(0, head + 1, 3)
     ]
+    assert [c.last_block for c in chunks] == [get_block_ref(w3, c.to_block) for c in chunks]
     only_swap = fetch_events(w3, [deployment.ether_swap_address], 0, head)
     assert [type(e).__name__ for e in only_swap] == ["LoanContractSet"]
     assert fetch_events(w3, deployment.addresses, head - 4, head) == []
@@ -265,3 +269,35 @@ def test_an_abi_whose_event_arguments_changed_is_refused():
     ]
     with pytest.raises(EventDecodingError, match="Claim in the ABI has arguments"):
         EventDecoder([abi])
+
+
+class RangeLimitedProvider(HTTPProvider):
+    """A real node behind a provider that, like many hosted RPCs, refuses eth_getLogs over more than N blocks."""
+
+    def __init__(self, url: str, max_range: int):
+        super().__init__(url)
+        self.max_range = max_range
+        self.ranges: list[tuple[int, int]] = []
+
+    def make_request(self, method, params):
+        if method == "eth_getLogs":
+            start, end = int(params[0]["fromBlock"], 16), int(params[0]["toBlock"], 16)
+            self.ranges.append((start, end))
+            if end - start + 1 > self.max_range:
+                return {"jsonrpc": "2.0", "id": 1, "error": {"code": -32005, "message": "block range too large"}}
+        return super().make_request(method, params)
+
+
+@pytest.mark.integration
+def test_a_node_that_refuses_large_ranges_gets_smaller_chunks(anvil, w3, deployment, loan_flow):
+    loan_flow.active(AMOUNT)
+    head = w3.eth.block_number
+    expected = fetch_events(w3, deployment.addresses, 0, head)
+    provider = RangeLimitedProvider(anvil.url, max_range=2)
+    limited = Web3(provider)
+    assert fetch_events(limited, deployment.addresses, 0, head, chunk_size=100) == expected
+    accepted = [r for r in provider.ranges if r[1] - r[0] + 1 <= 2]
+    assert accepted[0][0] == 0 and accepted[-1][1] == head  # the whole range, no gap, no overlap
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(accepted))
+    with pytest.raises(NodeUnavailable, match="eth_getLogs failed for block 0"):
+        fetch_events(Web3(RangeLimitedProvider(anvil.url, max_range=0)), deployment.addresses, 0, head)
