@@ -365,13 +365,15 @@ class RegtestRPCServer:
     def serve_in_thread(self) -> None:
         """Serve requests on a daemon thread."""
         self._serving = True
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="regtest-rpc", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="regtest-rpc", daemon=True
+        )
         self._thread.start()
 
     def serve_forever(self) -> None:
         """Serve requests on this thread until `shutdown()`."""
         self._serving = True
-        self.httpd.serve_forever()
+        self.httpd.serve_forever(poll_interval=0.1)
 
     def shutdown(self) -> None:
         """Stop serving (idempotent); does not close the node."""
