@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bitcoin.keys import PrivateKey
-from bitcoin.regtest.address import encode_segwit
+from bitcoin.regtest.address import address_to_script, encode_segwit
 from bitcoin.regtest.mining import assemble_block
 from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut
 from bitcoin.rpc import BitcoinRPC, RPCError, btc_to_sats
@@ -352,3 +352,19 @@ def test_restart_keeps_chain_indexes_and_mempool(tmp_path: Path) -> None:
         assert rpc.getblockcount() == height + 2
     finally:
         node.stop()
+
+
+def test_fund_helpers_pay_addresses_and_scripts(
+    btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput], btc_mine: Callable[..., list[str]]
+) -> None:
+    by_address = btc_fund(PAYOUT, 12_000, confirmations=2)
+    assert by_address.script_pubkey == address_to_script(PAYOUT)
+    utxo = btc_rpc.gettxout(by_address.txid, by_address.vout)
+    assert utxo["confirmations"] == 2
+    assert utxo["scriptPubKey"]["address"] == PAYOUT
+    assert by_address.height == btc_rpc.getblockcount() - 1
+    by_hex = btc_fund(OP_TRUE_P2WSH.hex(), 13_000)
+    assert btc_rpc.gettxout_sats(by_hex.txid, by_hex.vout) == 13_000
+    height = btc_rpc.getblockcount()
+    assert len(btc_mine(3)) == 3
+    assert btc_rpc.getblockcount() == height + 3
