@@ -41,6 +41,7 @@ from .errors import (
     InvalidArgument,
     NodeUnavailable,
     RevertDecoder,
+    RpcError,
     TransactionFailed,
     revert_data_from_exception,
     revert_data_from_rpc_error,
@@ -325,7 +326,7 @@ def _simulate(w3: Web3, method: str, call: dict[str, Any], block: int | str, dec
         raise decoder.decode(data)
     if block_id == "pending":
         return _simulate(w3, method, call, "latest", decoder)
-    raise NodeUnavailable(f"{method} failed: {error}")
+    raise RpcError(method, error)
 
 
 def dry_run(
@@ -457,7 +458,7 @@ def _explain_failure(
             dry_run(w3, prepared, sender, decoder, block=block)
         except ContractRevert as revert:
             return revert.with_tx_hash(tx_hash)
-        except NodeUnavailable:
+        except (NodeUnavailable, RpcError):
             continue  # e.g. the node pruned that state
     return TransactionFailed(
         f"transaction 0x{tx_hash.hex()} ({prepared.method or 'call'}) failed in block {block_number} "

@@ -47,6 +47,16 @@ class NodeUnavailable(EvmError):
     """The node could not be reached or answered with something that is not JSON-RPC."""
 
 
+class RpcError(EvmError):
+    """The node answered a call with a JSON-RPC error that is not a revert (e.g. insufficient funds)."""
+
+    def __init__(self, method: str, error: object) -> None:
+        self.method = method
+        self.error = error
+        message = error.get("message", error) if isinstance(error, dict) else error
+        super().__init__(f"{method} failed: {message}")
+
+
 class TransactionFailed(EvmError):
     """A transaction was not mined in time, or failed without revert data we could decode."""
 

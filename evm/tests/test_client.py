@@ -11,7 +11,7 @@ from eth_account import Account
 from hexbytes import HexBytes
 
 from evm.client import LoanContractClient, LoanStatus, PreparedTransaction, wait_for_receipt
-from evm.errors import ContractRevert, InvalidArgument, TransactionFailed
+from evm.errors import ContractRevert, InvalidArgument, RpcError, TransactionFailed
 from evm.testing import gas_cost, new_secret
 
 pytestmark = pytest.mark.integration
@@ -437,3 +437,18 @@ def test_prepared_transactions_refuse_malformed_fields():
     ):
         with pytest.raises(InvalidArgument, match=message):
             PreparedTransaction(**(base | changes))
+
+
+def test_an_account_without_funds_gets_a_clear_error_and_nothing_is_sent(w3, deployment, loan_client):
+    empty = Account.create()
+    prepared = loan_client.request_loan(
+        amount=AMOUNT,
+        borrower_btc_pubkey=b"\x02" * 32,
+        borrower_hash=new_secret()[1],
+        escrow_txid=b"\x04" * 32,
+        escrow_vout=0,
+        escrow_sats=1,
+    )
+    with pytest.raises(RpcError, match=r"^eth_call failed: Insufficient funds"):
+        loan_client.send(prepared, empty)
+    assert loan_client.loan_count() == 0 and w3.eth.get_transaction_count(empty.address) == 0
