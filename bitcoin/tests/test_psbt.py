@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 
 import pytest
 from bitcoinutils.psbt import PSBT as BuPsbt
@@ -23,7 +25,7 @@ from bitcoin.psbt import (
     create_psbt,
     sign_psbt,
 )
-from bitcoin.scripts import NUMS_INTERNAL_KEY
+from bitcoin.scripts import NUMS_INTERNAL_KEY, control_block_commits, tap_leaf_hash
 from bitcoin.tests.loan_vectors import (
     ESCROW_OUTPOINT,
     ODD_Y_SECRET,
@@ -32,7 +34,7 @@ from bitcoin.tests.loan_vectors import (
     lender_key,
     vector_scripts,
 )
-from bitcoin.transactions import PreparedSpend, TxOut, build_tx1
+from bitcoin.transactions import SIGHASH_DEFAULT, PreparedSpend, TxOut, build_tx1, taproot_sighash
 
 
 def _prepared() -> PreparedSpend:
@@ -175,3 +177,42 @@ def test_bad_signature_field_is_refused() -> None:
     psbt.inputs[0][b"\x14" + b"\x01" * 64] = b"\x02" * 63
     with pytest.raises(PsbtError, match="malformed tap script signature"):
         Psbt.parse(psbt.serialize())
+
+
+BIP371 = json.loads((Path(__file__).parent / "data" / "bip371_vector.json").read_text())
+
+
+def test_bip371_vector_parses_to_what_bitcoin_core_decodes() -> None:
+    psbt = Psbt.from_base64(BIP371["psbt"])
+    assert psbt.to_base64() == BIP371["psbt"]  # byte-for-byte round trip
+    assert psbt.unsigned_tx.txid == BIP371["txid"]
+    utxo = psbt.witness_utxo(0)
+    assert utxo == TxOut(BIP371["witness_utxo"]["amount_sats"], bytes.fromhex(BIP371["witness_utxo"]["script_pubkey"]))
+    expected_sigs = {
+        (bytes.fromhex(s["pubkey"]), bytes.fromhex(s["leaf_hash"])): bytes.fromhex(s["sig"])
+        for s in BIP371["taproot_script_path_sigs"]
+    }
+    assert psbt.tap_script_sigs(0) == expected_sigs
+    expected_leaves = sorted(
+        (bytes.fromhex(s["control_block"]), bytes.fromhex(s["script"]), s["leaf_ver"])
+        for s in BIP371["taproot_scripts"]
+    )
+    assert sorted(psbt.tap_leaf_scripts(0)) == expected_leaves
+    assert psbt.inputs[0][bytes([PSBT_IN_TAP_INTERNAL_KEY])].hex() == BIP371["taproot_internal_key"]
+    assert psbt.inputs[0][bytes([PSBT_IN_TAP_MERKLE_ROOT])].hex() == BIP371["taproot_merkle_root"]
+
+
+def test_bip371_vector_control_blocks_and_signatures_check_out() -> None:
+    """Independent evidence for our merkle/control-block code and script-path sighash: real wallet data."""
+    psbt = Psbt.from_base64(BIP371["psbt"])
+    utxo = psbt.witness_utxo(0)
+    leaf_hashes = set()
+    for control, script, version in psbt.tap_leaf_scripts(0):
+        assert control_block_commits(control, script, utxo.script_pubkey)
+        leaf_hashes.add(tap_leaf_hash(script, version))
+    for (xonly, leaf_hash), signature in psbt.tap_script_sigs(0).items():
+        assert leaf_hash in leaf_hashes
+        sighash = taproot_sighash(psbt.unsigned_tx, 0, [utxo], SIGHASH_DEFAULT, leaf_hash)
+        assert verify_schnorr(xonly, sighash, signature)
+        other_leaf = next(h for h in leaf_hashes if h != leaf_hash)
+        assert not verify_schnorr(xonly, taproot_sighash(psbt.unsigned_tx, 0, [utxo], 0, other_leaf), signature)
