@@ -70,6 +70,7 @@ RPC_VERIFY_ALREADY_IN_CHAIN = -27
 COIN = 100_000_000
 COINBASE_MATURITY = 100
 MAX_BLOCK_WEIGHT = 4_000_000
+BLOCK_RESERVED_WEIGHT = 8_000  # header, transaction count and coinbase, as Core's miner reserves
 MAX_STANDARD_TX_WEIGHT = 400_000
 MIN_RELAY_FEE_SAT_PER_KVB = 1000
 DEFAULT_MAX_FEE_RATE = Decimal("0.10")  # BTC/kvB, sendrawtransaction's default maxfeerate
@@ -958,13 +959,21 @@ class RegtestNode:
             return {"hash": block.hash[::-1].hex()}
 
     def generate_to_script(self, nblocks: int, coinbase_script: bytes) -> list[str]:
-        """Mine `nblocks` blocks with the whole mempool (in arrival order) in the first one."""
+        """Mine `nblocks` blocks, each taking the mempool in arrival order (parents before children) up to
+        the block weight limit."""
         hashes = []
         with self._lock:
             self._check_open()
             for _ in range(nblocks):
-                txs = [entry.tx for entry in self._mempool.values()]
-                fees = sum(entry.fee for entry in self._mempool.values())
+                txs: list[Tx] = []
+                fees = 0
+                weight = BLOCK_RESERVED_WEIGHT
+                for entry in self._mempool.values():
+                    if weight + entry.tx.weight > MAX_BLOCK_WEIGHT:
+                        break  # an arrival-order prefix never leaves a child without its parent
+                    txs.append(entry.tx)
+                    fees += entry.fee
+                    weight += entry.tx.weight
                 block = self._build_block(coinbase_script, txs, fees)
                 accepted, reason = self._submit(block)
                 if not accepted:

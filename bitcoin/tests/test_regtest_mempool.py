@@ -12,7 +12,7 @@ import pytest
 
 from bitcoin.regtest.mining import block_subsidy
 from bitcoin.regtest.node import NodeRPCError, RegtestNode
-from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut
+from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut, push_data
 from bitcoin.regtest.server import RegtestRPCServer
 from bitcoin.rpc import BitcoinRPC, RPCError
 
@@ -199,3 +199,19 @@ def test_generateblock_with_mempool_txid_and_submitblock_orphan(node: RegtestNod
     orphan.header.prev_hash = b"\x07" * 32
     assert rpc.submitblock(orphan.serialize().hex()) == "prev-blk-not-found"
     assert rpc.getbestblockhash() == unsubmitted["hash"]
+
+
+def test_mined_blocks_respect_the_weight_limit(node: RegtestNode) -> None:
+    coins = [fund(node, 200_000) for _ in range(11)]
+    big_output = TxOut(0, b"\x6a" + push_data(b"\x00" * 94_000))  # ~376 000 weight units per transaction
+    txids = []
+    for coin in coins:
+        tx = Tx(2, [TxIn(coin, b"", 0xFFFFFFFD, [OP_TRUE_SCRIPT])], [TxOut(100_000, OP_TRUE_P2WSH), big_output])
+        txids.append(node.send_raw_transaction(tx.serialize()))
+    [first] = node.generate_to_script(1, node.faucet.script_pubkey)
+    block = node.get_block(bytes.fromhex(first)[::-1], 1)
+    assert block["weight"] <= 4_000_000
+    assert block["tx"][1:] == txids[:10]
+    assert node.get_raw_mempool() == txids[10:]
+    [second] = node.generate_to_script(1, node.faucet.script_pubkey)
+    assert node.get_block(bytes.fromhex(second)[::-1], 1)["tx"][1:] == txids[10:]
