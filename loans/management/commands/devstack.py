@@ -7,6 +7,7 @@ django-q2 worker and the ASGI dev server on 127.0.0.1:8000. Development only: it
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import subprocess
@@ -29,6 +30,10 @@ from loans import chains
 from loans.services import contract_deployment_record
 
 
+def raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def port_of(url: str) -> int:
     parsed = urllib.parse.urlsplit(url)
     if parsed.hostname not in {"127.0.0.1", "localhost"} or not parsed.port:
@@ -48,6 +53,9 @@ class Command(BaseCommand):
             raise CommandError("devstack is for development: DJANGO_DEBUG=1, EVM_CHAIN_ID=31337, regtest")
         var = Path(settings.BASE_DIR) / "var"
         var.mkdir(exist_ok=True)
+        # Ctrl-C or SIGTERM stops everything in order (a background job may have inherited SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
         children: list[subprocess.Popen] = []
         anvil: AnvilNode | None = None
         try:
@@ -58,27 +66,40 @@ class Command(BaseCommand):
             if not options["no_worker"]:
                 children.append(self.spawn([sys.executable, "manage.py", "qcluster"], var / "worker.log"))
             self.stdout.write(self.style.SUCCESS(f"web app on http://{options['addrport']}/ (Ctrl-C stops all)"))
-            server = subprocess.Popen([sys.executable, "manage.py", "runserver", options["addrport"]])
+            server = subprocess.Popen(
+                [sys.executable, "manage.py", "runserver", options["addrport"]], start_new_session=True
+            )
             children.append(server)
             server.wait()
         except KeyboardInterrupt:
             pass
         finally:
+            # Each child leads its own process group (runserver's reloader has a child of its own): stop the groups,
+            # newest first, so the web server goes before the worker and the nodes.
             for child in reversed(children):
-                if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
-            for child in reversed(children):
-                try:
-                    child.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+                self.stop_group(child)
             if anvil is not None:
                 anvil.stop()
+
+    @staticmethod
+    def stop_group(child: subprocess.Popen, timeout: float = 20) -> None:
+        if child.poll() is not None:
+            return
+        try:
+            os.killpg(child.pid, signal.SIGTERM)
+            child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        except ProcessLookupError:
+            pass
 
     def spawn(self, argv: list[str], log: Path) -> subprocess.Popen:
         handle = log.open("ab")
         self.stdout.write(f"starting {' '.join(argv[1:])} (log: {log})")
-        return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
 
     def start_anvil(self, var: Path) -> AnvilNode | None:
         port = port_of(settings.EVM_RPC_URL)
