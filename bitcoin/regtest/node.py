@@ -645,6 +645,7 @@ class RegtestNode:
     def get_raw_transaction_from_mempool(self, txid: bytes) -> bytes | None:
         """Raw bytes of a mempool transaction, or None."""
         with self._lock:
+            self._check_open()
             entry = self._mempool.get(txid)
             return None if entry is None else entry.tx.serialize()
 
@@ -685,6 +686,7 @@ class RegtestNode:
     def get_mempool_entry(self, txid: bytes) -> dict[str, Any]:
         """One mempool entry."""
         with self._lock:
+            self._check_open()
             entry = self._mempool.get(txid)
             if entry is None:
                 raise NodeRPCError(RPC_INVALID_ADDRESS_OR_KEY, "Transaction not in mempool")
@@ -735,6 +737,7 @@ class RegtestNode:
     def estimate_smart_fee(self, conf_target: int) -> dict[str, Any]:
         """Median fee rate of the last max(conf_target, 6) blocks' transactions; Core's error when none."""
         with self._lock:
+            self._check_open()
             depth = max(conf_target, 6)
             rates = [r for h in self._hashes[-depth:] for r in self._feerates.get(h, [])]
             if not rates:
@@ -748,16 +751,19 @@ class RegtestNode:
     def get_block_count(self) -> int:
         """Height of the tip."""
         with self._lock:
+            self._check_open()
             return self._tip_height()
 
     def get_best_block_hash(self) -> str:
         """Hash of the tip."""
         with self._lock:
+            self._check_open()
             return self._hashes[-1][::-1].hex()
 
     def get_block_hash(self, height: int) -> str:
         """Hash of the active-chain block at `height`."""
         with self._lock:
+            self._check_open()
             if not 0 <= height <= self._tip_height():
                 raise NodeRPCError(RPC_INVALID_PARAMETER, "Block height out of range")
             return self._hashes[height][::-1].hex()
@@ -812,6 +818,7 @@ class RegtestNode:
     def get_block_header(self, block_hash: bytes, verbose: bool = True) -> Any:
         """A block header (JSON or hex)."""
         with self._lock:
+            self._check_open()
             entry = self._entry(block_hash)
             if entry is None:
                 raise NodeRPCError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found")
@@ -1009,6 +1016,7 @@ class RegtestNode:
     def faucet_balance(self) -> int:
         """Spendable faucet sats (mature confirmed coins and unspent own change in the mempool)."""
         with self._lock:
+            self._check_open()
             return sum(c.value for _, c in self._faucet_coins())
 
     def _faucet_coins(self) -> list[tuple[OutPoint, Coin]]:

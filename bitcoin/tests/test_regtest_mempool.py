@@ -171,6 +171,10 @@ def test_snapshot_round_trip(tmp_path: Path) -> None:
     pending = first.send_to_script(OP_TRUE_P2WSH, 5_000)
     utxos = dict(first._utxos)
     first.close()
+    first.close()  # idempotent
+    for call in (first.get_block_count, first.get_blockchain_info, lambda: first.get_block_header(b"\x00" * 32)):
+        with pytest.raises(NodeRPCError, match="shut down"):
+            call()
     second = RegtestNode(tmp_path / "n")
     try:
         assert not second.rebuilt_indexes
