@@ -14,7 +14,7 @@ from bitcoin.regtest.mining import block_subsidy
 from bitcoin.regtest.node import NodeRPCError, RegtestNode
 from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut, push_data
 from bitcoin.regtest.server import RegtestRPCServer
-from bitcoin.rpc import BitcoinRPC, RPCError
+from bitcoin.rpc import BitcoinRPC, NodeUnavailableError, RPCError
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +219,21 @@ def test_mined_blocks_respect_the_weight_limit(node: RegtestNode) -> None:
     assert node.get_raw_mempool() == txids[10:]
     [second] = node.generate_to_script(1, node.faucet.script_pubkey)
     assert node.get_block(bytes.fromhex(second)[::-1], 1)["tx"][1:] == txids[10:]
+
+
+def test_cookie_auth(node: RegtestNode, tmp_path: Path) -> None:
+    cookie = tmp_path / ".cookie"
+    server = RegtestRPCServer(node, cookie_file=cookie)
+    server.serve_in_thread()
+    try:
+        user, password = cookie.read_text().split(":")
+        assert user == "__cookie__" and len(password) == 64
+        assert cookie.stat().st_mode & 0o777 == 0o600
+        assert BitcoinRPC(server.url, cookie_file=cookie).getblockcount() == node.get_block_count()
+        with pytest.raises(NodeUnavailableError, match="401"):
+            BitcoinRPC(server.url, retries=0).getblockcount()
+        with pytest.raises(NodeUnavailableError, match="401"):
+            BitcoinRPC(server.url, user="__cookie__", password="0" * 64, retries=0).getblockcount()
+    finally:
+        server.shutdown()
+    assert not cookie.exists()
