@@ -487,6 +487,16 @@ class LoanContractClient:
         self.loan = self.w3.eth.contract(address=self.loan_address, abi=list(self.artifacts.loan.abi))
         self.decoder = revert_decoder(self.artifacts)
 
+    @classmethod
+    def from_deployment(cls, w3: Web3, deployment, **kwargs: Any) -> LoanContractClient:
+        """For an `evm.deploy.Deployment`; refuses a node on another chain than the deployment's."""
+        actual = int(w3.eth.chain_id)
+        if actual != deployment.chain_id:
+            raise InvalidArgument(
+                f"the deployment is on chain {deployment.chain_id}, but the node serves chain {actual}"
+            )
+        return cls(w3, deployment.loan_address, deployment.ether_swap_address, **kwargs)
+
     @cached_property
     def chain_id(self) -> int:
         return int(self.w3.eth.chain_id)

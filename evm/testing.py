@@ -111,7 +111,7 @@ def deployment(_session_deployment: Deployment, evm_snapshot: None) -> Deploymen
 
 @pytest.fixture
 def loan_client(w3: Web3, deployment: Deployment) -> LoanContractClient:
-    return LoanContractClient(w3, deployment.loan_address, deployment.ether_swap_address)
+    return LoanContractClient.from_deployment(w3, deployment)
 
 
 @pytest.fixture

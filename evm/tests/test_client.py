@@ -388,6 +388,12 @@ def test_loan_ids_and_preparation_arguments_are_validated(deployment, loan_clien
         loan_client.update_parameters(loan_client.parameters().replace(offer_window_blocks=5000))
 
 
+def test_a_client_for_a_deployment_on_another_chain_is_refused(w3, deployment):
+    elsewhere = dataclasses.replace(deployment, chain_id=30)
+    with pytest.raises(InvalidArgument, match="the deployment is on chain 30, but the node serves chain 31337"):
+        LoanContractClient.from_deployment(w3, elsewhere)
+
+
 def test_send_refuses_a_transaction_for_another_chain(w3, deployment, loan_client, borrower):
     prepared = dataclasses.replace(loan_client.cancel_request(1), chain_id=30)
     nonce = w3.eth.get_transaction_count(borrower.address)

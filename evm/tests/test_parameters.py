@@ -7,7 +7,7 @@ import math
 from fractions import Fraction
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from evm.client import PreparedTransaction, dry_run
@@ -170,6 +170,10 @@ parameter_sets = st.builds(
 @pytest.mark.integration
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(params=parameter_sets)
+@example(params=DEFAULTS)
+@example(params=DEFAULTS.replace(offer_window_blocks=1899, loan_duration_blocks=541_379, max_amount_wei=2**128 - 1))
+@example(params=DEFAULTS.replace(offer_window_blocks=1900))
+@example(params=DEFAULTS.replace(escrow_timelock_btc_blocks=65_535, collateral_timelock_btc_blocks=65_535))
 def test_the_contract_accepts_exactly_the_parameters_python_accepts(w3, deployment, loan_client, lender, params):
     """A dry run of updateParameters, bypassing the client's own check: same verdict, same first reason."""
     forced = PreparedTransaction(
