@@ -1,8 +1,12 @@
-"""Offline command line tool: ``python -m bitcoin {addresses,preimage,sign,verify}``.
+"""Offline command line tool: ``python -m bitcoin {addresses,preimage,build-tx1,sign,verify}``.
 
-Runs without Django, settings or a database, and never touches the network. Output is JSON on stdout (the
-signed PSBT is printed as base64, or written with ``--output``). On any error it prints one line,
-``error: <message>``, on stderr and exits with status 1 (2 for usage errors); never a traceback.
+Runs without Django, settings or a database, and never touches the network. Output is JSON on stdout (a PSBT
+is printed as base64, or written with ``--output``). On any error it prints one line, ``error: <message>``,
+on stderr and exits with status 1 (2 for usage errors); never a traceback.
+
+``sign`` and ``verify`` accept the loan's facts (``--network --borrower-pubkey ... --max-fee-rate``); given
+them, ``sign`` refuses to sign a TX_1 that is not exactly what the loan allows, and ``verify`` runs the
+lender's full pre-signature verification.
 """
 
 from __future__ import annotations
@@ -13,35 +17,38 @@ import secrets
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
+from fractions import Fraction
 from typing import NoReturn
 
 from bitcoin.descriptors import loan_output_descriptors
 from bitcoin.encoding import sha256
 from bitcoin.errors import BitcoinProtocolError, PresignatureError
-from bitcoin.keys import parse_private_key
-from bitcoin.networks import NETWORKS, get_network
-from bitcoin.psbt import Psbt, sign_psbt
+from bitcoin.keys import parse_private_key, verify_schnorr
+from bitcoin.networks import NETWORKS
+from bitcoin.psbt import Psbt, create_psbt, sign_psbt
 from bitcoin.scripts import TwoLeafTaprootOutput, control_block_commits, loan_outputs, tap_leaf_hash
-from bitcoin.transactions import OutPoint, taproot_sighash
+from bitcoin.transactions import SIGHASH_DEFAULT, OutPoint, build_tx1, taproot_sighash
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-_LOAN_EXPECTATIONS = (
-    "network",
-    "borrower_pubkey",
-    "lender_pubkey",
-    "borrower_hash",
-    "lender_hash",
-    "escrow_timelock",
-    "collateral_timelock",
-    "escrow_outpoint",
-    "escrow_value",
-    "loan_amount",
-    "origination_fee_bps",
-    "lender_payout_address",
-    "min_fee_rate",
-    "max_fee_rate",
+#: (argument name, type, help) of the loan facts shared by build-tx1, sign and verify.
+_LOAN_FACTS: tuple[tuple[str, type, str], ...] = (
+    ("borrower_pubkey", str, "xB, 64 hex characters"),
+    ("lender_pubkey", str, "xL, 64 hex characters"),
+    ("borrower_hash", str, "hB = SHA256(pB), 64 hex characters"),
+    ("lender_hash", str, "hL = SHA256(pL), 64 hex characters"),
+    ("escrow_timelock", int, "t_0 in blocks (1..65535)"),
+    ("collateral_timelock", int, "t_1 in blocks (1..65535)"),
+    ("escrow_outpoint", str, "TXID:VOUT of the escrow UTXO"),
+    ("escrow_value", int, "escrow value in sats, as seen on chain"),
+    ("loan_amount", int, "loan amount in sats"),
+    ("origination_fee_bps", int, "origination fee in basis points of the amount"),
+    ("lender_payout_address", str, "L's payout address for the origination fee"),
+)
+_FEE_BOUNDS: tuple[tuple[str, type, str], ...] = (
+    ("min_fee_rate", str, "lowest acceptable TX_1 fee rate, sat/vB (decimal)"),
+    ("max_fee_rate", str, "highest acceptable TX_1 fee rate, sat/vB (decimal)"),
 )
 
 
@@ -58,6 +65,50 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise CliError(f"{self.prog}: {message}", EXIT_USAGE)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_arguments(parser: argparse.ArgumentParser, specs: tuple[tuple[str, type, str], ...], required: bool) -> None:
+    for name, kind, help_text in specs:
+        parser.add_argument(_flag(name), dest=name, type=kind, required=required, help=help_text)
+
+
+def _loan_facts(args: argparse.Namespace, with_fee_bounds: bool) -> dict[str, object] | None:
+    """The loan facts given on the command line as keyword arguments, None if none were given."""
+    specs = _LOAN_FACTS + (_FEE_BOUNDS if with_fee_bounds else ())
+    given = [name for name, _, _ in specs if getattr(args, name, None) is not None]
+    if not given:
+        return None
+    missing = [_flag(name) for name, _, _ in specs if getattr(args, name, None) is None]
+    if args.network is None:
+        missing.insert(0, "--network")
+    if missing:
+        raise CliError(f"checking against a loan needs every fact; missing {', '.join(missing)}")
+    facts: dict[str, object] = {
+        "network": args.network,
+        "borrower_pubkey": args.borrower_pubkey,
+        "lender_pubkey": args.lender_pubkey,
+        "borrower_hash": args.borrower_hash,
+        "lender_hash": args.lender_hash,
+        "escrow_timelock": args.escrow_timelock,
+        "collateral_timelock": args.collateral_timelock,
+        "escrow_outpoint": OutPoint.parse(args.escrow_outpoint),
+        "escrow_value_sats": args.escrow_value,
+        "loan_amount_sats": args.loan_amount,
+        "origination_fee_bps": args.origination_fee_bps,
+        "lender_payout_address": args.lender_payout_address,
+    }
+    if with_fee_bounds:
+        facts["min_fee_rate_sat_vb"] = args.min_fee_rate
+        facts["max_fee_rate_sat_vb"] = args.max_fee_rate
+    return facts
+
+
+def _decimal(rate: Fraction) -> str:
+    return str((Decimal(rate.numerator) / rate.denominator).quantize(Decimal("0.001")))
 
 
 def _output_json(output: TwoLeafTaprootOutput, network: str) -> dict[str, object]:
@@ -105,6 +156,30 @@ def _cmd_preimage(_args: argparse.Namespace) -> dict[str, object]:
     return {"preimage": preimage.hex(), "hash": sha256(preimage).hex()}
 
 
+def _cmd_build_tx1(args: argparse.Namespace) -> str:
+    facts = _loan_facts(args, with_fee_bounds=False)
+    if facts is None:  # unreachable: every fact is a required argument of this command
+        raise CliError("build-tx1 needs the loan's facts")
+    prepared = build_tx1(
+        scripts=loan_outputs(
+            borrower_pubkey=args.borrower_pubkey,
+            lender_pubkey=args.lender_pubkey,
+            borrower_hash=args.borrower_hash,
+            lender_hash=args.lender_hash,
+            escrow_timelock=args.escrow_timelock,
+            collateral_timelock=args.collateral_timelock,
+        ),
+        escrow_outpoint=facts["escrow_outpoint"],  # type: ignore[arg-type]
+        escrow_value_sats=args.escrow_value,
+        loan_amount_sats=args.loan_amount,
+        origination_fee_bps=args.origination_fee_bps,
+        lender_payout_address=args.lender_payout_address,
+        network=args.network,
+        fee_rate_sat_vb=args.fee_rate,
+    )
+    return create_psbt(prepared).to_base64()
+
+
 def _read_text(path: str, what: str) -> str:
     try:
         with open(path, encoding="ascii") as handle:
@@ -125,24 +200,43 @@ def _load_psbt(path: str) -> Psbt:
 def _cmd_sign(args: argparse.Namespace) -> dict[str, object] | str:
     psbt = _load_psbt(args.psbt)
     key = parse_private_key(_read_text(args.key_file, "key file"), args.network)
+    facts = _loan_facts(args, with_fee_bounds=True)
+    checked = None
+    if facts is not None:
+        from bitcoin.presignature import check_tx1_transaction
+
+        if len(psbt.inputs) != 1:
+            raise CliError("a TX_1 PSBT has exactly one input")
+        checked = check_tx1_transaction(
+            **facts,  # type: ignore[arg-type]
+            transaction=psbt.unsigned_tx,
+            claimed_prevout=psbt.witness_utxo(0),
+        )
     added = sign_psbt(psbt, key)
     if added == 0:
         raise CliError(f"key {key.xonly_pubkey.hex()} does not appear in any leaf script of this PSBT")
     encoded = psbt.to_base64()
-    if args.output:
-        try:
-            with open(args.output, "w", encoding="ascii") as handle:
-                handle.write(encoded + "\n")
-        except OSError as error:
-            raise CliError(f"cannot write {args.output!r}: {error}") from None
-        return {"signatures_added": added, "output": args.output, "pubkey": key.xonly_pubkey.hex()}
-    return encoded
+    if not args.output:
+        return encoded
+    try:
+        with open(args.output, "w", encoding="ascii") as handle:
+            handle.write(encoded + "\n")
+    except OSError as error:
+        raise CliError(f"cannot write {args.output!r}: {error}") from None
+    summary: dict[str, object] = {"signatures_added": added, "output": args.output, "pubkey": key.xonly_pubkey.hex()}
+    if checked is not None:
+        summary.update(
+            checked_against_loan=True,
+            collateral_sats=checked.tx.outputs[1].value,
+            origination_fee_sats=checked.tx.outputs[0].value,
+            miner_fee_sats=checked.fee_sats,
+            fee_rate_sat_vb=_decimal(checked.fee_rate),
+        )
+    return summary
 
 
 def _check_psbt_signatures(psbt: Psbt) -> list[dict[str, object]]:
     """Verify every tap script signature against its leaf and the PSBT's own witness UTXOs."""
-    from bitcoin.keys import verify_schnorr
-
     spent_outputs = psbt.spent_outputs()
     results: list[dict[str, object]] = []
     for index in range(len(psbt.inputs)):
@@ -160,7 +254,7 @@ def _check_psbt_signatures(psbt: Psbt) -> list[dict[str, object]]:
                 raise CliError(f"input {index}: key {xonly.hex()} is not in leaf {leaf_hash.hex()}")
             if len(signature) != 64:
                 raise CliError(f"input {index}: only 64-byte SIGHASH_DEFAULT signatures are accepted")
-            sighash = taproot_sighash(psbt.unsigned_tx, index, spent_outputs, 0, leaf_hash)
+            sighash = taproot_sighash(psbt.unsigned_tx, index, spent_outputs, SIGHASH_DEFAULT, leaf_hash)
             if not verify_schnorr(xonly, sighash, signature):
                 raise CliError(f"input {index}: signature of {xonly.hex()} is invalid")
             results.append({"input": index, "pubkey": xonly.hex(), "leaf_hash": leaf_hash.hex(), "valid": True})
@@ -171,32 +265,12 @@ def _check_psbt_signatures(psbt: Psbt) -> list[dict[str, object]]:
 
 def _cmd_verify(args: argparse.Namespace) -> dict[str, object]:
     psbt = _load_psbt(args.psbt)
-    given = [name for name in _LOAN_EXPECTATIONS if getattr(args, name) is not None]
-    if not given or given == ["network"]:
+    facts = _loan_facts(args, with_fee_bounds=True)
+    if facts is None:
         return {"valid": True, "signatures": _check_psbt_signatures(psbt)}
-    missing = [name for name in _LOAN_EXPECTATIONS if getattr(args, name) is None]
-    if missing:
-        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
-        raise CliError(f"checking against a loan needs every expectation; missing {flags}")
     from bitcoin.presignature import verify_borrower_presignature
 
-    verified = verify_borrower_presignature(
-        network=args.network,
-        borrower_pubkey=args.borrower_pubkey,
-        lender_pubkey=args.lender_pubkey,
-        borrower_hash=args.borrower_hash,
-        lender_hash=args.lender_hash,
-        escrow_timelock=args.escrow_timelock,
-        collateral_timelock=args.collateral_timelock,
-        escrow_outpoint=OutPoint.parse(args.escrow_outpoint),
-        escrow_value_sats=args.escrow_value,
-        loan_amount_sats=args.loan_amount,
-        origination_fee_bps=args.origination_fee_bps,
-        lender_payout_address=args.lender_payout_address,
-        min_fee_rate_sat_vb=args.min_fee_rate,
-        max_fee_rate_sat_vb=args.max_fee_rate,
-        psbt=psbt,
-    )
+    verified = verify_borrower_presignature(**facts, psbt=psbt)  # type: ignore[arg-type]
     return {
         "valid": True,
         "txid": verified.transaction.txid,
@@ -204,11 +278,7 @@ def _cmd_verify(args: argparse.Namespace) -> dict[str, object]:
         "origination_fee_sats": verified.origination_fee_sats,
         "collateral_sats": verified.collateral_sats,
         "miner_fee_sats": verified.miner_fee_sats,
-        "fee_rate_sat_vb": str(
-            (Decimal(verified.fee_rate_sat_vb.numerator) / verified.fee_rate_sat_vb.denominator).quantize(
-                Decimal("0.001")
-            )
-        ),
+        "fee_rate_sat_vb": _decimal(verified.fee_rate_sat_vb),
     }
 
 
@@ -220,40 +290,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     addresses = commands.add_parser("addresses", help="derive the escrow and collateral addresses of a loan")
     addresses.add_argument("--network", required=True, choices=networks)
-    addresses.add_argument("--borrower-pubkey", required=True, help="xB, 64 hex characters")
-    addresses.add_argument("--lender-pubkey", required=True, help="xL, 64 hex characters")
-    addresses.add_argument("--borrower-hash", required=True, help="hB = SHA256(pB), 64 hex characters")
-    addresses.add_argument("--lender-hash", required=True, help="hL = SHA256(pL), 64 hex characters")
-    addresses.add_argument("--escrow-timelock", required=True, type=int, help="t_0 in blocks (1..65535)")
-    addresses.add_argument("--collateral-timelock", required=True, type=int, help="t_1 in blocks (1..65535)")
+    _add_arguments(addresses, _LOAN_FACTS[:6], required=True)
     addresses.set_defaults(handler=_cmd_addresses)
 
     preimage = commands.add_parser("preimage", help="print a fresh 32-byte preimage and its SHA-256")
     preimage.set_defaults(handler=_cmd_preimage)
+
+    build = commands.add_parser("build-tx1", help="print the unsigned TX_1 PSBT (base64) of a loan")
+    build.add_argument("--network", required=True, choices=networks)
+    _add_arguments(build, _LOAN_FACTS, required=True)
+    build.add_argument("--fee-rate", required=True, help="target fee rate, sat/vB (decimal)")
+    build.set_defaults(handler=_cmd_build_tx1)
 
     sign = commands.add_parser("sign", help="add your tapscript signatures to a PSBT")
     sign.add_argument("--psbt", required=True, help="PSBT file (base64, hex or binary)")
     sign.add_argument("--key-file", required=True, help="file holding the private key as WIF or 64 hex characters")
     sign.add_argument("--network", choices=networks, help="refuse a WIF of another network")
     sign.add_argument("--output", help="write the signed PSBT here instead of printing it")
+    _add_arguments(sign, _LOAN_FACTS + _FEE_BOUNDS, required=False)
     sign.set_defaults(handler=_cmd_sign)
 
     verify = commands.add_parser("verify", help="check a signed PSBT (and, optionally, it against a loan)")
     verify.add_argument("--psbt", required=True, help="PSBT file (base64, hex or binary)")
     verify.add_argument("--network", choices=networks)
-    verify.add_argument("--borrower-pubkey")
-    verify.add_argument("--lender-pubkey")
-    verify.add_argument("--borrower-hash")
-    verify.add_argument("--lender-hash")
-    verify.add_argument("--escrow-timelock", type=int)
-    verify.add_argument("--collateral-timelock", type=int)
-    verify.add_argument("--escrow-outpoint", help="TXID:VOUT of the escrow UTXO")
-    verify.add_argument("--escrow-value", type=int, help="escrow value in sats, as seen on chain")
-    verify.add_argument("--loan-amount", type=int, help="loan amount in sats")
-    verify.add_argument("--origination-fee-bps", type=int)
-    verify.add_argument("--lender-payout-address")
-    verify.add_argument("--min-fee-rate", help="sat/vB, decimal")
-    verify.add_argument("--max-fee-rate", help="sat/vB, decimal")
+    _add_arguments(verify, _LOAN_FACTS + _FEE_BOUNDS, required=False)
     verify.set_defaults(handler=_cmd_verify)
     return parser
 
@@ -262,8 +322,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "network", None):
-            get_network(args.network)
         result = args.handler(args)
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)

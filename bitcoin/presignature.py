@@ -24,11 +24,12 @@ Checks, each refused with its own ``PresignatureError.reason``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 
 from bitcoin.addresses import address_to_script_pubkey
-from bitcoin.errors import FeeError, PresignatureError, PsbtError, TransactionError
+from bitcoin.errors import FeeError, InvalidParameterError, PresignatureError, PsbtError, TransactionError
 from bitcoin.fees import parse_fee_rate
 from bitcoin.keys import verify_schnorr
 from bitcoin.networks import Network, get_network
@@ -125,6 +126,191 @@ def _load_inputs(
     return tx.without_witness(), bytes(signature), None
 
 
+@dataclass(frozen=True)
+class _Expected:
+    """Everything the loan's own facts say TX_1 must be."""
+
+    scripts: LoanScripts
+    escrow_outpoint: OutPoint
+    prevout: TxOut
+    fee_script: bytes
+    fee_sats: int
+    required_collateral_sats: int
+    min_rate: Fraction
+    max_rate: Fraction
+
+
+def _expectations(
+    *,
+    network: Network | str,
+    borrower_pubkey: bytes | str,
+    lender_pubkey: bytes | str,
+    borrower_hash: bytes | str,
+    lender_hash: bytes | str,
+    escrow_timelock: int,
+    collateral_timelock: int,
+    escrow_outpoint: OutPoint,
+    escrow_value_sats: int,
+    loan_amount_sats: int,
+    origination_fee_bps: int,
+    lender_payout_address: str,
+    min_fee_rate_sat_vb: FeeRate,
+    max_fee_rate_sat_vb: FeeRate,
+    min_collateral_ratio_bps: int,
+) -> _Expected:
+    """Validate the caller's facts (plain protocol errors, not refusals) and derive the expected TX_1."""
+    net = get_network(network)
+    scripts = LoanScripts(
+        borrower_pubkey=borrower_pubkey,  # type: ignore[arg-type]
+        lender_pubkey=lender_pubkey,  # type: ignore[arg-type]
+        borrower_hash=borrower_hash,  # type: ignore[arg-type]
+        lender_hash=lender_hash,  # type: ignore[arg-type]
+        escrow_timelock=escrow_timelock,
+        collateral_timelock=collateral_timelock,
+    )
+    if not isinstance(escrow_outpoint, OutPoint):
+        raise InvalidParameterError("escrow outpoint must be an OutPoint")
+    check_amount_sats(loan_amount_sats, "loan amount")
+    check_amount_sats(escrow_value_sats, "escrow value")
+    check_bps(origination_fee_bps, "origination fee", 0, BPS)
+    check_bps(min_collateral_ratio_bps, "minimum collateral ratio", BPS, 100 * BPS)
+    min_rate = parse_fee_rate(min_fee_rate_sat_vb)
+    max_rate = parse_fee_rate(max_fee_rate_sat_vb)
+    if min_rate > max_rate:
+        raise FeeError("minimum fee rate is above the maximum")
+    return _Expected(
+        scripts=scripts,
+        escrow_outpoint=escrow_outpoint,
+        prevout=TxOut(escrow_value_sats, scripts.escrow.script_pubkey),
+        fee_script=address_to_script_pubkey(lender_payout_address, net),
+        fee_sats=origination_fee_sats(loan_amount_sats, origination_fee_bps),
+        required_collateral_sats=minimum_collateral_sats(loan_amount_sats, min_collateral_ratio_bps),
+        min_rate=min_rate,
+        max_rate=max_rate,
+    )
+
+
+def _check_structure(tx: Transaction, expected: _Expected, claimed_prevout: TxOut | None) -> PreparedSpend:
+    """Refuse any TX_1 that is not exactly what the loan allows; return it prepared for signing."""
+    scripts = expected.scripts
+    if tx.version != TX_VERSION:
+        raise _refuse("wrong_version", f"TX_1 must be version 2, got {tx.version}")
+    if len(tx.inputs) != 1:
+        raise _refuse("wrong_input_count", f"TX_1 must have exactly one input, got {len(tx.inputs)}")
+    txin = tx.inputs[0]
+    if txin.outpoint != expected.escrow_outpoint:
+        raise _refuse(
+            "wrong_outpoint", f"TX_1 spends {txin.outpoint}, not the loan's escrow {expected.escrow_outpoint}"
+        )
+    if txin.sequence != SEQUENCE_RBF_NO_LOCK:
+        raise _refuse("wrong_sequence", f"TX_1 nSequence must be 0xfffffffd, got 0x{txin.sequence:08x}")
+    if tx.locktime != 0:
+        raise _refuse("wrong_locktime", f"TX_1 locktime must be 0, got {tx.locktime}")
+    if txin.script_sig:
+        raise _refuse("nonempty_script_sig", "TX_1's input must have an empty scriptSig")
+    prevout = expected.prevout
+    if claimed_prevout is not None and claimed_prevout != prevout:
+        raise _refuse(
+            "witness_utxo_mismatch",
+            f"the PSBT claims the escrow holds {claimed_prevout.value} sat under "
+            f"{claimed_prevout.script_pubkey.hex()}; the chain says {prevout.value} sat under "
+            f"{prevout.script_pubkey.hex()}",
+        )
+    if len(tx.outputs) != 2:
+        raise _refuse("wrong_output_count", f"TX_1 must have exactly two outputs, got {len(tx.outputs)}")
+    fee_output, collateral_output = tx.outputs
+    if fee_output.script_pubkey != expected.fee_script:
+        raise _refuse("wrong_fee_output", "output 0 does not pay the lender's payout address")
+    if fee_output.value != expected.fee_sats:
+        raise _refuse(
+            "wrong_fee_amount",
+            f"output 0 pays {fee_output.value} sat; the origination fee is {expected.fee_sats} sat",
+        )
+    if collateral_output.script_pubkey != scripts.collateral.script_pubkey:
+        raise _refuse("wrong_collateral_output", "output 1 is not the loan's collateral output")
+    if collateral_output.value < expected.required_collateral_sats:
+        raise _refuse(
+            "insufficient_collateral",
+            f"output 1 locks {collateral_output.value} sat; "
+            f"at least {expected.required_collateral_sats} sat are required",
+        )
+    miner_fee = prevout.value - fee_output.value - collateral_output.value
+    if miner_fee < 0:
+        raise _refuse("outputs_exceed_input", "TX_1's outputs exceed the escrow's on-chain value")
+    prepared = PreparedSpend(
+        kind=SpendKind.TX_1,
+        tx=tx,
+        prevout=prevout,
+        tree=scripts.escrow,
+        leaf_index=HASHLOCK_LEAF,
+        signers=(scripts.borrower_pubkey, scripts.lender_pubkey),
+        preimage_hash=scripts.borrower_hash,
+        fee_sats=miner_fee,
+        collateral=scripts.collateral,
+    )
+    fee_rate = Fraction(miner_fee, final_vsize(prepared))
+    if fee_rate < expected.min_rate:
+        raise _refuse(
+            "fee_rate_too_low", f"TX_1 pays {_rate(fee_rate)} sat/vB, below {_rate(expected.min_rate)} sat/vB"
+        )
+    if fee_rate > expected.max_rate:
+        raise _refuse(
+            "fee_rate_too_high", f"TX_1 pays {_rate(fee_rate)} sat/vB, above {_rate(expected.max_rate)} sat/vB"
+        )
+    return prepared
+
+
+def _rate(rate: Fraction) -> str:
+    """A fee rate for messages, to 3 decimals (display only; all checks use the exact fraction)."""
+    return str((Decimal(rate.numerator) / rate.denominator).quantize(Decimal("0.001")))
+
+
+def check_tx1_transaction(
+    *,
+    network: Network | str,
+    borrower_pubkey: bytes | str,
+    lender_pubkey: bytes | str,
+    borrower_hash: bytes | str,
+    lender_hash: bytes | str,
+    escrow_timelock: int,
+    collateral_timelock: int,
+    escrow_outpoint: OutPoint,
+    escrow_value_sats: int,
+    loan_amount_sats: int,
+    origination_fee_bps: int,
+    lender_payout_address: str,
+    min_fee_rate_sat_vb: FeeRate,
+    max_fee_rate_sat_vb: FeeRate,
+    transaction: Transaction,
+    claimed_prevout: TxOut | None = None,
+    min_collateral_ratio_bps: int = BPS,
+) -> PreparedSpend:
+    """Check an *unsigned* TX_1 against the loan's facts (every check except the signature).
+
+    For the borrower before signing (``python -m bitcoin sign`` with the loan's facts) and for the lender.
+    Returns the TX_1 prepared for signing; raises ``PresignatureError`` with the same reasons as
+    ``verify_borrower_presignature``.
+    """
+    expected = _expectations(
+        network=network,
+        borrower_pubkey=borrower_pubkey,
+        lender_pubkey=lender_pubkey,
+        borrower_hash=borrower_hash,
+        lender_hash=lender_hash,
+        escrow_timelock=escrow_timelock,
+        collateral_timelock=collateral_timelock,
+        escrow_outpoint=escrow_outpoint,
+        escrow_value_sats=escrow_value_sats,
+        loan_amount_sats=loan_amount_sats,
+        origination_fee_bps=origination_fee_bps,
+        lender_payout_address=lender_payout_address,
+        min_fee_rate_sat_vb=min_fee_rate_sat_vb,
+        max_fee_rate_sat_vb=max_fee_rate_sat_vb,
+        min_collateral_ratio_bps=min_collateral_ratio_bps,
+    )
+    return _check_structure(transaction.without_witness(), expected, claimed_prevout)
+
+
 def verify_borrower_presignature(
     *,
     network: Network | str,
@@ -153,91 +339,32 @@ def verify_borrower_presignature(
     ``escrow_value_sats`` must be the value of the escrow UTXO as read from the chain by the caller.
     Invalid expected facts (the caller's own data) raise ``InvalidParameterError``/``InvalidKeyError``.
     """
-    net = get_network(network)
-    scripts = LoanScripts(
-        borrower_pubkey=borrower_pubkey,  # type: ignore[arg-type]
-        lender_pubkey=lender_pubkey,  # type: ignore[arg-type]
-        borrower_hash=borrower_hash,  # type: ignore[arg-type]
-        lender_hash=lender_hash,  # type: ignore[arg-type]
+    expected = _expectations(
+        network=network,
+        borrower_pubkey=borrower_pubkey,
+        lender_pubkey=lender_pubkey,
+        borrower_hash=borrower_hash,
+        lender_hash=lender_hash,
         escrow_timelock=escrow_timelock,
         collateral_timelock=collateral_timelock,
+        escrow_outpoint=escrow_outpoint,
+        escrow_value_sats=escrow_value_sats,
+        loan_amount_sats=loan_amount_sats,
+        origination_fee_bps=origination_fee_bps,
+        lender_payout_address=lender_payout_address,
+        min_fee_rate_sat_vb=min_fee_rate_sat_vb,
+        max_fee_rate_sat_vb=max_fee_rate_sat_vb,
+        min_collateral_ratio_bps=min_collateral_ratio_bps,
     )
-    check_amount_sats(loan_amount_sats, "loan amount")
-    check_amount_sats(escrow_value_sats, "escrow value")
-    check_bps(origination_fee_bps, "origination fee", 0, BPS)
-    check_bps(min_collateral_ratio_bps, "minimum collateral ratio", BPS, 100 * BPS)
-    fee_script = address_to_script_pubkey(lender_payout_address, net)
-    min_rate = parse_fee_rate(min_fee_rate_sat_vb)
-    max_rate = parse_fee_rate(max_fee_rate_sat_vb)
-    if min_rate > max_rate:
-        raise FeeError("minimum fee rate is above the maximum")
-    expected_fee = origination_fee_sats(loan_amount_sats, origination_fee_bps)
-    required_collateral = minimum_collateral_sats(loan_amount_sats, min_collateral_ratio_bps)
-    prevout = TxOut(escrow_value_sats, scripts.escrow.script_pubkey)
-
+    scripts = expected.scripts
     tx, borrower_signature, parsed_psbt = _load_inputs(psbt, signature, transaction, scripts)
-
-    if tx.version != TX_VERSION:
-        raise _refuse("wrong_version", f"TX_1 must be version 2, got {tx.version}")
-    if len(tx.inputs) != 1:
-        raise _refuse("wrong_input_count", f"TX_1 must have exactly one input, got {len(tx.inputs)}")
-    txin = tx.inputs[0]
-    if txin.outpoint != escrow_outpoint:
-        raise _refuse("wrong_outpoint", f"TX_1 spends {txin.outpoint}, not the loan's escrow {escrow_outpoint}")
-    if txin.sequence != SEQUENCE_RBF_NO_LOCK:
-        raise _refuse("wrong_sequence", f"TX_1 nSequence must be 0xfffffffd, got 0x{txin.sequence:08x}")
-    if tx.locktime != 0:
-        raise _refuse("wrong_locktime", f"TX_1 locktime must be 0, got {tx.locktime}")
-    if txin.script_sig:
-        raise _refuse("nonempty_script_sig", "TX_1's input must have an empty scriptSig")
+    claimed_prevout = None
     if parsed_psbt is not None:
         try:
-            claimed = parsed_psbt.witness_utxo(0)
+            claimed_prevout = parsed_psbt.witness_utxo(0)
         except PsbtError as error:
             raise _refuse("malformed_psbt", str(error)) from None
-        if claimed is not None and claimed != prevout:
-            raise _refuse(
-                "witness_utxo_mismatch",
-                f"the PSBT claims the escrow holds {claimed.value} sat under {claimed.script_pubkey.hex()}; "
-                f"the chain says {prevout.value} sat under {prevout.script_pubkey.hex()}",
-            )
-    if len(tx.outputs) != 2:
-        raise _refuse("wrong_output_count", f"TX_1 must have exactly two outputs, got {len(tx.outputs)}")
-    fee_output, collateral_output = tx.outputs
-    if fee_output.script_pubkey != fee_script:
-        raise _refuse("wrong_fee_output", "output 0 does not pay the lender's payout address")
-    if fee_output.value != expected_fee:
-        raise _refuse(
-            "wrong_fee_amount",
-            f"output 0 pays {fee_output.value} sat; the origination fee is {expected_fee} sat",
-        )
-    if collateral_output.script_pubkey != scripts.collateral.script_pubkey:
-        raise _refuse("wrong_collateral_output", "output 1 is not the loan's collateral output")
-    if collateral_output.value < required_collateral:
-        raise _refuse(
-            "insufficient_collateral",
-            f"output 1 locks {collateral_output.value} sat; at least {required_collateral} sat are required",
-        )
-    miner_fee = escrow_value_sats - fee_output.value - collateral_output.value
-    if miner_fee < 0:
-        raise _refuse("outputs_exceed_input", "TX_1's outputs exceed the escrow's on-chain value")
-
-    prepared = PreparedSpend(
-        kind=SpendKind.TX_1,
-        tx=tx,
-        prevout=prevout,
-        tree=scripts.escrow,
-        leaf_index=HASHLOCK_LEAF,
-        signers=(scripts.borrower_pubkey, scripts.lender_pubkey),
-        preimage_hash=scripts.borrower_hash,
-        collateral=scripts.collateral,
-    )
-    prepared = replace(prepared, fee_sats=miner_fee)
-    fee_rate = Fraction(miner_fee, final_vsize(prepared))
-    if fee_rate < min_rate:
-        raise _refuse("fee_rate_too_low", f"TX_1 pays {float(fee_rate):.3f} sat/vB, below {float(min_rate)} sat/vB")
-    if fee_rate > max_rate:
-        raise _refuse("fee_rate_too_high", f"TX_1 pays {float(fee_rate):.3f} sat/vB, above {float(max_rate)} sat/vB")
+    prepared = _check_structure(tx, expected, claimed_prevout)
 
     if len(borrower_signature) == 65:
         raise _refuse(
@@ -248,18 +375,21 @@ def verify_borrower_presignature(
         raise _refuse("malformed_signature", f"signature must be 64 bytes, got {len(borrower_signature)}")
     sighash = prepared.sighash()
     if not verify_schnorr(scripts.borrower_pubkey, sighash, borrower_signature):
-        other_leaf = taproot_sighash(tx, 0, [prevout], SIGHASH_DEFAULT, scripts.escrow.leaf_hash(TIMELOCK_LEAF))
+        other_leaf = taproot_sighash(
+            prepared.tx, 0, [prepared.prevout], SIGHASH_DEFAULT, scripts.escrow.leaf_hash(TIMELOCK_LEAF)
+        )
         if verify_schnorr(scripts.borrower_pubkey, other_leaf, borrower_signature):
             raise _refuse("wrong_leaf", "the signature is over the escrow's timelock leaf, not the hashlock leaf")
         if verify_schnorr(scripts.lender_pubkey, sighash, borrower_signature):
             raise _refuse("wrong_signer", "the signature was made with the lender's key, not the borrower's")
         raise _refuse("invalid_signature", "the signature does not verify for the borrower's key over TX_1")
+    fee_output, collateral_output = prepared.tx.outputs
     return VerifiedPresignature(
         prepared=prepared,
         borrower_signature=borrower_signature,
         sighash=sighash,
         origination_fee_sats=fee_output.value,
         collateral_sats=collateral_output.value,
-        miner_fee_sats=miner_fee,
-        fee_rate_sat_vb=fee_rate,
+        miner_fee_sats=prepared.fee_sats,
+        fee_rate_sat_vb=prepared.fee_rate,
     )

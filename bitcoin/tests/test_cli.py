@@ -196,3 +196,111 @@ def test_the_protocol_library_never_imports_django() -> None:
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def _loan_args(loan_amount: str = "1000000") -> list[str]:
+    return [
+        "--network",
+        "regtest",
+        *VECTOR_ARGS,
+        "--escrow-outpoint",
+        f"{ESCROW_OUTPOINT.txid}:{ESCROW_OUTPOINT.vout}",
+        "--escrow-value",
+        "1100000",
+        "--loan-amount",
+        loan_amount,
+        "--origination-fee-bps",
+        "100",
+        "--lender-payout-address",
+        REGTEST_P2WPKH,
+    ]
+
+
+def test_build_sign_verify_and_complete_offline(tmp_path: Path) -> None:
+    """B builds TX_1, checks and signs it against the loan; L verifies it; L completes it; the kernel agrees."""
+    from bitcoin.consensus import verify_input
+    from bitcoin.presignature import verify_borrower_presignature
+    from bitcoin.tests.loan_vectors import BORROWER_PREIMAGE, lender_key
+    from bitcoin.transactions import finalize_tx1
+
+    built = run_cli("build-tx1", *_loan_args(), "--fee-rate", "2.5")
+    assert built.returncode == 0, built.stderr
+    unsigned = tmp_path / "tx1.psbt"
+    unsigned.write_text(built.stdout)
+    key_file = tmp_path / "borrower.key"
+    key_file.write_text(BORROWER_WIF)
+    bounds = ["--min-fee-rate", "1", "--max-fee-rate", "10"]
+    signed_file = tmp_path / "signed.psbt"
+    signed = run_cli(
+        "sign",
+        "--psbt",
+        str(unsigned),
+        "--key-file",
+        str(key_file),
+        "--output",
+        str(signed_file),
+        *_loan_args(),
+        *bounds,
+    )
+    assert signed.returncode == 0, signed.stderr
+    summary = json.loads(signed.stdout)
+    assert summary["checked_against_loan"] is True
+    assert summary["origination_fee_sats"] == 10_000
+    assert summary["fee_rate_sat_vb"] == "2.500"
+
+    verified = verify_borrower_presignature(
+        network="regtest",
+        borrower_pubkey=BORROWER_XONLY,
+        lender_pubkey=LENDER_XONLY,
+        borrower_hash=BORROWER_HASH,
+        lender_hash=LENDER_HASH,
+        escrow_timelock=100,
+        collateral_timelock=27150,
+        escrow_outpoint=ESCROW_OUTPOINT,
+        escrow_value_sats=1_100_000,
+        loan_amount_sats=1_000_000,
+        origination_fee_bps=100,
+        lender_payout_address=REGTEST_P2WPKH,
+        min_fee_rate_sat_vb=1,
+        max_fee_rate_sat_vb=10,
+        psbt=signed_file.read_text(),
+    )
+    tx = finalize_tx1(
+        verified.prepared,
+        borrower_signature=verified.borrower_signature,
+        lender_signature=verified.prepared.sign(lender_key()),
+        borrower_preimage=BORROWER_PREIMAGE,
+    )
+    verify_input(tx, 0, [verified.prepared.prevout])
+
+
+def test_sign_refuses_a_tx1_that_does_not_match_the_loan(tmp_path: Path) -> None:
+    """A PSBT built for other terms (here a bigger origination fee) is not signed."""
+    built = run_cli("build-tx1", *_loan_args(loan_amount="1050000"), "--fee-rate", "2")
+    unsigned = tmp_path / "tx1.psbt"
+    unsigned.write_text(built.stdout)
+    key_file = tmp_path / "borrower.key"
+    key_file.write_text(BORROWER_WIF)
+    signed_file = tmp_path / "signed.psbt"
+    result = run_cli(
+        "sign",
+        "--psbt",
+        str(unsigned),
+        "--key-file",
+        str(key_file),
+        "--output",
+        str(signed_file),
+        *_loan_args(),
+        "--min-fee-rate",
+        "1",
+        "--max-fee-rate",
+        "10",
+    )
+    _assert_one_line_error(result, "refused (wrong_fee_amount)")
+    assert not signed_file.exists()
+
+
+def test_build_tx1_refuses_dust_fee() -> None:
+    args = _loan_args(loan_amount="20000")
+    args[args.index("--escrow-value") + 1] = "40000"
+    _assert_one_line_error(run_cli("build-tx1", *args, "--fee-rate", "1"), "dust")
