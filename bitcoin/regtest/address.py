@@ -163,6 +163,8 @@ def script_type(script: bytes) -> str:
         return "scripthash"
     if script[:1] == b"\x6a":
         return "nulldata"
+    if ((len(script) == 35 and script[0] == 33) or (len(script) == 67 and script[0] == 65)) and script[-1] == 0xAC:
+        return "pubkey"
     if script_to_address(script) is not None:
         return "witness_unknown"
     return "nonstandard"

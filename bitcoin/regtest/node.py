@@ -72,6 +72,10 @@ COINBASE_MATURITY = 100
 MAX_BLOCK_WEIGHT = 4_000_000
 BLOCK_RESERVED_WEIGHT = 8_000  # header, transaction count and coinbase, as Core's miner reserves
 MAX_STANDARD_TX_WEIGHT = 400_000
+MAX_STANDARD_VERSION = 3
+MIN_STANDARD_TX_NONWITNESS_SIZE = 65
+MAX_STANDARD_SCRIPTSIG_SIZE = 1650
+MAX_OP_RETURN_RELAY = 83
 MIN_RELAY_FEE_SAT_PER_KVB = 1000
 DEFAULT_MAX_FEE_RATE = Decimal("0.10")  # BTC/kvB, sendrawtransaction's default maxfeerate
 FAUCET_FEE_SAT_PER_VB = 2
@@ -527,8 +531,7 @@ class RegtestNode:
         self._check_tx_sanity(tx)
         if tx.is_coinbase():
             raise TxRejected("coinbase")
-        if tx.weight > MAX_STANDARD_TX_WEIGHT:
-            raise TxRejected("tx-size")
+        _check_standard(tx)
         txid = tx.txid
         if txid in self._mempool:
             raise TxRejected("txn-already-in-mempool")
@@ -542,9 +545,6 @@ class RegtestNode:
                 raise TxRejected("txn-mempool-conflict", f"spends an output spent by {conflict[::-1].hex()}")
         coins, fee = self._check_inputs(tx, CoinView(self._mempool_coin), height)
         self._check_sequence_locks(tx, coins, height, "non-BIP68-final")
-        for txout in tx.vout:
-            if txout.value < dust_threshold(txout.script_pubkey):
-                raise TxRejected("dust", f"output of {txout.value} sats is below the dust threshold")
         vsize = tx.vsize
         min_fee = (vsize * MIN_RELAY_FEE_SAT_PER_KVB + 999) // 1000
         if fee < min_fee:
@@ -1066,6 +1066,54 @@ class RegtestNode:
             except TxRejected as exc:
                 raise NodeRPCError(RPC_MISC_ERROR, f"faucet transaction rejected: {exc}") from exc
             return tx.txid_hex
+
+
+def _is_push_only(script: bytes) -> bool:
+    index = 0
+    while index < len(script):
+        opcode = script[index]
+        index += 1
+        if opcode > 0x60:  # above OP_16: not a push
+            return False
+        if 0x01 <= opcode <= 0x4B:
+            index += opcode
+        elif opcode in (0x4C, 0x4D, 0x4E):
+            width = {0x4C: 1, 0x4D: 2, 0x4E: 4}[opcode]
+            if index + width > len(script):
+                return False
+            index += width + int.from_bytes(script[index : index + width], "little")
+        if index > len(script):
+            return False
+    return True
+
+
+def _check_standard(tx: Tx) -> None:
+    """Bitcoin Core's IsStandardTx (v29 defaults, any dust refused) and its minimum non-witness size."""
+    if not 1 <= tx.version <= MAX_STANDARD_VERSION:
+        raise TxRejected("version")
+    if tx.weight > MAX_STANDARD_TX_WEIGHT:
+        raise TxRejected("tx-size")
+    for txin in tx.vin:
+        if len(txin.script_sig) > MAX_STANDARD_SCRIPTSIG_SIZE:
+            raise TxRejected("scriptsig-size")
+        if not _is_push_only(txin.script_sig):
+            raise TxRejected("scriptsig-not-pushonly")
+    data_outputs = 0
+    for txout in tx.vout:
+        kind = script_type(txout.script_pubkey)
+        if kind == "nulldata":
+            if len(txout.script_pubkey) > MAX_OP_RETURN_RELAY or not _is_push_only(txout.script_pubkey[1:]):
+                raise TxRejected("scriptpubkey")
+            data_outputs += 1
+        elif kind == "nonstandard":
+            raise TxRejected("scriptpubkey")
+    for txout in tx.vout:
+        if txout.value < dust_threshold(txout.script_pubkey):
+            raise TxRejected("dust", f"output of {txout.value} sats is below the dust threshold")
+    if data_outputs > 1:
+        raise TxRejected("multi-op-return")
+    if len(tx.serialize(with_witness=False)) < MIN_STANDARD_TX_NONWITNESS_SIZE:
+        raise TxRejected("tx-size-small")
 
 
 def _parse_tx(raw: bytes) -> Tx:

@@ -12,7 +12,7 @@ import pytest
 
 from bitcoin.regtest.mining import block_subsidy
 from bitcoin.regtest.node import NodeRPCError, RegtestNode
-from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut, push_data
+from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut
 from bitcoin.regtest.server import RegtestRPCServer
 from bitcoin.rpc import BitcoinRPC, NodeUnavailableError, RPCError
 
@@ -206,11 +206,12 @@ def test_generateblock_with_mempool_txid_and_submitblock_orphan(node: RegtestNod
 
 
 def test_mined_blocks_respect_the_weight_limit(node: RegtestNode) -> None:
-    coins = [fund(node, 200_000) for _ in range(11)]
-    big_output = TxOut(0, b"\x6a" + push_data(b"\x00" * 94_000))  # ~376 000 weight units per transaction
+    coins = [fund(node, 1_000_000) for _ in range(11)]
+    outputs = [TxOut(330, OP_TRUE_P2WSH)] * 2150  # ~370 000 weight units per transaction
     txids = []
     for coin in coins:
-        tx = Tx(2, [TxIn(coin, b"", 0xFFFFFFFD, [OP_TRUE_SCRIPT])], [TxOut(100_000, OP_TRUE_P2WSH), big_output])
+        tx = Tx(2, [TxIn(coin, b"", 0xFFFFFFFD, [OP_TRUE_SCRIPT])], outputs, 0)
+        assert 360_000 < tx.weight < 400_000
         txids.append(node.send_raw_transaction(tx.serialize()))
     [first] = node.generate_to_script(1, node.faucet.script_pubkey)
     block = node.get_block(bytes.fromhex(first)[::-1], 1)
@@ -237,3 +238,25 @@ def test_cookie_auth(node: RegtestNode, tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert not cookie.exists()
+
+
+def test_standardness_policy(node: RegtestNode) -> None:
+    coin = fund(node, 50_000)
+    base = spend(coin, 40_000)
+    assert node.test_mempool_accept([base.serialize()])[0]["allowed"]
+    cases = {
+        "version": Tx(4, base.vin, base.vout, 0),
+        "scriptpubkey": Tx(2, base.vin, [TxOut(40_000, b"\x51\x52\x93")], 0),
+        "multi-op-return": Tx(2, base.vin, [*base.vout, TxOut(0, b"\x6a\x01\x01"), TxOut(0, b"\x6a\x01\x02")], 0),
+        "tx-size-small": Tx(2, base.vin, [TxOut(40_000, b"\x6a")], 0),
+        "scriptsig-not-pushonly": Tx(2, [TxIn(coin, b"\x61", 0xFFFFFFFD, [OP_TRUE_SCRIPT])], base.vout, 0),
+    }
+    for reason, tx in cases.items():
+        assert reject_reason(node, tx) == reason
+    big_data = Tx(2, base.vin, [*base.vout, TxOut(0, b"\x6a\x4c\x51" + b"\x00" * 81)], 0)
+    assert reject_reason(node, big_data) == "scriptpubkey"  # 84 bytes: above the 83-byte relay limit
+    small_data = Tx(2, base.vin, [*base.vout, TxOut(0, b"\x6a\x4c\x50" + b"\x00" * 80)], 0)
+    assert node.test_mempool_accept([small_data.serialize()])[0]["allowed"]
+    # Consensus still allows a non-standard transaction in a block.
+    [block] = [node.generate_block(node.faucet.script_pubkey, [cases["version"]])["hash"]]
+    assert node.get_block(bytes.fromhex(block)[::-1], 1)["tx"][1] == cases["version"].txid_hex
