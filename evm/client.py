@@ -27,7 +27,7 @@ from hashlib import sha256
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import is_address, is_checksum_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
@@ -35,6 +35,7 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from .artifacts import Artifacts, load_artifacts
+from .connection import LEGACY_ONLY_CHAIN_IDS as ROOTSTOCK_CHAIN_IDS
 from .connection import uses_legacy_transactions
 from .errors import (
     ContractRevert,
@@ -101,14 +102,25 @@ def revert_decoder(artifacts: Artifacts | None = None) -> RevertDecoder:
 # ---------------------------------------------------------------------------------------------------- values
 
 
+def rootstock_checksum_address(address: str, chain_id: int) -> str:
+    """EIP-1191 checksum (EIP-55 with the chain id mixed into the hash), as Rootstock wallets display it."""
+    body = address.lower().removeprefix("0x")
+    digest = keccak(text=f"{chain_id}0x{body}").hex()
+    return "0x" + "".join(c.upper() if c.isalpha() and int(digest[i], 16) >= 8 else c for i, c in enumerate(body))
+
+
 def as_address(value: Any, what: str = "address") -> str:
-    """A checksummed address. All-lowercase (or all-uppercase) hex is accepted and checksummed; mixed case
-    must carry a valid EIP-55 checksum (a wrong one usually means a typo)."""
+    """A checksummed (EIP-55) address. All-lowercase (or all-uppercase) hex is accepted; mixed case must carry a
+    valid checksum, EIP-55 or Rootstock's EIP-1191 (chain 30 or 31): a wrong one usually means a typo."""
     if not isinstance(value, str) or not is_address(value):
         raise InvalidArgument(f"{what} must be a 20-byte hex address, got {value!r}")
     body = value[2:] if value.startswith(("0x", "0X")) else value
-    if body != body.lower() and body != body.upper() and not is_checksum_address(value):
-        raise InvalidArgument(f"{what} {value} has an invalid EIP-55 checksum")
+    mixed_case = body != body.lower() and body != body.upper()
+    if mixed_case and not (
+        is_checksum_address(value)
+        or any(value == rootstock_checksum_address(value, chain) for chain in ROOTSTOCK_CHAIN_IDS)
+    ):
+        raise InvalidArgument(f"{what} {value} has an invalid EIP-55 (or Rootstock EIP-1191) checksum")
     return to_checksum_address(value)
 
 

@@ -8,9 +8,17 @@ import json
 
 import pytest
 from eth_account import Account
+from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 
-from evm.client import LoanContractClient, LoanStatus, PreparedTransaction, wait_for_receipt
+from evm.client import (
+    LoanContractClient,
+    LoanStatus,
+    PreparedTransaction,
+    as_address,
+    rootstock_checksum_address,
+    wait_for_receipt,
+)
 from evm.errors import ContractRevert, InvalidArgument, RpcError, TransactionFailed
 from evm.testing import gas_cost, new_secret
 
@@ -358,7 +366,10 @@ def test_reads_decode_reverts_and_return_typed_values(w3, deployment, loan_clien
         ({"borrower_hash": bytes(32)}, "must not be zero"),
         ({"escrow_vout": 2**32}, "escrow_vout must be between"),
         ({"escrow_sats": 0}, "escrow_sats must be positive"),
-        ({"sender": "0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}, "invalid EIP-55 checksum"),
+        (
+            {"sender": "0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266"},
+            r"invalid EIP-55 \(or Rootstock EIP-1191\) checksum",
+        ),
         ({"sender": "0x1234"}, "20-byte hex address"),
     ],
 )
@@ -432,6 +443,21 @@ def test_a_transaction_that_ran_out_of_gas_is_reported_as_such(w3, deployment, l
     assert loan_client.get_loan(loan_id).status is LoanStatus.REQUESTED  # nothing changed but the gas
 
 
+def test_rootstock_eip1191_checksums_are_accepted_and_normalised():
+    # EIP-1191's test vectors for chain 30 (Rootstock mainnet)
+    for rsk in (
+        "0x5aaEB6053f3e94c9b9a09f33669435E7ef1bEAeD",
+        "0xFb6916095cA1Df60bb79ce92cE3EA74c37c5d359",
+        "0xDBF03B407c01E7CD3cBea99509D93F8Dddc8C6FB",
+    ):
+        assert rootstock_checksum_address(rsk.lower(), 30) == rsk
+        eip55 = to_checksum_address(rsk)
+        assert eip55 != rsk and as_address(rsk) == eip55 == as_address(eip55) == as_address(rsk.lower())
+    # A typo (one letter's case flipped) fails both checksums.
+    with pytest.raises(InvalidArgument, match=r"invalid EIP-55 \(or Rootstock EIP-1191\) checksum"):
+        as_address("0x5aaEB6053f3e94c9b9a09f33669435E7ef1bEAED")
+
+
 def test_prepared_transactions_refuse_malformed_fields():
     base = {"to": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "data": "0x00", "value": 0, "chain_id": 31}
     for changes, message in (
@@ -439,7 +465,7 @@ def test_prepared_transactions_refuse_malformed_fields():
         ({"data": "0xzz"}, "not hex"),
         ({"value": 1.0}, "value must be an integer"),
         ({"value": -1}, "value must be between"),
-        ({"to": "0x5fbDB2315678afecb367f032d93F642f64180aa3"}, "invalid EIP-55 checksum"),
+        ({"to": "0x5fbDB2315678afecb367f032d93F642f64180aa3"}, r"invalid EIP-55 \(or Rootstock EIP-1191\) checksum"),
     ):
         with pytest.raises(InvalidArgument, match=message):
             PreparedTransaction(**(base | changes))
