@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -260,3 +262,28 @@ def test_standardness_policy(node: RegtestNode) -> None:
     # Consensus still allows a non-standard transaction in a block.
     [block] = [node.generate_block(node.faucet.script_pubkey, [cases["version"]])["hash"]]
     assert node.get_block(bytes.fromhex(block)[::-1], 1)["tx"][1] == cases["version"].txid_hex
+
+
+def test_batch_and_named_parameters(node: RegtestNode) -> None:
+    server = RegtestRPCServer(node)
+    server.serve_in_thread()
+    try:
+        status, body = server.handle_body(
+            b'[{"id": 1, "method": "getblockcount"},'
+            b' {"id": 2, "method": "getblockhash", "params": {"height": 0}},'
+            b' {"id": 3, "method": "nosuch"}]'
+        )
+        assert status == 200
+        replies = json.loads(body)
+        assert [r["id"] for r in replies] == [1, 2, 3]
+        assert replies[0]["result"] == node.get_block_count()
+        assert replies[1]["result"] == "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
+        assert replies[2]["error"]["code"] == -32601
+        status, body = server.handle_body(b"{not json")
+        assert status == 500
+        assert json.loads(body)["error"]["code"] == -32700
+        # Amounts are exact JSON numbers with 8 decimals, as Core writes them.
+        status, body = server.handle_body(b'{"id": 4, "method": "getbalance"}')
+        assert re.search(rb'"result":\d+\.\d{8},', body)
+    finally:
+        server.shutdown()
