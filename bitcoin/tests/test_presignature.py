@@ -314,3 +314,20 @@ def test_changed_amounts_are_accepted_exactly_when_the_rules_hold(output_index: 
             else {"insufficient_collateral", "outputs_exceed_input", "fee_rate_too_low", "fee_rate_too_high"}
         )
         assert reason in expected
+
+
+def test_borrower_side_check_before_signing() -> None:
+    """check_tx1_transaction runs every check but the signature, for B's wallet before it signs."""
+    from bitcoin.presignature import check_tx1_transaction
+
+    prepared = _honest_tx1()
+    facts = {**LOAN_FACTS}
+    checked = check_tx1_transaction(**facts, transaction=prepared.tx, claimed_prevout=prepared.prevout)
+    assert checked.tx == prepared.tx
+    assert checked.sighash() == prepared.sighash()
+    assert checked.fee_sats == prepared.fee_sats
+    fee_output, collateral_output = prepared.tx.outputs
+    greedy = _with_tx(prepared, outputs=(replace(fee_output, value=20_000), collateral_output))
+    with pytest.raises(PresignatureError) as caught:
+        check_tx1_transaction(**facts, transaction=greedy.tx)
+    assert caught.value.reason == "wrong_fee_amount"

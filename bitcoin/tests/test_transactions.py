@@ -419,3 +419,37 @@ def test_outpoint_parsing() -> None:
 def test_out_of_range_fields_are_refused(build) -> None:
     with pytest.raises(InvalidParameterError):
         build()
+
+
+# Known-answer TX_1 of the PROTOCOL.md vector (escrow a1..a1:1 holding 1,100,000 sat, 1,000,000 sat loan,
+# 100 bps fee to bcrt1qw508..., 3 sat/vB, BIP-340 aux randomness of 32 zero bytes). Produced by this library
+# and accepted by libbitcoinkernel below; pinned so any change to serialization, output order, fee maths or
+# witness layout shows up. Note the escrow output key has odd Y (control block byte 0xc1).
+TX1_KNOWN_ANSWER = (
+    "02000000000101a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a10100000000fdffffff0210270000"
+    "00000000160014751e76e8199196d454941c45d1b3a323f1433bd65a9f100000000000225120bd9ae944a425f02335230f8d1db23857"
+    "18067149c5778a642d480b7994a056ee0540526bb62e2657b3da0f689d02a29d21a0a0286008fc251066958075d93f5a6d18c54db3b6"
+    "0461d742d12e394a703df779346c3388b8144b29ad235a586c68d8e740a3684d5c66562300e1dcb6c0e6704929e35bcbe78a58e6f3ff"
+    "063c5ce0b57c767a2ea4f9508e7d83015ec90b7720ff935a754665b97bf559752d4983b35972e3200e0ed04e19fa04ec6b29e6ccfd6f"
+    "7384a22e1a92b81563064d8c74f354d41f056aa820114810e3c12909f2fb9cbf59c11ee5c9d107556476685f7e14205eab094d492788"
+    "2064b4b84f42da9bdb84f7eda2de12524516686e73849645627fb7a034c79c81c8ac20274903288d231552de4c2c270d1c3f71fe5c78"
+    "315374830c3b12a6654ee03afaba529d5141c150929b74c1a04954b78b4b60c595c211f8b853e6e84bfa2be95712a7b0dd59e662303d"
+    "836dd199805b66a48270035db5770c57d37827eb593e3350bb5bbf2cae00000000"
+)
+
+
+def test_tx1_known_answer() -> None:
+    prepared = _tx1()
+    zero_aux = bytes(32)
+    tx = finalize_tx1(
+        prepared,
+        borrower_signature=prepared.sign(borrower_key(), zero_aux),
+        lender_signature=prepared.sign(lender_key(), zero_aux),
+        borrower_preimage=BORROWER_PREIMAGE,
+    )
+    assert tx.hex() == TX1_KNOWN_ANSWER
+    assert tx.txid == "389f747f375b2d9740fcdd35e66987c51c95d8b0243b33a911ee0619f6c4d5f1"
+    assert (tx.vsize, prepared.fee_sats) == (210, 630)
+    parsed = Transaction.parse(TX1_KNOWN_ANSWER)
+    assert parsed == tx
+    verify_input(parsed, 0, [TxOut(1_100_000, vector_scripts().escrow.script_pubkey)])
