@@ -324,12 +324,13 @@ def _call_object(prepared: PreparedTransaction, sender: str) -> dict[str, Any]:
     return call
 
 
-def _simulate(w3: Web3, method: str, call: dict[str, Any], block: int | str, decoder: RevertDecoder) -> Any:
+def _simulate(w3: Web3, method: str, call: dict[str, Any], block: int | str | None, decoder: RevertDecoder) -> Any:
     """Run eth_call / eth_estimateGas; a revert becomes `ContractRevert`. "pending" simulates the block the
     transaction would go into (with "latest", `block.number` is one less, so a deadline check would be off by
-    one); a node that does not know "pending" is asked again about "latest"."""
+    one). A node that does not take "pending" is asked about "latest"; eth_estimateGas is finally asked without
+    a block (its block parameter is optional, and some nodes refuse it)."""
     block_id = hex(block) if isinstance(block, int) else block
-    response = _rpc(w3, method, [call, block_id])
+    response = _rpc(w3, method, [call] if block_id is None else [call, block_id])
     error = response.get("error")
     if error is None:
         return response.get("result")
@@ -338,6 +339,8 @@ def _simulate(w3: Web3, method: str, call: dict[str, Any], block: int | str, dec
         raise decoder.decode(data)
     if block_id == "pending":
         return _simulate(w3, method, call, "latest", decoder)
+    if block_id == "latest" and method == "eth_estimateGas":
+        return _simulate(w3, method, call, None, decoder)
     raise RpcError(method, error)
 
 

@@ -10,6 +10,7 @@ import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
+from web3 import HTTPProvider, Web3
 
 from evm.client import (
     LoanContractClient,
@@ -484,3 +485,29 @@ def test_an_account_without_funds_gets_a_clear_error_and_nothing_is_sent(w3, dep
     with pytest.raises(RpcError, match=r"^eth_call failed: Insufficient funds"):
         loan_client.send(prepared, empty)
     assert loan_client.loan_count() == 0 and w3.eth.get_transaction_count(empty.address) == 0
+
+
+class NoPendingProvider(HTTPProvider):
+    """A real node behind a provider that, like some nodes, knows no "pending" block and takes no block
+    parameter for eth_estimateGas."""
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.refused: list[str] = []
+
+    def make_request(self, method, params):
+        if (method == "eth_call" and params[1] == "pending") or (method == "eth_estimateGas" and len(params) > 1):
+            self.refused.append(method)
+            return {"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "invalid params"}}
+        return super().make_request(method, params)
+
+
+def test_nodes_without_pending_simulation_still_get_dry_runs(anvil, deployment, borrower, stranger, loan_flow):
+    provider = NoPendingProvider(anvil.url)
+    client = LoanContractClient.from_deployment(Web3(provider), deployment)
+    loan_id, _ = loan_flow.request(AMOUNT)
+    with pytest.raises(ContractRevert, match=rf"^NotBorrower: {stranger.address} is not the borrower"):
+        client.cancel_request(loan_id, sender=stranger.address)
+    receipt = client.send(client.cancel_request(loan_id), borrower)
+    assert receipt["status"] == 1 and client.get_loan(loan_id).status is LoanStatus.CANCELLED
+    assert {"eth_call", "eth_estimateGas"} <= set(provider.refused)
