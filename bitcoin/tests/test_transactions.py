@@ -192,6 +192,7 @@ def test_tx_exit_after_t0() -> None:
     tx = finalize_exit(prepared, borrower_signature=prepared.sign(ODD_Y_KEY))
     verify_input(tx, 0, [prepared.prevout])
     assert [len(item) for item in tx.inputs[0].witness] == [64, len(scripts.escrow.leaves[0]), 65]
+    assert tx.vsize == prepared.final_vsize
     assert tx.outputs[0].value == 500_000 - prepared.fee_sats
     assert Fraction(prepared.fee_sats, tx.vsize) >= Fraction(3, 2)
     # nSequence below t_0 makes OP_CHECKSEQUENCEVERIFY fail, even with a valid signature over that tx.
@@ -215,6 +216,9 @@ def test_tx_release_with_lender_preimage() -> None:
     tx = finalize_release(prepared, borrower_signature=prepared.sign(borrower_key()), lender_preimage=LENDER_PREIMAGE)
     verify_input(tx, 0, [prepared.prevout])
     assert tx.inputs[0].witness[1] == LENDER_PREIMAGE
+    assert tx.vsize == prepared.final_vsize
+    assert tx.outputs[0].value == 1_089_000 - prepared.fee_sats
+    assert prepared.fee_sats == 2 * tx.vsize
     assert sha256(LENDER_PREIMAGE) == scripts.lender_hash
 
 
@@ -231,6 +235,10 @@ def test_tx_capture_after_t1() -> None:
     assert prepared.tx.inputs[0].sequence == 27150
     tx = finalize_capture(prepared, lender_signature=prepared.sign(ODD_Y_KEY))
     verify_input(tx, 0, [prepared.prevout])
+    assert tx.vsize == prepared.final_vsize
+    assert (
+        tx.outputs[0].script_pubkey.hex() == "5120" + "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+    )
     early = replace(prepared, tx=replace(prepared.tx, inputs=(replace(prepared.tx.inputs[0], sequence=27149),)))
     with pytest.raises(TransactionError, match="does not satisfy"):
         verify_input(finalize_capture(early, lender_signature=early.sign(ODD_Y_KEY)), 0, [early.prevout])
