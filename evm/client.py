@@ -552,6 +552,14 @@ class LoanContractClient:
     def owner(self) -> str:
         return to_checksum_address(self._read(self.loan.functions.owner()))
 
+    def pending_owner(self) -> str:
+        """The account a two-step ownership transfer waits for (the zero address when none)."""
+        return to_checksum_address(self._read(self.loan.functions.pendingOwner()))
+
+    def hash_used(self, hash_: bytes | str) -> bool:
+        """Whether a preimage hash was already used by any loan (a hash is never accepted twice)."""
+        return bool(self._read(self.loan.functions.hashUsed(as_bytes32(hash_, "hash"))))
+
     def linked_loan_contract(self) -> str:
         """EtherSwap's `loanContract()` (must equal `loan_address` for a sound deployment)."""
         return to_checksum_address(self._read(self.ether_swap.functions.loanContract()))
@@ -714,6 +722,17 @@ class LoanContractClient:
         """Owner. Checked with the contract's rules first (`InvalidParameters` names every broken one)."""
         parameters.validate()
         return self._prepare("updateParameters", [parameters.to_abi()], 0, sender, "updateParameters")
+
+    def transfer_ownership(self, new_owner: str, *, sender: str | None = None) -> PreparedTransaction:
+        """Owner: start handing the lender role to `new_owner` (who must `accept_ownership`). The owner-only
+        calls of loans in flight pass to the new owner (who then needs the lender's preimages); their payouts
+        still go to each loan's recorded `lender`."""
+        address = as_address(new_owner, "new owner")
+        return self._prepare("transferOwnership", [address], 0, sender, f"transferOwnership({address})")
+
+    def accept_ownership(self, *, sender: str | None = None) -> PreparedTransaction:
+        """The pending owner completes the transfer."""
+        return self._prepare("acceptOwnership", [], 0, sender, "acceptOwnership")
 
     # -- sending with a server-held key ---------------------------------------------------------------------
 

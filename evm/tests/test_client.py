@@ -13,6 +13,7 @@ from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
 
 from evm.client import (
+    ZERO_ADDRESS,
     LoanContractClient,
     LoanStatus,
     PreparedTransaction,
@@ -511,3 +512,27 @@ def test_nodes_without_pending_simulation_still_get_dry_runs(anvil, deployment, 
     receipt = client.send(client.cancel_request(loan_id), borrower)
     assert receipt["status"] == 1 and client.get_loan(loan_id).status is LoanStatus.CANCELLED
     assert {"eth_call", "eth_estimateGas"} <= set(provider.refused)
+
+
+def test_two_step_ownership_transfer(w3, deployment, loan_client, lender, stranger, loan_flow):
+    from evm.events import OwnershipTransferred, OwnershipTransferStarted, fetch_events
+
+    loan_id, _ = loan_flow.request(AMOUNT)
+    start = w3.eth.block_number + 1
+    loan_client.send(loan_client.transfer_ownership(stranger.address.lower()), lender)
+    assert loan_client.pending_owner() == stranger.address and loan_client.owner() == lender.address
+    with pytest.raises(ContractRevert, match="OwnableUnauthorizedAccount"):
+        loan_client.accept_ownership(sender=lender.address)
+    loan_client.send(loan_client.accept_ownership(), stranger)
+    assert loan_client.owner() == stranger.address and loan_client.pending_owner() == ZERO_ADDRESS
+
+    events = fetch_events(w3, [deployment.loan_address], start, w3.eth.block_number)
+    assert [(type(e), e.previous_owner, e.new_owner) for e in events] == [
+        (OwnershipTransferStarted, lender.address, stranger.address),
+        (OwnershipTransferred, lender.address, stranger.address),
+    ]
+    _, h_l = new_secret()
+    with pytest.raises(ContractRevert, match=rf"^OwnableUnauthorizedAccount: {lender.address} is not the owner$"):
+        loan_client.commit_lender_hash(loan_id, h_l, sender=lender.address)
+    loan_client.send(loan_client.commit_lender_hash(loan_id, h_l), stranger)
+    assert loan_client.hash_used(h_l) and not loan_client.hash_used(new_secret()[1])
