@@ -15,7 +15,8 @@ Retry policy (decided here, relied upon by callers):
   `IDEMPOTENT_METHODS` are retried: the read calls, and `sendrawtransaction`/`testmempoolaccept`, because
   submitting the same bytes twice names the same txid: a second submission of a transaction already in the
   mempool returns the same txid, one already confirmed raises `RPCError(-27, "Transaction outputs already in
-  utxo set")`, which callers treat as "already broadcast". Mining calls and `sendtoaddress` are never retried
+  utxo set")`. `BitcoinRPC.broadcast(tx_hex, txid)` wraps this for workers: a refusal of a transaction the node
+  already knows (mempool or tx index) counts as success. Mining calls and `sendtoaddress` are never retried
   after the request may have been delivered.
 """
 
@@ -27,6 +28,7 @@ import itertools
 import json
 import time
 import urllib.parse
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -369,6 +371,92 @@ class BitcoinRPC:
         """Confirmations of `txid` (0 in the mempool); RPCError(-5) when the node does not know it."""
         tx = self.getrawtransaction(txid, True)
         return int(tx.get("confirmations", 0))
+
+    def get_utxo(self, txid: str, vout: int, include_mempool: bool = True) -> Utxo | None:
+        """The unspent output `txid:vout` as integers and bytes, or None when it is spent or unknown."""
+        result = self.gettxout(txid, vout, include_mempool)
+        if result is None:
+            return None
+        return Utxo(
+            txid=txid,
+            vout=vout,
+            sats=btc_to_sats(result["value"]),
+            script_pubkey=bytes.fromhex(result["scriptPubKey"]["hex"]),
+            confirmations=int(result["confirmations"]),
+            coinbase=bool(result.get("coinbase", False)),
+        )
+
+    def broadcast(self, tx_hex: str, txid: str) -> str:
+        """Idempotent `sendrawtransaction` for workers that may run twice: when the node refuses the
+        transaction but already knows it (in its mempool, or confirmed: needs `-txindex` on a real bitcoind),
+        return `txid`; otherwise re-raise the refusal. A copy with another witness (same txid) counts as known.
+        """
+        _check_hex("txid", txid, 32)
+        try:
+            return self.sendrawtransaction(tx_hex)
+        except RPCError as refusal:
+            try:
+                known = self.getrawtransaction(txid, False)
+            except RPCError:
+                raise refusal from None
+            if not isinstance(known, str) or not _same_txid(known, tx_hex):
+                raise
+            return txid
+
+
+@dataclass(frozen=True)
+class Utxo:
+    """An unspent output as the node reports it, converted at the edge (sats as int, script as bytes)."""
+
+    txid: str
+    vout: int
+    sats: int
+    script_pubkey: bytes
+    confirmations: int
+    coinbase: bool
+
+
+def _same_txid(known_hex: str, submitted_hex: str) -> bool:
+    """True when both serializations hash to the same txid (they may differ only by witness)."""
+    try:
+        return _strip_witness(bytes.fromhex(known_hex)) == _strip_witness(bytes.fromhex(submitted_hex))
+    except (IndexError, ValueError):
+        return False
+
+
+def _strip_witness(raw: bytes) -> bytes:
+    """The non-witness serialization of a (BIP-144) transaction (what its txid hashes)."""
+    if len(raw) < 10 or raw[4:6] != b"\x00\x01":
+        return raw
+    pos = 6
+
+    def compact() -> int:
+        nonlocal pos
+        first = raw[pos]
+        pos += 1
+        width = {0xFD: 2, 0xFE: 4, 0xFF: 8}.get(first, 0)
+        if not width:
+            return first
+        value = int.from_bytes(raw[pos : pos + width], "little")
+        pos += width
+        return value
+
+    n_in = compact()
+    for _ in range(n_in):
+        pos += 36
+        script_len = compact()
+        pos += script_len + 4
+    n_out = compact()
+    for _ in range(n_out):
+        pos += 8
+        script_len = compact()
+        pos += script_len
+    body_end = pos
+    for _ in range(n_in):
+        for _ in range(compact()):
+            item_len = compact()
+            pos += item_len
+    return raw[:4] + raw[6:body_end] + raw[pos : pos + 4]
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

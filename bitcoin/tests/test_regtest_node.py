@@ -368,3 +368,26 @@ def test_fund_helpers_pay_addresses_and_scripts(
     height = btc_rpc.getblockcount()
     assert len(btc_mine(3)) == 3
     assert btc_rpc.getblockcount() == height + 3
+
+
+def test_broadcast_is_idempotent(btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput]) -> None:
+    coin = btc_fund(OP_TRUE_P2WSH, 40_000)
+    tx = spend_op_true((coin.txid, coin.vout), coin.sats, 39_000)
+    raw = tx.serialize().hex()
+    assert btc_rpc.broadcast(raw, tx.txid_hex) == tx.txid_hex
+    assert btc_rpc.broadcast(raw, tx.txid_hex) == tx.txid_hex  # in the mempool
+    mine_blocks(btc_rpc, 1)
+    assert btc_rpc.broadcast(raw, tx.txid_hex) == tx.txid_hex  # confirmed, outputs unspent (-27)
+    child = spend_op_true((tx.txid_hex, 0), 39_000, 38_000)
+    btc_rpc.sendrawtransaction(child.serialize().hex())
+    mine_blocks(btc_rpc, 1)
+    assert btc_rpc.broadcast(raw, tx.txid_hex) == tx.txid_hex  # confirmed, outputs spent (-25)
+    utxo = btc_rpc.get_utxo(child.txid_hex, 0)
+    assert (utxo.sats, utxo.script_pubkey, utxo.confirmations, utxo.coinbase) == (38_000, OP_TRUE_P2WSH, 1, False)
+    conflict = spend_op_true((coin.txid, coin.vout), coin.sats, 30_000)
+    with pytest.raises(RPCError) as info:
+        btc_rpc.broadcast(conflict.serialize().hex(), conflict.txid_hex)
+    assert info.value.code == -25
+    with pytest.raises(RPCError) as info:  # the txid of another transaction does not make it "known"
+        btc_rpc.broadcast(conflict.serialize().hex(), tx.txid_hex)
+    assert info.value.code == -25

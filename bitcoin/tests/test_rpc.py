@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 
+from bitcoin.regtest.serialize import OutPoint, Tx, TxIn, TxOut
 from bitcoin.rpc import (
     BitcoinRPC,
     NodeUnavailableError,
     RPCError,
+    Utxo,
+    _strip_witness,
     btc_to_sats,
     encode_json,
     sats_to_btc,
@@ -286,3 +289,31 @@ def test_warmup_answer_is_retried_then_reported_unavailable(fake_node: Callable[
     always = fake_node(lambda m, p: (500, b'{"result":null,"error":{"code":-28,"message":"Loading"},"id":1}'))
     with pytest.raises(NodeUnavailableError, match="Loading"):
         BitcoinRPC(always.url, retries=1, backoff=0).getblockcount()
+
+
+def test_strip_witness_matches_the_txid_serialization() -> None:
+    tx = Tx(
+        2,
+        [
+            TxIn(OutPoint(b"\x01" * 32, 3), b"", 0xFFFFFFFD, [b"\x02" * 64, b"\x03" * 300]),
+            TxIn(OutPoint(b"\x04" * 32, 0), b"\x51", 5, []),
+        ],
+        [TxOut(1_000, b"\x51\x20" + b"\x05" * 32), TxOut(0, b"\x6a" + b"\x00" * 260)],
+        17,
+    )
+    assert _strip_witness(tx.serialize()) == tx.serialize(with_witness=False)
+    legacy = tx.serialize(with_witness=False)
+    assert _strip_witness(legacy) == legacy
+
+
+def test_get_utxo_converts_at_the_edge(fake_node: Callable[..., FakeNode]) -> None:
+    raw = (
+        b'{"result":{"bestblock":"00","confirmations":6,"value":1.00000001,'
+        b'"scriptPubKey":{"hex":"5120' + b"ab" * 32 + b'","type":"witness_v1_taproot"},"coinbase":false},'
+        b'"error":null,"id":1}'
+    )
+    node = fake_node(lambda m, p: (200, raw))
+    utxo = BitcoinRPC(node.url).get_utxo(TXID, 1)
+    assert utxo == Utxo(TXID, 1, 100_000_001, bytes.fromhex("5120" + "ab" * 32), 6, False)
+    empty = fake_node(lambda m, p: ok(None))
+    assert BitcoinRPC(empty.url).get_utxo(TXID, 1) is None
