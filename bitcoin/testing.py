@@ -117,6 +117,21 @@ class RegtestProcess:
                 process.stdout.close()
         return code
 
+    def wait_exit(self, timeout: float = SHUTDOWN_TIMEOUT) -> int:
+        """Wait for the node to exit by itself (e.g. after the `stop` RPC); return its exit code."""
+        if self.process is None:
+            return 0
+        process = self.process
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self.process = None
+        if process.stdout is not None:
+            process.stdout.close()
+        return code
+
     def kill(self) -> None:
         """SIGKILL: simulate a crash (no flush, no snapshot)."""
         if self.process is None:

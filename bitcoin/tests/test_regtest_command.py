@@ -62,23 +62,13 @@ def test_btcnode_command_serves_rpc_and_stops_cleanly(tmp_path: Path) -> None:
 def test_stop_rpc_shuts_down_cleanly(tmp_path: Path) -> None:
     node = RegtestProcess(tmp_path / "node")
     node.start()
-    process = node.process
-    assert process is not None
     try:
         rpc = node.rpc()
         rpc.generatetoaddress(2, rpc.call("getnewaddress"))
         assert rpc.call("stop") == "Bitcoin Core stopping"
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        node.process = None
-        if process.stdout is not None:
-            process.stdout.close()
-    assert not (tmp_path / "node" / "node.dirty").exists()
-    node.start()
-    try:
+        assert node.wait_exit() == 0
+        assert not (tmp_path / "node" / "node.dirty").exists()
+        node.start()
         assert not node.rebuilt_indexes
         assert node.rpc().getblockcount() == 2
     finally:
