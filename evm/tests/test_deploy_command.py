@@ -71,6 +71,53 @@ def test_deploys_links_and_records(configured, w3, evm_snapshot):
     assert client.owner() == anvil_account_0 and client.parameters() == deployment.parameters
 
 
+def test_a_live_deployment_is_not_replaced_by_accident(configured, w3, evm_snapshot):
+    run("--lender-btc-pubkey", X_L)
+    path = configured.EVM_DEPLOYMENT_FILE
+    first = load_deployment(path)
+    block = w3.eth.block_number
+    with pytest.raises(
+        CommandError, match=f"already deployed on chain 31337 \\(BtcCollateralLoan {first.loan_address}"
+    ):
+        run("--lender-btc-pubkey", X_L)
+    assert load_deployment(path) == first and w3.eth.block_number == block
+
+    run("--lender-btc-pubkey", X_L, "--replace")
+    second = load_deployment(path)
+    assert second.loan_address != first.loan_address and w3.eth.get_code(second.loan_address)
+
+
+def test_a_record_of_a_reset_chain_is_replaced(configured, w3, evm_snapshot):
+    gone = stale_record()  # its contracts do not exist on this chain (a development chain that was reset)
+    gone.write(configured.EVM_DEPLOYMENT_FILE)
+    run("--lender-btc-pubkey", X_L)
+    assert load_deployment(configured.EVM_DEPLOYMENT_FILE).loan_address != gone.loan_address
+
+
+def test_an_unreadable_record_is_not_overwritten(configured):
+    path = configured.EVM_DEPLOYMENT_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(CommandError, match="cannot check the recorded deployment"):
+        run("--lender-btc-pubkey", X_L)
+    assert path.read_text() == "{not json"
+
+
+def stale_record() -> Deployment:
+    return Deployment(
+        chain_id=31337,
+        ether_swap_address="0x000000000000000000000000000000000000bEEF",
+        loan_address="0x000000000000000000000000000000000000dEaD",
+        deployer=dev_accounts(1)[0].address,
+        block_number=1,
+        block_hash=b"\x01" * 32,
+        ether_swap_tx_hash=b"\x02" * 32,
+        loan_tx_hash=b"\x03" * 32,
+        link_tx_hash=b"\x04" * 32,
+        parameters=ProtocolParameters(lender_btc_pubkey=bytes.fromhex(X_L)),
+    )
+
+
 def test_the_deployer_key_comes_from_the_environment(configured, w3, evm_snapshot, monkeypatch):
     account = dev_accounts(4)[3]
     monkeypatch.setenv("EVM_DEPLOYER_PRIVATE_KEY", account.key.hex())

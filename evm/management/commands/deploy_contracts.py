@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evm.connection import connect
-from evm.deploy import Deployment, deploy_contracts, deployer_account
+from evm.deploy import Deployment, deploy_contracts, deployer_account, load_deployment
 from evm.errors import EvmError
 from evm.parameters import ProtocolParameters, as_bytes32
 
@@ -36,6 +36,18 @@ def deploy_from_settings(*, lender_btc_pubkey: bytes, output: Path | None = None
     deployment = deploy_contracts(w3, account, parameters)
     deployment.write(Path(output or settings.EVM_DEPLOYMENT_FILE))
     return deployment
+
+
+def live_deployment(path: Path) -> Deployment | None:
+    """The deployment recorded at `path` if its contracts exist on the configured chain, else None (no file,
+    another chain, or a development chain that was reset). An unreadable record is an error: look at it first."""
+    if not path.exists():
+        return None
+    recorded = load_deployment(path)
+    if recorded.chain_id != settings.EVM_CHAIN_ID:
+        return None
+    w3 = connect(settings.EVM_RPC_URL, expected_chain_id=settings.EVM_CHAIN_ID, timeout=settings.EVM_RPC_TIMEOUT)
+    return recorded if w3.eth.get_code(recorded.loan_address) else None
 
 
 def parse_x_only_key(value: str) -> bytes:
@@ -60,6 +72,12 @@ class Command(BaseCommand):
             default=None,
             help="where to write the deployment JSON (default: settings.EVM_DEPLOYMENT_FILE)",
         )
+        parser.add_argument(
+            "--replace",
+            action="store_true",
+            help="deploy a new pair even though the recorded one is live on this chain (loans in the old "
+            "contracts stay there)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -67,6 +85,15 @@ class Command(BaseCommand):
         except EvmError as exc:
             raise CommandError(str(exc)) from None
         output = Path(options["output"] or settings.EVM_DEPLOYMENT_FILE)
+        try:
+            live = None if options["replace"] else live_deployment(output)
+        except EvmError as exc:
+            raise CommandError(f"cannot check the recorded deployment {output}: {exc}") from None
+        if live is not None:
+            raise CommandError(
+                f"contracts are already deployed on chain {live.chain_id} (BtcCollateralLoan {live.loan_address}, "
+                f"recorded in {output}); pass --replace to deploy a new pair"
+            )
         try:
             deployment = self.deploy(lender_btc_pubkey=lender_key, output=output)
         except EvmError as exc:
