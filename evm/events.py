@@ -56,12 +56,35 @@ class ChainEvent:
         return (self.block_number, self.log_index)
 
     def arguments(self) -> dict[str, Any]:
-        """The event's own arguments (everything but the chain facts), JSON-friendly (bytes as hex)."""
+        """The event's own arguments (everything but the chain facts), bytes as hex (no 0x), integers as int."""
         base = {f.name for f in fields(ChainEvent)}
         return {
-            f.name: (getattr(self, f.name).hex() if isinstance(getattr(self, f.name), bytes) else getattr(self, f.name))
+            f.name: (value.hex() if isinstance(value, bytes) else value)
             for f in fields(self)
             if f.name not in base
+            for value in (getattr(self, f.name),)
+        }
+
+    def json_arguments(self) -> dict[str, Any]:
+        """`arguments()` safe for any JSON reader: integers as decimal strings (JavaScript loses integers above
+        2**53, and wei amounts are far above it)."""
+        return {
+            k: (str(v) if isinstance(v, int) and not isinstance(v, bool) else v) for k, v in self.arguments().items()
+        }
+
+    def record(self, chain_id: int) -> dict[str, Any]:
+        """What to persist, keyed by the natural key (chain_id, tx_hash, log_index); hashes as hex without 0x.
+        `loan_id` is the on-chain loan id (None for events that are not about one loan)."""
+        return {
+            "chain_id": chain_id,
+            "contract_address": self.address,
+            "block_number": self.block_number,
+            "block_hash": self.block_hash.hex(),
+            "tx_hash": self.transaction_hash.hex(),
+            "log_index": self.log_index,
+            "name": self.event_name,
+            "args": self.json_arguments(),
+            "loan_id": getattr(self, "loan_id", None),
         }
 
 

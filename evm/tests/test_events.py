@@ -137,6 +137,29 @@ def test_lifecycle_events_are_decoded_in_order_with_their_arguments(
         "borrower_preimage": p_b.hex(),
         "repayment_deadline_block": loan.repayment_deadline_block,
     }
+    assert requested.record(31337) == {
+        "chain_id": 31337,
+        "contract_address": deployment.loan_address,
+        "block_number": requested.block_number,
+        "block_hash": requested.block_hash.hex(),
+        "tx_hash": requested.transaction_hash.hex(),
+        "log_index": requested.log_index,
+        "name": "LoanRequested",
+        "args": {
+            "loan_id": str(loan_id),
+            "borrower": borrower.address,
+            "amount": str(AMOUNT),
+            "repayment_amount": str(loan.repayment_amount),
+            "borrower_btc_pubkey": loan.borrower_btc_pubkey.hex(),
+            "borrower_hash": loan.borrower_hash.hex(),
+            "escrow_txid": loan.escrow_txid.hex(),
+            "escrow_vout": "1",
+            "escrow_sats": "1500000",
+            "parameters_version": "1",
+        },
+        "loan_id": loan_id,
+    }
+    assert by_name["LoanContractSet"][0].record(31337)["loan_id"] is None
 
 
 @pytest.mark.integration
