@@ -60,7 +60,11 @@ class RegtestProcess:
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         log = self._log_path.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bitcoin.regtest", "--datadir", str(self.datadir), "--port", "0"],
+            [
+                sys.executable,
+                *("-m", "bitcoin.regtest", "--datadir", str(self.datadir), "--port", "0"),
+                *("--parent-pid", str(os.getpid())),
+            ],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=subprocess.PIPE,

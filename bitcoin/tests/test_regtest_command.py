@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,34 @@ def test_stop_rpc_shuts_down_cleanly(tmp_path: Path) -> None:
         assert node.rpc().getblockcount() == 2
     finally:
         node.stop()
+
+
+def test_node_stops_cleanly_when_its_launcher_dies(tmp_path: Path) -> None:
+    """A test run killed with SIGKILL must not leave its node running: the node watches its parent."""
+    datadir = tmp_path / "node"
+    launcher = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from bitcoin.testing import RegtestProcess\n"
+        f"node = RegtestProcess(Path({str(datadir)!r}))\n"
+        "node.start()\n"
+        "print(node.url, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", launcher], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        url = parent.stdout.readline().strip()
+        assert BitcoinRPC(url).getblockcount() == 0
+        assert (datadir / "node.dirty").exists()
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+    deadline = time.monotonic() + 30
+    while (datadir / "node.dirty").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (datadir / "node.dirty").exists()  # closed cleanly: kernel flushed, marker removed
+    with pytest.raises(NodeUnavailableError):
+        BitcoinRPC(url, retries=0, timeout=2).getblockcount()
