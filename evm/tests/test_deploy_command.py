@@ -15,10 +15,9 @@ from evm.artifacts import load_artifacts
 from evm.client import LoanContractClient
 from evm.connection import connect
 from evm.deploy import Deployment, dev_accounts, load_deployment
+from evm.errors import InvalidArgument
 from evm.management.commands.deploy_contracts import Command
 from evm.parameters import ProtocolParameters
-
-pytestmark = pytest.mark.integration
 
 X_L = "64b4b84f42da9bdb84f7eda2de12524516686e73849645627fb7a034c79c81c8"
 
@@ -42,6 +41,7 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
+@pytest.mark.integration
 def test_deploys_links_and_records(configured, w3, evm_snapshot):
     output = run("--lender-btc-pubkey", X_L)
     path = configured.EVM_DEPLOYMENT_FILE
@@ -71,6 +71,7 @@ def test_deploys_links_and_records(configured, w3, evm_snapshot):
     assert client.owner() == anvil_account_0 and client.parameters() == deployment.parameters
 
 
+@pytest.mark.integration
 def test_a_live_deployment_is_not_replaced_by_accident(configured, w3, evm_snapshot):
     run("--lender-btc-pubkey", X_L)
     path = configured.EVM_DEPLOYMENT_FILE
@@ -87,6 +88,7 @@ def test_a_live_deployment_is_not_replaced_by_accident(configured, w3, evm_snaps
     assert second.loan_address != first.loan_address and w3.eth.get_code(second.loan_address)
 
 
+@pytest.mark.integration
 def test_a_record_of_a_reset_chain_is_replaced(configured, w3, evm_snapshot):
     gone = stale_record()  # its contracts do not exist on this chain (a development chain that was reset)
     gone.write(configured.EVM_DEPLOYMENT_FILE)
@@ -94,6 +96,7 @@ def test_a_record_of_a_reset_chain_is_replaced(configured, w3, evm_snapshot):
     assert load_deployment(configured.EVM_DEPLOYMENT_FILE).loan_address != gone.loan_address
 
 
+@pytest.mark.integration
 def test_an_unreadable_record_is_not_overwritten(configured):
     path = configured.EVM_DEPLOYMENT_FILE
     path.parent.mkdir(parents=True)
@@ -118,6 +121,7 @@ def stale_record() -> Deployment:
     )
 
 
+@pytest.mark.integration
 def test_the_deployer_key_comes_from_the_environment(configured, w3, evm_snapshot, monkeypatch):
     account = dev_accounts(4)[3]
     monkeypatch.setenv("EVM_DEPLOYER_PRIVATE_KEY", account.key.hex())
@@ -127,6 +131,7 @@ def test_the_deployer_key_comes_from_the_environment(configured, w3, evm_snapsho
     assert LoanContractClient(w3, deployment.loan_address).owner() == account.address
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("key", "message"),
     [
@@ -143,11 +148,13 @@ def test_a_bad_lender_key_is_refused_and_nothing_is_written(configured, w3, key,
     assert w3.eth.block_number == block  # nothing was sent
 
 
+@pytest.mark.integration
 def test_the_lender_key_is_required(configured):
     with pytest.raises(CommandError, match="--lender-btc-pubkey"):
         run()
 
 
+@pytest.mark.integration
 def test_a_node_on_another_chain_is_refused(configured, w3):
     configured.EVM_CHAIN_ID = 31
     with pytest.raises(CommandError, match="serves chain id 31337, but chain id 31 is configured"):
@@ -155,6 +162,7 @@ def test_a_node_on_another_chain_is_refused(configured, w3):
     assert not configured.EVM_DEPLOYMENT_FILE.exists()
 
 
+@pytest.mark.integration
 def test_an_invalid_private_key_is_refused(configured, monkeypatch):
     monkeypatch.setenv("EVM_DEPLOYER_PRIVATE_KEY", "0x1234")
     with pytest.raises(CommandError, match="not a valid 32-byte hex key"):
@@ -169,6 +177,7 @@ def testnet_like_node():
         yield node
 
 
+@pytest.mark.integration
 def test_outside_the_dev_chain_a_key_is_required_and_legacy_transactions_are_used(
     configured, testnet_like_node, monkeypatch
 ):
@@ -187,3 +196,28 @@ def test_outside_the_dev_chain_a_key_is_required_and_legacy_transactions_are_use
     for tx_hash in (deployment.ether_swap_tx_hash, deployment.loan_tx_hash, deployment.link_tx_hash):
         tx = w3.eth.get_transaction(tx_hash)
         assert tx["type"] == 0 and tx["chainId"] == 31  # Rootstock accepts only legacy (EIP-155) transactions
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d | {"format": 2}, "unknown deployment file format 2"),
+        (lambda d: {k: v for k, v in d.items() if k != "contracts"}, "malformed deployment record: KeyError"),
+        (lambda d: d | {"block_hash": "0xzz"}, "malformed deployment record"),
+        (lambda d: d | {"deployer": "not an address"}, "malformed deployment record"),
+    ],
+)
+def test_malformed_records_are_refused(tmp_path, mutate, message):
+    path = tmp_path / "deployment.json"
+    path.write_text(json.dumps(mutate(stale_record().to_json_dict())))
+    with pytest.raises(InvalidArgument, match=message):
+        load_deployment(path)
+
+
+def test_records_round_trip_and_a_missing_file_is_explained(tmp_path):
+    record = stale_record()
+    record.write(tmp_path / "a" / "b.json")
+    assert load_deployment(tmp_path / "a" / "b.json") == record
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]  # no temporary file left behind
+    with pytest.raises(InvalidArgument, match=r"no deployment file at .*run `manage\.py deploy_contracts`"):
+        load_deployment(tmp_path / "missing.json")
