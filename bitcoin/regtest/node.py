@@ -39,7 +39,7 @@ from typing import Any
 import pbk
 
 from bitcoin.regtest.address import InvalidAddressError, address_to_script, script_to_address, script_type
-from bitcoin.regtest.mining import REGTEST_BITS, assemble_block
+from bitcoin.regtest.mining import REGTEST_BITS, assemble_block, block_subsidy
 from bitcoin.regtest.serialize import (
     LOCKTIME_THRESHOLD,
     MAX_MONEY,
@@ -1005,7 +1005,11 @@ class RegtestNode:
             extends_tip = block.header.prev_hash == self._hashes[-1]
             problem = None
             if extends_tip:
-                _, problem = self._explain_block_txs(block.txs[1:], self._tip_height() + 1)
+                height = self._tip_height() + 1
+                fees, problem = self._explain_block_txs(block.txs[1:], height)
+                claimed, limit = sum(o.value for o in block.txs[0].vout), block_subsidy(height) + fees
+                if problem is None and claimed > limit:
+                    problem = f"bad-cb-amount, coinbase pays too much (actual={claimed} vs limit={limit})"
             accepted, reason = self._submit(block)
             if accepted:
                 return None

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bitcoin.regtest.mining import block_subsidy
+from bitcoin.regtest.mining import assemble_block, block_subsidy
 from bitcoin.regtest.node import NodeRPCError, RegtestNode
-from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut
+from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut, bits_to_target
 from bitcoin.regtest.server import RegtestRPCServer
 from bitcoin.rpc import BitcoinRPC, NodeUnavailableError, RPCError
 
@@ -287,3 +287,31 @@ def test_batch_and_named_parameters(node: RegtestNode) -> None:
         assert re.search(rb'"result":\d+\.\d{8},', body)
     finally:
         server.shutdown()
+
+
+def test_submitblock_reports_the_kernels_header_verdicts(node: RegtestNode) -> None:
+    tip_hash = bytes.fromhex(node.get_best_block_hash())[::-1]
+    header = node.get_block_header(tip_hash)
+    height = header["height"] + 1
+
+    def block_at(block_time: int) -> Block:
+        return assemble_block(
+            prev_hash=tip_hash, height=height, block_time=block_time, coinbase_script=OP_TRUE_P2WSH, txs=[]
+        )
+
+    too_old = block_at(header["mediantime"])  # must be strictly above the median time past
+    assert node.submit_block(too_old.serialize()) == "invalid-header"
+    high_hash = block_at(header["mediantime"] + 1)
+    while int.from_bytes(high_hash.hash, "little") <= bits_to_target(high_hash.header.bits):
+        high_hash.header.nonce += 1
+    assert node.submit_block(high_hash.serialize()) == "invalid-header"
+    too_rich = block_at(header["mediantime"] + 1)
+    too_rich.txs[0].vout[0].value += 1
+    too_rich.header.merkle_root = too_rich.txs[0].txid
+    while int.from_bytes(too_rich.hash, "little") > bits_to_target(too_rich.header.bits):
+        too_rich.header.nonce += 1
+    assert node.submit_block(too_rich.serialize()).startswith("consensus: bad-cb-amount")
+    assert node.get_best_block_hash() == tip_hash[::-1].hex()
+    good = block_at(header["mediantime"] + 1)
+    assert node.submit_block(good.serialize()) is None
+    assert node.get_block_count() == height
