@@ -710,8 +710,10 @@ class RegtestNode:
         with self._lock:
             self._check_open()
             unspents = []
+            total = 0
             for outpoint, coin in self._utxos.items():
                 if coin.script_pubkey in wanted:
+                    total += coin.value
                     unspents.append(
                         {
                             "txid": outpoint.txid_hex,
@@ -731,7 +733,7 @@ class RegtestNode:
                 "height": self._tip_height(),
                 "bestblock": self._hashes[-1][::-1].hex(),
                 "unspents": unspents,
-                "total_amount": btc(sum(int(u["amount"] * COIN) for u in unspents)),
+                "total_amount": btc(total),
             }
 
     def estimate_smart_fee(self, conf_target: int) -> dict[str, Any]:
@@ -1135,7 +1137,7 @@ def _script_json(script: bytes) -> dict[str, Any]:
     return result
 
 
-def parse_output_target(target: str) -> bytes:
+def parse_output_target(target: object) -> bytes:
     """scriptPubKey for an address, `addr(ADDRESS)` or `raw(HEX)` descriptor (checksums after # ignored)."""
     if not isinstance(target, str) or not target:
         raise NodeRPCError(RPC_INVALID_ADDRESS_OR_KEY, "Invalid address or descriptor")
