@@ -26,7 +26,14 @@ from bitcoin.errors import BitcoinProtocolError, PresignatureError
 from bitcoin.keys import parse_private_key, verify_schnorr
 from bitcoin.networks import NETWORKS
 from bitcoin.psbt import Psbt, create_psbt, sign_psbt
-from bitcoin.scripts import TwoLeafTaprootOutput, control_block_commits, loan_outputs, tap_leaf_hash
+from bitcoin.scripts import (
+    NUMS_INTERNAL_KEY,
+    REFERENCE_INTERNAL_KEY,
+    TwoLeafTaprootOutput,
+    control_block_commits,
+    loan_outputs,
+    tap_leaf_hash,
+)
 from bitcoin.transactions import SIGHASH_DEFAULT, OutPoint, build_tx1, taproot_sighash
 
 EXIT_FAILURE = 1
@@ -129,6 +136,7 @@ def _output_json(output: TwoLeafTaprootOutput, network: str) -> dict[str, object
 
 def _cmd_addresses(args: argparse.Namespace) -> dict[str, object]:
     scripts = loan_outputs(
+        internal_key=REFERENCE_INTERNAL_KEY if args.reference_internal_key else NUMS_INTERNAL_KEY,
         borrower_pubkey=args.borrower_pubkey,
         lender_pubkey=args.lender_pubkey,
         borrower_hash=args.borrower_hash,
@@ -291,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     addresses = commands.add_parser("addresses", help="derive the escrow and collateral addresses of a loan")
     addresses.add_argument("--network", required=True, choices=networks)
     _add_arguments(addresses, _LOAN_FACTS[:6], required=True)
+    addresses.add_argument(
+        "--reference-internal-key",
+        action="store_true",
+        help="use the internal key PROTOCOL.md prints (to reproduce its test vector), not BIP-341's H; "
+        "never for real outputs",
+    )
     addresses.set_defaults(handler=_cmd_addresses)
 
     preimage = commands.add_parser("preimage", help="print a fresh 32-byte preimage and its SHA-256")

@@ -1,8 +1,8 @@
 """Tapscript leaves and the two-leaf taproot outputs of the loan protocol (BIP-341/BIP-342).
 
 Both loan outputs are P2TR outputs whose internal key is the BIP-341 NUMS point ``H`` (nobody knows its
-discrete log, so the key path is unspendable) and whose script tree is one branch over two leaves of leaf
-version 0xc0:
+discrete log, so the key path is unspendable; see ``REFERENCE_INTERNAL_KEY`` for the key PROTOCOL.md prints)
+and whose script tree is one branch over two leaves of leaf version 0xc0:
 
 * escrow: leaf 0 ``<t_0> OP_CSV OP_DROP <xB> OP_CHECKSIG``;
   leaf 1 ``OP_SHA256 <hB> OP_EQUALVERIFY <xL> OP_CHECKSIG <xB> OP_CHECKSIGADD OP_2 OP_NUMEQUALVERIFY OP_TRUE``
@@ -48,15 +48,17 @@ OP_TRUE = OP_1
 
 #: BIP-342 tapscript leaf version.
 TAPSCRIPT_LEAF_VERSION = 0xC0
-#: The internal key PROTOCOL.md specifies (x-only), inherited from the reference implementation so the
-#: addresses match its test vector. NOTE: PROTOCOL.md calls it "the BIP-341 NUMS point H", but it is not:
-#: BIP-341's H is ``BIP341_NUMS_H`` below (SHA256 of the uncompressed generator). This key shares H's first
-#: 12 bytes and differs after, so it looks like an edited copy of H. It is still unspendable in practice:
-#: finding a scalar whose point has a given 96-bit X prefix takes ~2^96 work, so nobody can know its
-#: discrete log, but wallets that recognise only the canonical H will not recognise it as NUMS.
-NUMS_INTERNAL_KEY = bytes.fromhex("50929b74c1a04954b78b4b60c595c211f8b853e6e84bfa2be95712a7b0dd59e6")
-#: BIP-341's canonical NUMS point H = lift_x(SHA256(uncompressed G)); not used by the protocol (see above).
+#: BIP-341's NUMS point H = lift_x(SHA256(uncompressed G)): provably nobody knows its discrete log, so the key
+#: path of every loan output is unspendable. This is the internal key of every output the platform creates.
 BIP341_NUMS_H = bytes.fromhex("50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0")
+NUMS_INTERNAL_KEY = BIP341_NUMS_H
+#: The key PROTOCOL.md prints (x-only ...b60c595c2...59e6), inherited from the reference implementation and
+#: described there as "the BIP-341 NUMS point H". It is not H: it shares H's first 12 bytes and differs after,
+#: so it is no provable NUMS point (at best ~96-bit assurance that nobody ground a known scalar to that prefix,
+#: against 128 bits for H) and no wallet recognises it. Kept only to reproduce PROTOCOL.md's test vector, which
+#: proves the leaves, tree, tweak and addresses are built exactly as the reference builds them. Never used for
+#: real outputs.
+REFERENCE_INTERNAL_KEY = bytes.fromhex("50929b74c1a04954b78b4b60c595c211f8b853e6e84bfa2be95712a7b0dd59e6")
 
 #: Index of the timelock leaf (escape / default claim) in both trees.
 TIMELOCK_LEAF = 0
@@ -287,6 +289,7 @@ def escrow_output(
     lender_pubkey: bytes | str,
     borrower_hash: bytes | str,
     escrow_timelock: int,
+    internal_key: bytes = NUMS_INTERNAL_KEY,
 ) -> TwoLeafTaprootOutput:
     """The escrow output B funds with TX_0 (leaf 0: B's escape after t_0; leaf 1: collateral lock)."""
     borrower = parse_xonly_pubkey(borrower_pubkey)
@@ -299,7 +302,8 @@ def escrow_output(
                 lender_pubkey=lender,
                 borrower_hash=parse_hash32(borrower_hash, "hB"),
             ),
-        )
+        ),
+        internal_key=internal_key,
     )
 
 
@@ -309,6 +313,7 @@ def collateral_output(
     lender_pubkey: bytes | str,
     lender_hash: bytes | str,
     collateral_timelock: int,
+    internal_key: bytes = NUMS_INTERNAL_KEY,
 ) -> TwoLeafTaprootOutput:
     """The collateral output TX_1 creates (leaf 0: L's claim after t_1; leaf 1: B's release with pL)."""
     borrower = parse_xonly_pubkey(borrower_pubkey)
@@ -317,7 +322,8 @@ def collateral_output(
         leaves=(
             collateral_timelock_leaf(lender_pubkey=lender, collateral_timelock=collateral_timelock),
             collateral_hashlock_leaf(borrower_pubkey=borrower, lender_hash=parse_hash32(lender_hash, "hL")),
-        )
+        ),
+        internal_key=internal_key,
     )
 
 
@@ -335,8 +341,10 @@ class LoanScripts:
     lender_hash: bytes
     escrow_timelock: int
     collateral_timelock: int
+    internal_key: bytes = NUMS_INTERNAL_KEY  # REFERENCE_INTERNAL_KEY only to reproduce PROTOCOL.md's vector
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "internal_key", parse_xonly_pubkey(self.internal_key))
         object.__setattr__(self, "borrower_pubkey", parse_xonly_pubkey(self.borrower_pubkey))
         object.__setattr__(self, "lender_pubkey", parse_xonly_pubkey(self.lender_pubkey))
         object.__setattr__(self, "borrower_hash", parse_hash32(self.borrower_hash, "borrower hash hB"))
@@ -352,6 +360,7 @@ class LoanScripts:
             lender_pubkey=self.lender_pubkey,
             borrower_hash=self.borrower_hash,
             escrow_timelock=self.escrow_timelock,
+            internal_key=self.internal_key,
         )
 
     @cached_property
@@ -362,6 +371,7 @@ class LoanScripts:
             lender_pubkey=self.lender_pubkey,
             lender_hash=self.lender_hash,
             collateral_timelock=self.collateral_timelock,
+            internal_key=self.internal_key,
         )
 
 
@@ -373,9 +383,11 @@ def loan_outputs(
     lender_hash: bytes | str,
     escrow_timelock: int,
     collateral_timelock: int,
+    internal_key: bytes = NUMS_INTERNAL_KEY,
 ) -> LoanScripts:
     """Validate a loan's facts and return its ``LoanScripts`` (escrow and collateral outputs)."""
     return LoanScripts(
+        internal_key=internal_key,
         borrower_pubkey=borrower_pubkey,  # type: ignore[arg-type]
         lender_pubkey=lender_pubkey,  # type: ignore[arg-type]
         borrower_hash=borrower_hash,  # type: ignore[arg-type]

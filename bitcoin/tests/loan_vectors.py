@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bitcoin.keys import PrivateKey
-from bitcoin.scripts import LoanScripts, loan_outputs
+from bitcoin.scripts import NUMS_INTERNAL_KEY, LoanScripts, loan_outputs
 from bitcoin.transactions import OutPoint
 
 BORROWER_WIF = "cNwW6ne3j9jUDWC3qFG5Bw3jzWvSZjZ2vgyP5LsTVj4WrJkJqjuz"
@@ -43,9 +43,14 @@ def vector_scripts(
     lender: PrivateKey | None = None,
     escrow_timelock: int = ESCROW_TIMELOCK,
     collateral_timelock: int = COLLATERAL_TIMELOCK,
+    internal_key: bytes = NUMS_INTERNAL_KEY,
 ) -> LoanScripts:
-    """LoanScripts of the vector (optionally with other keys or timelocks)."""
+    """LoanScripts of the vector (optionally with other keys or timelocks).
+
+    PROTOCOL.md's addresses come out with ``internal_key=REFERENCE_INTERNAL_KEY``; the platform uses BIP-341's H.
+    """
     return loan_outputs(
+        internal_key=internal_key,
         borrower_pubkey=(borrower or borrower_key()).xonly_pubkey,
         lender_pubkey=(lender or lender_key()).xonly_pubkey,
         borrower_hash=BORROWER_HASH,

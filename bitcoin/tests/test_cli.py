@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bitcoin.encoding import sha256
 from bitcoin.psbt import Psbt, create_psbt
+from bitcoin.scripts import BIP341_NUMS_H, REFERENCE_INTERNAL_KEY
 from bitcoin.tests.loan_vectors import (
     BORROWER_HASH,
     BORROWER_WIF,
@@ -65,18 +66,28 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: s
 
 
 def test_addresses_of_the_protocol_vector() -> None:
-    result = run_cli("addresses", "--network", "regtest", *VECTOR_ARGS)
+    result = run_cli("addresses", "--network", "regtest", "--reference-internal-key", *VECTOR_ARGS)
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
     assert output["escrow_address"] == ESCROW_ADDRESS_REGTEST
     assert output["collateral_address"] == COLLATERAL_ADDRESS_REGTEST
-    scripts = vector_scripts()
+    scripts = vector_scripts(internal_key=REFERENCE_INTERNAL_KEY)
     assert output["escrow"]["script_pubkey"] == scripts.escrow.script_pubkey.hex()
     assert output["collateral"]["leaves"] == [leaf.hex() for leaf in scripts.collateral.leaves]
     assert output["escrow_descriptor"].startswith(
         "tr(50929b74c1a04954b78b4b60c595c211f8b853e6e84bfa2be95712a7b0dd59e6,{"
     )
     assert output["collateral_watch_descriptor"].startswith(f"rawtr({scripts.collateral.output_key.hex()})#")
+
+
+def test_addresses_default_to_bip341_h() -> None:
+    result = run_cli("addresses", "--network", "regtest", *VECTOR_ARGS)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    scripts = vector_scripts()
+    assert output["escrow_address"] == scripts.escrow.address("regtest") != ESCROW_ADDRESS_REGTEST
+    assert output["collateral_address"] == scripts.collateral.address("regtest") != COLLATERAL_ADDRESS_REGTEST
+    assert output["escrow_descriptor"].startswith(f"tr({BIP341_NUMS_H.hex()},{{")
 
 
 def test_addresses_on_mainnet() -> None:

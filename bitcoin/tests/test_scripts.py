@@ -14,6 +14,7 @@ from bitcoin.keys import parse_xonly_pubkey
 from bitcoin.scripts import (
     BIP341_NUMS_H,
     NUMS_INTERNAL_KEY,
+    REFERENCE_INTERNAL_KEY,
     TwoLeafTaprootOutput,
     control_block_commits,
     escrow_hashlock_leaf,
@@ -37,7 +38,9 @@ VECTORS = json.loads((Path(__file__).parent / "data" / "bip341_wallet_vectors.js
 
 
 def _vector_outputs(escrow_timelock: int = 100, collateral_timelock: int = 27150):
+    """PROTOCOL.md's vector, with the internal key it prints (the platform itself uses BIP-341's H)."""
     return loan_outputs(
+        internal_key=REFERENCE_INTERNAL_KEY,
         borrower_pubkey=BORROWER_XONLY,
         lender_pubkey=LENDER_XONLY,
         borrower_hash=BORROWER_HASH,
@@ -106,7 +109,7 @@ def test_control_blocks_commit_to_the_output() -> None:
         for index in (0, 1):
             control = output.control_block(index)
             assert len(control) == 65
-            assert control[1:33] == NUMS_INTERNAL_KEY
+            assert control[1:33] == REFERENCE_INTERNAL_KEY
             assert control[33:] == output.leaf_hashes[1 - index]
             assert control[0] == 0xC0 | output.output_key_parity
             assert control_block_commits(control, output.leaves[index], output.script_pubkey)
@@ -220,17 +223,30 @@ def test_leaf_index_must_be_zero_or_one() -> None:
         _vector_outputs().escrow.control_block(2)
 
 
-def test_protocol_internal_key_is_not_bip341_h() -> None:
-    """Regression record: PROTOCOL.md's internal key is not BIP-341's H (only a 12-byte prefix is shared).
+def test_platform_outputs_use_bip341_h_not_the_key_protocol_md_prints() -> None:
+    """PROTOCOL.md's printed internal key is not BIP-341's H (they share a 12-byte prefix only).
 
-    H = lift_x(SHA256(uncompressed G)). The protocol key is kept for compatibility with the reference
-    addresses; its 96-bit shared prefix is what makes a known discrete log infeasible.
+    H = lift_x(SHA256(uncompressed G)) is provably nobody's key; the printed one is merely unlikely to be. Every
+    output the platform makes uses H, so its addresses differ from PROTOCOL.md's vector (reproduced above with
+    ``REFERENCE_INTERNAL_KEY``).
     """
     generator_uncompressed = bytes.fromhex(
         "0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
         "483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8"
     )
-    assert sha256(generator_uncompressed) == BIP341_NUMS_H
-    assert NUMS_INTERNAL_KEY != BIP341_NUMS_H
-    assert NUMS_INTERNAL_KEY[:12] == BIP341_NUMS_H[:12]
-    parse_xonly_pubkey(NUMS_INTERNAL_KEY)  # a valid curve point
+    assert sha256(generator_uncompressed) == BIP341_NUMS_H == NUMS_INTERNAL_KEY
+    assert REFERENCE_INTERNAL_KEY != BIP341_NUMS_H
+    assert REFERENCE_INTERNAL_KEY[:12] == BIP341_NUMS_H[:12]
+    parse_xonly_pubkey(REFERENCE_INTERNAL_KEY)  # a valid curve point
+    platform = loan_outputs(
+        borrower_pubkey=BORROWER_XONLY,
+        lender_pubkey=LENDER_XONLY,
+        borrower_hash=BORROWER_HASH,
+        lender_hash=LENDER_HASH,
+        escrow_timelock=100,
+        collateral_timelock=27150,
+    )
+    assert platform.escrow.internal_key == BIP341_NUMS_H
+    assert platform.escrow.leaves == _vector_outputs().escrow.leaves  # same scripts, different internal key
+    assert platform.escrow.address("regtest") != ESCROW_ADDRESS_REGTEST
+    assert platform.escrow.control_block(1)[1:33] == BIP341_NUMS_H
