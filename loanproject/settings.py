@@ -120,9 +120,15 @@ TEMPLATES = [
     },
 ]
 
+# The test suite runs on PostgreSQL and Redis (as production does) unless told otherwise; a newcomer's app runs on
+# SQLite and an in-memory channel layer.
+UNDER_PYTEST = "PYTEST_VERSION" in os.environ
+DEFAULT_DATABASE_URL = (
+    "postgres://postgres@127.0.0.1:5432/loans" if UNDER_PYTEST else f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+)
 DATABASES = {
     "default": dj_database_url.parse(
-        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=60, conn_health_checks=True
+        env("DATABASE_URL", DEFAULT_DATABASE_URL), conn_max_age=60, conn_health_checks=True
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -132,7 +138,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "loans.User"
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15" if UNDER_PYTEST else "")
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 else:

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 LENDER_KEY = "64b4b84f42da9bdb84f7eda2de12524516686e73849645627fb7a034c79c81c8"
 
 
-def test_deploys_links_and_records(settings, anvil, tmp_path, monkeypatch):
+def test_deploys_links_and_records(settings, anvil, evm_snapshot, tmp_path, monkeypatch):
     monkeypatch.delenv("EVM_DEPLOYER_PRIVATE_KEY", raising=False)
     settings.EVM_RPC_URL, settings.EVM_CHAIN_ID = anvil.url, anvil.chain_id
     output = tmp_path / "deployment.json"
@@ -33,7 +33,7 @@ def test_deploys_links_and_records(settings, anvil, tmp_path, monkeypatch):
     assert block["hash"].hex().removeprefix("0x") == row.block_hash
 
 
-def test_refuses_a_bad_key_and_changes_nothing(settings, anvil, tmp_path):
+def test_refuses_a_bad_key_and_changes_nothing(settings, anvil, evm_snapshot, tmp_path):
     settings.EVM_RPC_URL, settings.EVM_CHAIN_ID = anvil.url, anvil.chain_id
     with pytest.raises(CommandError, match="lender-btc-pubkey"):
         call_command("deploy_contracts", lender_btc_pubkey="00" * 31, output=tmp_path / "d.json")
