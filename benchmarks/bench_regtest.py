@@ -65,6 +65,14 @@ def bench_blocks(total: int, slices: int = 4) -> None:
             started = time.perf_counter()
             node = RegtestNode(Path(tmp))
             print(f"restart with index rebuild from the kernel: {time.perf_counter() - started:.2f} s")
+            node.close()
+            (Path(tmp) / "node.dirty").write_text("simulated crash")
+            started = time.perf_counter()
+            node = RegtestNode(Path(tmp))
+            print(
+                f"restart after a crash (kernel reindex from block files + index rebuild) at height "
+                f"{node.get_block_count()}: {time.perf_counter() - started:.2f} s"
+            )
         finally:
             node.close()
 
