@@ -19,8 +19,8 @@ from .models import (
 )
 
 
-class OperatorReadOnlyAdmin(admin.ModelAdmin):
-    """Operators see everything; nobody edits chain facts or loans by hand."""
+class OperatorViewOnly:
+    """Operators see; nobody adds, edits or deletes chain facts, loans or the audit trail by hand."""
 
     def has_module_permission(self, request) -> bool:
         return is_operator(request.user)
@@ -28,7 +28,7 @@ class OperatorReadOnlyAdmin(admin.ModelAdmin):
     def has_view_permission(self, request, obj=None) -> bool:
         return is_operator(request.user)
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request, obj=None) -> bool:
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
@@ -36,6 +36,10 @@ class OperatorReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class OperatorReadOnlyAdmin(OperatorViewOnly, admin.ModelAdmin):
+    pass
 
 
 @admin.register(User)
@@ -76,18 +80,9 @@ class ProtocolParametersAdmin(OperatorReadOnlyAdmin):
     ordering = ["-version"]
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(OperatorViewOnly, admin.TabularInline):
     extra = 0
     can_delete = False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return is_operator(request.user)
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class LoanStatusChangeInline(ReadOnlyInline):
