@@ -627,7 +627,10 @@ class RegtestNode:
                 block = self._read_block(entry)
                 for tx in block.txs:
                     if tx.txid == txid:
-                        return self._tx_json(tx, block_hash) if verbose else tx.serialize().hex()
+                        if not verbose:
+                            return tx.serialize().hex()
+                        result = self._tx_json(tx, block_hash)
+                        return {"in_active_chain": self._in_active_chain(block_hash, entry.height), **result}
                 raise NodeRPCError(RPC_INVALID_ADDRESS_OR_KEY, "No such transaction found in the provided block")
             entry_ = self._mempool.get(txid)
             if entry_ is not None:
@@ -892,9 +895,8 @@ class RegtestNode:
                 if self._in_active_chain(block_hash, height):
                     result["confirmations"] = self._tip_height() - height + 1
                     result["time"] = result["blocktime"] = self._times[height]
-                else:
-                    result["confirmations"] = 0
-                    result["in_active_chain"] = False
+                else:  # only reachable with an explicit blockhash: Core reports no confirmations then
+                    result["time"] = result["blocktime"] = BlockHeader.from_bytes(bytes(entry.block_header)).time
         return result
 
     # -- mining ----------------------------------------------------------------------------------------------

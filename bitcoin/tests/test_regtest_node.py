@@ -300,6 +300,10 @@ def test_reorg_unconfirms_and_indexes_follow(btc_rpc: BitcoinRPC, btc_fund: Call
     assert btc_rpc.gettxout(txid, 0)["confirmations"] == 0
     assert btc_rpc.gettxout(coin.txid, coin.vout, include_mempool=False)["confirmations"] == 3
     assert btc_rpc.getblock(confirming_block)["confirmations"] == -1
+    stale = btc_rpc.getrawtransaction(txid, True, blockhash=confirming_block)
+    assert stale["in_active_chain"] is False
+    assert stale["blockhash"] == confirming_block
+    assert "confirmations" not in stale
 
     # A longer branch that double-spends the coin drops the transaction for good.
     conflict = spend_op_true((coin.txid, coin.vout), coin.sats, 58_000)
