@@ -6,6 +6,8 @@ import time
 
 import pbk
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bitcoin.regtest.address import (
     InvalidAddressError,
@@ -29,6 +31,7 @@ from bitcoin.regtest.serialize import (
     push_int,
     script_num,
 )
+from bitcoin.rpc import btc_to_sats, sats_to_btc
 
 # Regtest genesis block, as stored by the kernel.
 GENESIS_HEX = (
@@ -180,3 +183,39 @@ def test_assembled_block_passes_the_kernels_context_free_checks() -> None:
     block.header.merkle_root = bytes(32)  # a broken merkle root is caught by the kernel
     state = pbk.Block(block.serialize()).check(params, pbk.BlockCheckFlags.MERKLE)
     assert state.validation_mode == pbk.ValidationMode.INVALID
+
+
+_scripts = st.binary(min_size=0, max_size=80)
+_txins = st.builds(
+    TxIn,
+    st.builds(OutPoint, st.binary(min_size=32, max_size=32), st.integers(0, 2**32 - 1)),
+    _scripts,
+    st.integers(0, 2**32 - 1),
+    st.lists(st.binary(max_size=100), max_size=4),
+)
+_txouts = st.builds(TxOut, st.integers(0, 21_000_000 * 10**8), _scripts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    version=st.integers(-(2**31), 2**31 - 1),
+    vin=st.lists(_txins, min_size=1, max_size=4),
+    vout=st.lists(_txouts, min_size=1, max_size=4),
+    locktime=st.integers(0, 2**32 - 1),
+)
+def test_tx_serialization_round_trips_and_agrees_with_the_kernel(
+    version: int, vin: list[TxIn], vout: list[TxOut], locktime: int
+) -> None:
+    tx = Tx(version, vin, vout, locktime)
+    raw = tx.serialize()
+    parsed = Tx.from_bytes(raw)
+    assert parsed.serialize() == raw
+    assert parsed.txid == tx.txid
+    kernel_tx = pbk.Transaction(raw)
+    assert str(kernel_tx.txid) == tx.txid_hex
+    assert bytes(kernel_tx) == raw
+
+
+@given(st.integers(-(21_000_000 * 10**8), 21_000_000 * 10**8))
+def test_sats_btc_round_trip(sats: int) -> None:
+    assert btc_to_sats(sats_to_btc(sats)) == sats
