@@ -37,7 +37,10 @@ RPC_INVALID_REQUEST = -32600
 RPC_PARSE_ERROR = -32700
 RPC_INVALID_PARAMS = -32602
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
-_DECIMAL_MARK = re.compile(r'"\\u0000D([0-9.\-]+)\\u0000"')
+# Decimals travel through json.dumps as marked strings, then lose their quotes; the random marker cannot be forged
+# by text a client sends (which error messages may echo).
+_MARKER = secrets.token_hex(16)
+_DECIMAL_MARK = re.compile(rf'"{_MARKER}(-?[0-9]+(?:\.[0-9]+)?){_MARKER}"')
 
 
 def encode_response(payload: object) -> bytes:
@@ -45,7 +48,7 @@ def encode_response(payload: object) -> bytes:
 
     def mark(value: object) -> object:
         if isinstance(value, Decimal):
-            return f"\x00D{format(value, 'f')}\x00"
+            return f"{_MARKER}{format(value, 'f')}{_MARKER}"
         if isinstance(value, dict):
             return {k: mark(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
