@@ -27,7 +27,7 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== migrations are complete"
-DJANGO_SECRET_KEY=check-only $py manage.py makemigrations --check --dry-run
+DATABASE_URL=sqlite:///:memory: DJANGO_SECRET_KEY=check-only $py manage.py makemigrations --check --dry-run
 echo "== system checks"
 DJANGO_SECRET_KEY=check-only $py manage.py check --fail-level WARNING
 echo "== contract artifacts match their sources"
