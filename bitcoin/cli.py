@@ -28,6 +28,10 @@ from bitcoin.networks import NETWORKS
 from bitcoin.psbt import Psbt, create_psbt, sign_psbt
 from bitcoin.scripts import (
     NUMS_INTERNAL_KEY,
+    OP_2,
+    OP_CHECKSIGADD,
+    OP_NUMEQUALVERIFY,
+    OP_TRUE,
     REFERENCE_INTERNAL_KEY,
     TwoLeafTaprootOutput,
     control_block_commits,
@@ -72,6 +76,10 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise CliError(f"{self.prog}: {message}", EXIT_USAGE)
+
+
+#: How escrow leaf 1 (the 2-of-2 collateral lock) ends: `<xB> OP_CHECKSIGADD OP_2 OP_NUMEQUALVERIFY OP_TRUE`.
+COLLATERAL_LOCK_LEAF_SUFFIX = bytes([OP_CHECKSIGADD, OP_2, OP_NUMEQUALVERIFY, OP_TRUE])
 
 
 def _flag(name: str) -> str:
@@ -210,6 +218,12 @@ def _cmd_sign(args: argparse.Namespace) -> dict[str, object] | str:
     key = parse_private_key(_read_text(args.key_file, "key file"), args.network)
     facts = _loan_facts(args, with_fee_bounds=True)
     checked = None
+    if facts is None and not args.unchecked and _locks_collateral(psbt):
+        # Signing TX_1 blind would let whoever built the PSBT send the collateral anywhere once pB is public.
+        raise CliError(
+            "this PSBT spends an escrow's collateral lock: give every loan fact (--borrower-pubkey ... "
+            "--max-fee-rate) so its outputs are checked before you sign, or --unchecked if you checked them yourself"
+        )
     if facts is not None:
         from bitcoin.presignature import check_tx1_transaction
 
@@ -241,6 +255,15 @@ def _cmd_sign(args: argparse.Namespace) -> dict[str, object] | str:
             fee_rate_sat_vb=_decimal(checked.fee_rate),
         )
     return summary
+
+
+def _locks_collateral(psbt: Psbt) -> bool:
+    """True if any input offers the escrow's 2-of-2 collateral-lock leaf (the leaf TX_1 spends)."""
+    return any(
+        script.endswith(COLLATERAL_LOCK_LEAF_SUFFIX)
+        for index in range(len(psbt.inputs))
+        for _control, script, _version in psbt.tap_leaf_scripts(index)
+    )
 
 
 def _check_psbt_signatures(psbt: Psbt) -> list[dict[str, object]]:
@@ -321,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--key-file", required=True, help="file holding the private key as WIF or 64 hex characters")
     sign.add_argument("--network", choices=networks, help="refuse a WIF of another network")
     sign.add_argument("--output", help="write the signed PSBT here instead of printing it")
+    sign.add_argument(
+        "--unchecked",
+        action="store_true",
+        help="sign a collateral lock (TX_1) without the loan facts; only if you verified its outputs yourself",
+    )
     _add_arguments(sign, _LOAN_FACTS + _FEE_BOUNDS, required=False)
     sign.set_defaults(handler=_cmd_sign)
 

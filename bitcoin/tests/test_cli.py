@@ -139,12 +139,18 @@ def test_sign_then_verify(tmp_path: Path) -> None:
         "not for mainnet",
     )
 
-    signed_text = run_cli("sign", "--psbt", str(unsigned), "--key-file", str(key_file)).stdout.strip()
+    # Signing a collateral lock without the loan's facts is refused unless explicitly unchecked.
+    _assert_one_line_error(
+        run_cli("sign", "--psbt", str(unsigned), "--key-file", str(key_file)), "spends an escrow's collateral lock"
+    )
+    signed_text = run_cli("sign", "--psbt", str(unsigned), "--key-file", str(key_file), "--unchecked").stdout.strip()
     signed = Psbt.from_base64(signed_text)
     assert (bytes.fromhex(BORROWER_XONLY), prepared.leaf_hash) in signed.tap_script_sigs(0)
 
     signed_file = tmp_path / "signed.psbt"
-    result = run_cli("sign", "--psbt", str(unsigned), "--key-file", str(key_file), "--output", str(signed_file))
+    result = run_cli(
+        "sign", "--psbt", str(unsigned), "--key-file", str(key_file), "--unchecked", "--output", str(signed_file)
+    )
     assert json.loads(result.stdout)["signatures_added"] == 1
 
     plain = json.loads(run_cli("verify", "--psbt", str(signed_file)).stdout)
