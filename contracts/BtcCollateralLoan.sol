@@ -71,13 +71,39 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         Parameters params; // snapshot taken at requestLoan; never changes afterwards
     }
 
+    /// @dev How a loan is stored: `Loan` without the parameter snapshot, which is stored once per version in
+    /// `_parametersByVersion` (versions are immutable once written) and joined in by `getLoan`.
+    struct LoanRecord {
+        address borrower;
+        address lender;
+        LoanStatus status;
+        uint256 amount;
+        uint256 bond;
+        uint256 processingFee;
+        uint256 repaymentAmount;
+        bytes32 borrowerBtcPubkey;
+        bytes32 lenderBtcPubkey;
+        bytes32 borrowerHash;
+        bytes32 lenderHash;
+        bytes32 escrowTxid;
+        uint32 escrowVout;
+        uint64 escrowSats;
+        uint64 requestBlock;
+        uint64 offerBlock;
+        uint64 activationBlock;
+        uint64 repaymentBlock;
+        uint256 parametersVersion;
+    }
+
     /// @dev Upper bound on amounts, so that interest and bond arithmetic can never overflow.
     uint256 private constant MAX_AMOUNT_LIMIT = type(uint128).max;
     uint256 private constant MAX_TIMELOCK_BTC_BLOCKS = 65535; // BIP-68 block-based relative timelock
 
     EtherSwap private immutable _etherSwap;
 
-    Parameters private _parameters;
+    /// @dev Every parameter set ever in force, by version (1, 2, ...). Written once, never modified: a loan's
+    /// snapshot is the set of the version current at its request.
+    mapping(uint256 => Parameters) private _parametersByVersion;
     uint256 public parametersVersion;
     uint256 public loanCount;
     /// @notice Wei this contract holds for open loans: processing fees (Requested, Offered) and bonds (Offered,
@@ -86,7 +112,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     /// @notice Every borrower and lender hash ever used by a loan. A hash (hence a preimage) serves one loan only.
     mapping(bytes32 => bool) public hashUsed;
 
-    mapping(uint256 => Loan) private _loans;
+    mapping(uint256 => LoanRecord) private _loans;
 
     event ParametersUpdated(uint256 indexed version);
     event LoanRequested(
@@ -136,7 +162,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         if (etherSwap.code.length == 0) revert InvalidParameters("etherSwap is not a contract");
         _validate(initialParameters);
         _etherSwap = EtherSwap(etherSwap);
-        _parameters = initialParameters;
+        _parametersByVersion[1] = initialParameters;
         parametersVersion = 1;
         emit ParametersUpdated(1);
     }
@@ -146,8 +172,8 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     /// @notice Replace the parameters for loans requested from now on. Existing loans keep their snapshot.
     function updateParameters(Parameters calldata p) external onlyOwner {
         _validate(p);
-        _parameters = p;
         uint256 version = parametersVersion + 1;
+        _parametersByVersion[version] = p;
         parametersVersion = version;
         emit ParametersUpdated(version);
     }
@@ -164,12 +190,31 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     }
 
     function parameters() external view returns (Parameters memory) {
-        return _parameters;
+        return _parametersByVersion[parametersVersion];
     }
 
-    function getLoan(uint256 loanId) external view returns (Loan memory) {
-        _existing(loanId);
-        return _loans[loanId];
+    function getLoan(uint256 loanId) external view returns (Loan memory loan) {
+        LoanRecord storage r = _existing(loanId);
+        loan.borrower = r.borrower;
+        loan.lender = r.lender;
+        loan.status = r.status;
+        loan.amount = r.amount;
+        loan.bond = r.bond;
+        loan.processingFee = r.processingFee;
+        loan.repaymentAmount = r.repaymentAmount;
+        loan.borrowerBtcPubkey = r.borrowerBtcPubkey;
+        loan.lenderBtcPubkey = r.lenderBtcPubkey;
+        loan.borrowerHash = r.borrowerHash;
+        loan.lenderHash = r.lenderHash;
+        loan.escrowTxid = r.escrowTxid;
+        loan.escrowVout = r.escrowVout;
+        loan.escrowSats = r.escrowSats;
+        loan.requestBlock = r.requestBlock;
+        loan.offerBlock = r.offerBlock;
+        loan.activationBlock = r.activationBlock;
+        loan.repaymentBlock = r.repaymentBlock;
+        loan.parametersVersion = r.parametersVersion;
+        loan.params = _parametersByVersion[r.parametersVersion];
     }
 
     // ------------------------------------------------------------------ borrower: request / cancel
@@ -182,7 +227,8 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         uint32 escrowVout,
         uint64 escrowSats
     ) external payable nonReentrant returns (uint256 loanId) {
-        Parameters memory p = _parameters;
+        uint256 version = parametersVersion;
+        Parameters storage p = _parametersByVersion[version];
         if (amount < p.minAmountWei || amount > p.maxAmountWei) {
             revert AmountOutOfBounds(amount, p.minAmountWei, p.maxAmountWei);
         }
@@ -195,7 +241,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         hashUsed[borrowerHash] = true;
 
         loanId = ++loanCount;
-        Loan storage loan = _loans[loanId];
+        LoanRecord storage loan = _loans[loanId];
         loan.borrower = msg.sender;
         loan.status = LoanStatus.Requested;
         loan.amount = amount;
@@ -208,15 +254,14 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         loan.escrowVout = escrowVout;
         loan.escrowSats = escrowSats;
         loan.requestBlock = uint64(block.number);
-        loan.parametersVersion = parametersVersion;
-        loan.params = p;
+        loan.parametersVersion = version;
         lockedBalance += msg.value;
 
         _emitRequested(loanId, loan);
     }
 
     function cancelRequest(uint256 loanId) external nonReentrant {
-        Loan storage loan = _existing(loanId);
+        LoanRecord storage loan = _existing(loanId);
         _onlyBorrower(loanId, loan);
         _requireStatus(loanId, loan, LoanStatus.Requested);
 
@@ -231,7 +276,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     // ------------------------------------------------------------------ lender: hash / offer / withdraw
 
     function commitLenderHash(uint256 loanId, bytes32 lenderHash) external onlyOwner nonReentrant {
-        Loan storage loan = _existing(loanId);
+        LoanRecord storage loan = _existing(loanId);
         _requireStatus(loanId, loan, LoanStatus.Requested);
         if (lenderHash == bytes32(0)) revert ZeroValue("lenderHash");
         if (loan.lenderHash != bytes32(0)) revert LenderHashAlreadySet(loanId);
@@ -245,14 +290,14 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     /// @notice Offer the loan: the amount goes into EtherSwap under the stored hB, claimable by the borrower until
     /// offerBlock + t_B and refundable to the lender from then on; the bond stays here.
     function extendLoanOffer(uint256 loanId) external payable onlyOwner nonReentrant {
-        Loan storage loan = _existing(loanId);
+        LoanRecord storage loan = _existing(loanId);
         _requireStatus(loanId, loan, LoanStatus.Requested);
         if (loan.lenderHash == bytes32(0)) revert LenderHashNotSet(loanId);
         uint256 amount = loan.amount;
-        uint256 bond = (amount * loan.params.bondPercent) / 100;
+        uint256 bond = (amount * _params(loan).bondPercent) / 100;
         if (msg.value != amount + bond) revert WrongValue(amount + bond, msg.value);
 
-        uint256 deadline = block.number + loan.params.offerWindowBlocks;
+        uint256 deadline = block.number + _params(loan).offerWindowBlocks;
         loan.status = LoanStatus.Offered;
         loan.lender = msg.sender;
         loan.bond = bond;
@@ -265,7 +310,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
 
     /// @notice Take back an offer the borrower did not accept: amount, bond and processing fee to the lender.
     function withdrawLoanOffer(uint256 loanId) external onlyOwner nonReentrant {
-        Loan storage loan = _existing(loanId);
+        LoanRecord storage loan = _existing(loanId);
         _requireStatus(loanId, loan, LoanStatus.Offered);
         uint256 deadline = _offerDeadline(loan);
         if (block.number < deadline) revert TooEarly(loanId, deadline);
@@ -285,7 +330,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     /// @notice Accept the offer by revealing pB: amount and processing fee to the borrower. A reverted call still
     /// publishes pB, so clients must not call this close to the deadline.
     function acceptLoanOffer(uint256 loanId, bytes32 borrowerPreimage) external nonReentrant {
-        Loan storage loan = _existing(loanId);
+        LoanRecord storage loan = _existing(loanId);
         _onlyBorrower(loanId, loan);
         _requireStatus(loanId, loan, LoanStatus.Offered);
         uint256 deadline = _offerDeadline(loan);
@@ -296,7 +341,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         loan.activationBlock = uint64(block.number);
         uint256 fee = loan.processingFee;
         lockedBalance -= fee;
-        emit LoanActivated(loanId, borrowerPreimage, block.number + loan.params.loanDurationBlocks);
+        emit LoanActivated(loanId, borrowerPreimage, block.number + _params(loan).loanDurationBlocks);
 
         _etherSwap.claim(borrowerPreimage, loan.amount, loan.borrower, loan.lender, deadline);
         _pay(loan.borrower, fee);
@@ -307,14 +352,14 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     /// @notice Lock the repayment in EtherSwap under the stored hL: claimable by the lender until block + t_L,
     /// refundable to the borrower (whoever paid) from then on.
     function attemptRepayment(uint256 loanId) external payable nonReentrant {
-        Loan storage loan = _existing(loanId);
+        LoanRecord storage loan = _existing(loanId);
         _requireStatus(loanId, loan, LoanStatus.Active);
         uint256 dueBlock = _repaymentDeadline(loan);
         if (block.number >= dueBlock) revert TooLate(loanId, dueBlock);
         uint256 repayment = loan.repaymentAmount;
         if (msg.value != repayment) revert WrongValue(repayment, msg.value);
 
-        uint256 deadline = block.number + loan.params.repaymentWindowBlocks;
+        uint256 deadline = block.number + _params(loan).repaymentWindowBlocks;
         loan.status = LoanStatus.RepaymentInProgress;
         loan.repaymentBlock = uint64(block.number);
         emit RepaymentAttempted(loanId, msg.sender, repayment, deadline);
@@ -324,7 +369,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
 
     /// @notice Accept the repayment by revealing pL: repayment and bond to the lender.
     function acceptLoanRepayment(uint256 loanId, bytes32 lenderPreimage) external onlyOwner nonReentrant {
-        Loan storage loan = _existing(loanId);
+        LoanRecord storage loan = _existing(loanId);
         _requireStatus(loanId, loan, LoanStatus.RepaymentInProgress);
         uint256 deadline = _acceptanceDeadline(loan);
         if (block.number >= deadline) revert TooLate(loanId, deadline);
@@ -342,7 +387,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
 
     /// @notice The lender did not accept in time: repayment and bond to the borrower.
     function withdrawRepaymentAttempt(uint256 loanId) external nonReentrant {
-        Loan storage loan = _existing(loanId);
+        LoanRecord storage loan = _existing(loanId);
         _onlyBorrower(loanId, loan);
         _requireStatus(loanId, loan, LoanStatus.RepaymentInProgress);
         uint256 deadline = _acceptanceDeadline(loan);
@@ -360,7 +405,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
 
     /// @notice No repayment by activation + t_D: the bond goes back to the lender (the collateral is taken on Bitcoin).
     function markAsDefaulted(uint256 loanId) external onlyOwner nonReentrant {
-        Loan storage loan = _existing(loanId);
+        LoanRecord storage loan = _existing(loanId);
         _requireStatus(loanId, loan, LoanStatus.Active);
         uint256 dueBlock = _repaymentDeadline(loan);
         if (block.number < dueBlock) revert TooEarly(loanId, dueBlock);
@@ -375,32 +420,36 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
 
     // ------------------------------------------------------------------ internals
 
-    function _existing(uint256 loanId) private view returns (Loan storage loan) {
+    function _existing(uint256 loanId) private view returns (LoanRecord storage loan) {
         if (loanId == 0 || loanId > loanCount) revert UnknownLoan(loanId);
         return _loans[loanId];
     }
 
-    function _onlyBorrower(uint256 loanId, Loan storage loan) private view {
+    function _onlyBorrower(uint256 loanId, LoanRecord storage loan) private view {
         if (msg.sender != loan.borrower) revert NotBorrower(loanId, msg.sender);
     }
 
-    function _requireStatus(uint256 loanId, Loan storage loan, LoanStatus expected) private view {
+    function _requireStatus(uint256 loanId, LoanRecord storage loan, LoanStatus expected) private view {
         if (loan.status != expected) revert WrongStatus(loanId, loan.status);
     }
 
-    function _offerDeadline(Loan storage loan) private view returns (uint256) {
-        return uint256(loan.offerBlock) + loan.params.offerWindowBlocks;
+    function _params(LoanRecord storage loan) private view returns (Parameters storage) {
+        return _parametersByVersion[loan.parametersVersion];
     }
 
-    function _repaymentDeadline(Loan storage loan) private view returns (uint256) {
-        return uint256(loan.activationBlock) + loan.params.loanDurationBlocks;
+    function _offerDeadline(LoanRecord storage loan) private view returns (uint256) {
+        return uint256(loan.offerBlock) + _params(loan).offerWindowBlocks;
     }
 
-    function _acceptanceDeadline(Loan storage loan) private view returns (uint256) {
-        return uint256(loan.repaymentBlock) + loan.params.repaymentWindowBlocks;
+    function _repaymentDeadline(LoanRecord storage loan) private view returns (uint256) {
+        return uint256(loan.activationBlock) + _params(loan).loanDurationBlocks;
     }
 
-    function _emitRequested(uint256 loanId, Loan storage loan) private {
+    function _acceptanceDeadline(LoanRecord storage loan) private view returns (uint256) {
+        return uint256(loan.repaymentBlock) + _params(loan).repaymentWindowBlocks;
+    }
+
+    function _emitRequested(uint256 loanId, LoanRecord storage loan) private {
         emit LoanRequested(
             loanId,
             loan.borrower,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
@@ -20,7 +21,9 @@ from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent
-BUILD_DIR = CONTRACTS_DIR / "build"
+# CONTRACTS_BUILD_DIR lets the suite run against artifacts compiled elsewhere (e.g. a deliberately broken mutant,
+# to see the tests fail); by default the committed artifacts.
+BUILD_DIR = Path(os.environ.get("CONTRACTS_BUILD_DIR") or CONTRACTS_DIR / "build")
 
 # Gas for transactions we expect to revert (sent without estimation so that they are mined in a known block).
 REVERT_GAS = 1_500_000

@@ -302,3 +302,49 @@ def test_several_open_loans_are_held_separately(fast, people):
         Status.REPAYMENT_IN_PROGRESS,
         Status.REPAID,
     ]
+
+
+# Gas budgets (anvil, istanbul bytecode; first loan of a fresh deployment, so cold storage everywhere). Measured
+# values are in contracts/README.md; the budgets leave ~10 % headroom so a regression is noticed.
+GAS_BUDGET = {
+    "requestLoan": 400_000,
+    "cancelRequest": 50_000,
+    "commitLenderHash": 85_000,
+    "extendLoanOffer": 135_000,
+    "acceptLoanOffer": 110_000,
+    "withdrawLoanOffer": 87_000,
+    "attemptRepayment": 100_000,
+    "acceptLoanRepayment": 85_000,
+    "withdrawRepaymentAttempt": 83_000,
+    "markAsDefaulted": 57_000,
+}
+
+
+def test_gas_of_each_call_within_budget(fast, people):
+    chain, f, p = fast.chain, fast.loan.functions, fast.params
+    used: dict[str, int] = {}
+    repaid = LoanFlow(fast, people.borrower, AMOUNT).to_repayment().accept_repayment()
+    for step, name in [
+        ("request", "requestLoan"),
+        ("commit", "commitLenderHash"),
+        ("offer", "extendLoanOffer"),
+        ("accept", "acceptLoanOffer"),
+        ("repay", "attemptRepayment"),
+        ("accept_repayment", "acceptLoanRepayment"),
+    ]:
+        used[name] = repaid.receipts[step]["gasUsed"]
+    cancelled = LoanFlow(fast, people.borrower, AMOUNT).request()
+    used["cancelRequest"] = chain.transact(f.cancelRequest(cancelled.loan_id), people.borrower)["gasUsed"]
+    expired = LoanFlow(fast, people.borrower, AMOUNT).request().commit().offer()
+    refunded = LoanFlow(fast, people.borrower, AMOUNT).to_repayment()
+    defaulted = LoanFlow(fast, people.borrower, AMOUNT).to_active()
+    chain.mine(p.loan_duration_blocks)
+    used["withdrawLoanOffer"] = chain.transact(f.withdrawLoanOffer(expired.loan_id), people.lender)["gasUsed"]
+    used["withdrawRepaymentAttempt"] = chain.transact(f.withdrawRepaymentAttempt(refunded.loan_id), people.borrower)[
+        "gasUsed"
+    ]
+    used["markAsDefaulted"] = chain.transact(f.markAsDefaulted(defaulted.loan_id), people.lender)["gasUsed"]
+    print("gas used:", used)
+    over = {name: (gas, GAS_BUDGET[name]) for name, gas in used.items() if gas > GAS_BUDGET[name]}
+    assert not over, over
+    assert set(used) == set(GAS_BUDGET)
