@@ -266,3 +266,15 @@ def test_artifacts_are_plain_json_with_trailing_newline():
         text = path.read_text()
         assert text.endswith("}\n")
         assert json.loads(text)["contractName"] == path.stem
+
+
+def test_unexpected_compiler_warning_fails_the_build(tmp_path: Path):
+    workdir = tmp_path / "repo"
+    shutil.copytree(CONTRACTS_DIR, workdir / "contracts", ignore=shutil.ignore_patterns("__pycache__", "build"))
+    (workdir / "node_modules").symlink_to(REPO_ROOT / "node_modules")
+    source = workdir / "contracts" / "EtherSwap.sol"
+    source.write_text(source.read_text().replace("if (msg.value == 0) revert ZeroAmount();", "uint256 unused = 1;"))
+    result = subprocess.run([NODE, "contracts/compile.js"], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "Unused local variable" in result.stderr
+    assert not (workdir / "contracts" / "build" / "EtherSwap.json").exists()
