@@ -319,8 +319,9 @@ def test_wrong_preimages_are_refused(fast, people):
 
 
 def boundary(fast, deadline, before_ok, before_refused, at_ok, at_refused):
-    """At block deadline-1 only `before_ok` may act; at block `deadline` only `at_ok` may. Each claim is proven by a
-    transaction mined in exactly that block (evm_snapshot/evm_revert to try both sides)."""
+    """At block deadline-1 only `before_ok` may act; from block `deadline` on only `at_ok` may (checked at the
+    deadline and 7 blocks after it). Each claim is proven by a transaction mined in exactly that block
+    (evm_snapshot/evm_revert to try both sides)."""
     chain = fast.chain
     chain.mine_until_next_is(deadline - 1)
     snap = chain.snapshot()
@@ -330,6 +331,11 @@ def boundary(fast, deadline, before_ok, before_refused, at_ok, at_refused):
     assert refused(fast, *before_refused)["blockNumber"] == deadline - 1
     chain.revert_to(snap)
     chain.mine_until_next_is(deadline)
+    snap = chain.snapshot()
+    chain.mine(7)
+    assert refused(fast, *at_refused)["blockNumber"] == deadline + 7
+    assert chain.transact(*at_ok)["blockNumber"] == deadline + 8
+    chain.revert_to(snap)
     snap = chain.snapshot()
     assert refused(fast, *at_refused)["blockNumber"] == deadline
     chain.revert_to(snap)
