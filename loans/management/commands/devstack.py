@@ -29,6 +29,8 @@ from evm.deploy import load_deployment
 from loans import chains
 from loans.services import contract_deployment_record
 
+COINBASE_MATURITY = 100
+
 
 def raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
@@ -125,10 +127,17 @@ class Command(BaseCommand):
             if node.poll() is not None:
                 raise CommandError(f"the Bitcoin node exited ({node.returncode}); see {var / 'btcnode.log'}")
             try:
-                chains.bitcoin_rpc(timeout=2, retries=0).getblockchaininfo()
-                return [node]
+                rpc = chains.bitcoin_rpc(timeout=30, retries=0)
+                rpc.getblockchaininfo()
             except BitcoinRPCError:
                 time.sleep(0.2)
+                continue
+            # A faucet needs a mature coinbase: 101 blocks to the node's own address on a new chain.
+            missing = COINBASE_MATURITY + 1 - rpc.getblockcount()
+            if missing > 0:
+                rpc.generatetoaddress(missing, rpc.call("getnewaddress"))
+                self.stdout.write(f"mined {missing} regtest blocks so the faucet (sendtoaddress) can pay")
+            return [node]
         node.kill()
         raise CommandError("the Bitcoin node did not answer within 60 s")
 
