@@ -185,6 +185,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
 }
 
+# Where the development stack keeps its state (anvil, the regtest node, the deployment record, logs).
+VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var")))
+
 # --- Chains -----------------------------------------------------------------------------------------------
 # Bitcoin: one network for the whole process, checked at start-up (loanproject.checks).
 BITCOIN_NETWORK = env("BITCOIN_NETWORK", "regtest")
@@ -194,7 +197,7 @@ BITCOIN_RPC_PASSWORD = env("BITCOIN_RPC_PASSWORD", "")
 BITCOIN_RPC_COOKIE_FILE = env("BITCOIN_RPC_COOKIE_FILE", "")  # bitcoind's .cookie, instead of user/password
 BITCOIN_RPC_TIMEOUT = env_int("BITCOIN_RPC_TIMEOUT", 10)
 BITCOIN_CONFIRMATIONS = env_int("BITCOIN_CONFIRMATIONS", 1 if BITCOIN_NETWORK == "regtest" else 3)
-BTCNODE_DATA_DIR = Path(env("BTCNODE_DATA_DIR", str(BASE_DIR / "var" / "btcnode")))
+BTCNODE_DATA_DIR = Path(env("BTCNODE_DATA_DIR", str(VAR_DIR / "btcnode")))
 
 # EVM: Rootstock in production (chain id 30; testnet 31); anvil (31337) in development.
 EVM_RPC_URL = env("EVM_RPC_URL", "http://127.0.0.1:8545")
@@ -202,4 +205,4 @@ EVM_CHAIN_ID = env_int("EVM_CHAIN_ID", 31337)
 EVM_CONFIRMATIONS = env_int("EVM_CONFIRMATIONS", 1 if EVM_CHAIN_ID == 31337 else 12)
 EVM_BLOCKS_PER_BTC_BLOCK = env_int("EVM_BLOCKS_PER_BTC_BLOCK", 20)
 EVM_RPC_TIMEOUT = env_int("EVM_RPC_TIMEOUT", 10)
-EVM_DEPLOYMENT_FILE = Path(env("EVM_DEPLOYMENT_FILE", str(BASE_DIR / "var" / "deployment.json")))
+EVM_DEPLOYMENT_FILE = Path(env("EVM_DEPLOYMENT_FILE", str(VAR_DIR / "deployment.json")))

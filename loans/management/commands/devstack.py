@@ -30,6 +30,7 @@ from loans import chains
 from loans.services import contract_deployment_record
 
 COINBASE_MATURITY = 100
+MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 
 
 def raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -53,8 +54,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG or settings.EVM_CHAIN_ID != DEV_CHAIN_ID or settings.BITCOIN_NETWORK != "regtest":
             raise CommandError("devstack is for development: DJANGO_DEBUG=1, EVM_CHAIN_ID=31337, regtest")
-        var = Path(settings.BASE_DIR) / "var"
-        var.mkdir(exist_ok=True)
+        var = Path(settings.VAR_DIR)
+        var.mkdir(parents=True, exist_ok=True)
         # Ctrl-C or SIGTERM stops everything in order (a background job may have inherited SIGINT ignored).
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
@@ -66,10 +67,10 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             self.ensure_deployment()
             if not options["no_worker"]:
-                children.append(self.spawn([sys.executable, "manage.py", "qcluster"], var / "worker.log"))
+                children.append(self.spawn([sys.executable, MANAGE, "qcluster"], var / "worker.log"))
             self.stdout.write(self.style.SUCCESS(f"web app on http://{options['addrport']}/ (Ctrl-C stops all)"))
             server = subprocess.Popen(
-                [sys.executable, "manage.py", "runserver", options["addrport"]], start_new_session=True
+                [sys.executable, MANAGE, "runserver", options["addrport"]], start_new_session=True
             )
             children.append(server)
             server.wait()
@@ -121,7 +122,7 @@ class Command(BaseCommand):
             return []
         except BitcoinRPCError:
             pass
-        node = self.spawn([sys.executable, "manage.py", "btcnode"], var / "btcnode.log")
+        node = self.spawn([sys.executable, MANAGE, "btcnode"], var / "btcnode.log")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if node.poll() is not None:
@@ -155,7 +156,7 @@ class Command(BaseCommand):
 
     def dev_lender_pubkey(self) -> str:
         """The development lender's x-only key; its secret stays in var/dev-lender.key (0600), dev only."""
-        key_file = Path(settings.BASE_DIR) / "var" / "dev-lender.key"
+        key_file = Path(settings.VAR_DIR) / "dev-lender.key"
         if not key_file.exists():
             key_file.touch(mode=0o600)
             key_file.write_text(secrets.token_bytes(32).hex() + "\n")

@@ -1,0 +1,98 @@
+"""`manage.py devstack` (the README's run command) brings the whole stack up and takes it all down again."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from evm.anvil import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own loopback server
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"devstack exited with {process.returncode}"
+        try:
+            status, body = get_json(url)
+            if status == 200:
+                return body
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not ready within {timeout}s")
+
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for child in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = child.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.add(int(child.parent.name))
+                todo.append(int(child.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_devstack_runs_everything_and_stops_everything(tmp_path):
+    web, evm, btc = free_port(), free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_", "DATABASE_", "REDIS_"))},
+        "DJANGO_DEBUG": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "VAR_DIR": str(tmp_path / "var"),
+        "EVM_RPC_URL": f"http://127.0.0.1:{evm}",
+        "BITCOIN_RPC_URL": f"http://127.0.0.1:{btc}",
+    }
+    manage = str(Path(settings.BASE_DIR) / "manage.py")
+    subprocess.run([sys.executable, manage, "migrate", "-v0"], env=env, check=True, timeout=120)
+    process = subprocess.Popen(
+        [sys.executable, manage, "devstack", "--addrport", f"127.0.0.1:{web}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        body = wait_ready(f"http://127.0.0.1:{web}/readyz", process, timeout=120)
+        assert body["checks"]["bitcoin_node"]["detail"] == "regtest at height 101"  # mature faucet
+        assert body["checks"]["evm_node"]["detail"].startswith("chain id 31337")
+        deployment = json.loads((tmp_path / "var" / "deployment.json").read_text())
+        assert deployment["chain_id"] == 31337
+        children = descendants(process.pid)
+        assert len(children) >= 4  # anvil, btcnode, qcluster, runserver (+ their own children)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=90)
+    assert process.returncode == 0
+    time.sleep(0.5)
+    assert not [pid for pid in children if alive(pid)]
+    assert (tmp_path / "var" / "anvil" / "state.json").stat().st_size > 0  # anvil dumped its state on the way out
