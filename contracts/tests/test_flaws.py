@@ -201,7 +201,7 @@ def test_flaw_09_an_unanswered_request_can_always_be_cancelled_with_the_fee_back
     chain = fast.chain
     before, spent = chain.balances(people.borrower), dict(chain.gas_spent)
     flow = LoanFlow(fast, people.borrower, AMOUNT).request()
-    chain.mine(2000)  # far beyond every window: nobody answered
+    chain.mine(300)  # far beyond every window of this deployment (t_B=10, t_D=40, t_L=12): nobody answered
     chain.transact(fast.loan.functions.cancelRequest(flow.loan_id), people.borrower)
     assert fast.status(flow.loan_id) == Status.CANCELLED
     assert chain.net_changes(before, spent) == {people.borrower: 0}

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
@@ -31,6 +31,11 @@ pytestmark = pytest.mark.integration
 # Reproducible by default (a CI gate whose coverage assertion cannot flake); set CONTRACTS_PROPERTY_RANDOM=1 to
 # explore fresh random sequences on every run (the coverage assertion is then skipped, the model checks are not).
 DERANDOMIZE = os.environ.get("CONTRACTS_PROPERTY_RANDOM", "") != "1"
+# Shrinking a failing walk replays dozens of walks against anvil (about 5 minutes): off by default, the unshrunk
+# failing sequence is printed step by step; CONTRACTS_PROPERTY_SHRINK=1 turns it on for debugging.
+PHASES = [Phase.explicit, Phase.reuse, Phase.generate] + (
+    [Phase.shrink] if os.environ.get("CONTRACTS_PROPERTY_SHRINK", "") == "1" else []
+)
 
 TX_GAS = 1_500_000
 
@@ -541,6 +546,7 @@ def test_random_call_sequences_match_the_model(fast, people):
         settings=settings(
             max_examples=35,
             derandomize=DERANDOMIZE,
+            phases=PHASES,
             stateful_step_count=40,
             deadline=None,
             database=None,
