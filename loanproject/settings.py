@@ -183,6 +183,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    # daphne's runserver gives its access log a handler of its own: keep it from printing twice via root.
+    "loggers": {"django.channels.server": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
 
 # Where the development stack keeps its state (anvil, the regtest node, the deployment record, logs).
