@@ -26,6 +26,8 @@ from bitcoin.regtest.node import RegtestNode
 from bitcoin.scripts import LoanScripts
 from bitcoin.transactions import OutPoint, build_release, finalize_release
 
+MIN_BLOCKS = 101  # coinbase maturity (100) + 1, so the faucet can pay in the second part
+
 
 def bench_blocks(total: int, slices: int = 4) -> None:
     """Mine `total` empty blocks in `slices` slices, then 100 blocks with one transaction each."""
@@ -130,6 +132,8 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=1000)
     parser.add_argument("--verifications", type=int, default=5000)
     args = parser.parse_args()
+    if args.blocks < MIN_BLOCKS:
+        parser.error(f"--blocks must be at least {MIN_BLOCKS}: the payment blocks spend a mature coinbase")
     bench_blocks(args.blocks)
     bench_script_verify(args.verifications)
 
