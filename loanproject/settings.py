@@ -11,6 +11,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# pytest (8.2+) sets PYTEST_VERSION: tests get PostgreSQL and Redis by default and never read a developer's .env.
+UNDER_PYTEST = "PYTEST_VERSION" in os.environ
 
 
 def load_dotenv(path: Path) -> None:
@@ -27,8 +29,7 @@ def load_dotenv(path: Path) -> None:
         os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
-# Under pytest the environment alone decides, so a developer's .env never changes what the tests see.
-if "PYTEST_VERSION" not in os.environ:
+if not UNDER_PYTEST:
     load_dotenv(BASE_DIR / ".env")
 
 
@@ -61,12 +62,11 @@ def env_int(name: str, default: int) -> int:
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-# The development key only works with DEBUG on or under pytest (which sets PYTEST_VERSION); production must set
-# DJANGO_SECRET_KEY.
+# The development key only works with DEBUG on or under pytest; production must set DJANGO_SECRET_KEY.
 DEV_SECRET_KEY = "dev-insecure-key-never-in-production"  # noqa: S105
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if not (DEBUG or "PYTEST_VERSION" in os.environ):
+    if not (DEBUG or UNDER_PYTEST):
         raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off")
     SECRET_KEY = DEV_SECRET_KEY
 ALLOWED_HOSTS = [h.strip() for h in env("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
@@ -122,7 +122,6 @@ TEMPLATES = [
 
 # The test suite runs on PostgreSQL and Redis (as production does) unless told otherwise; a newcomer's app runs on
 # SQLite and an in-memory channel layer.
-UNDER_PYTEST = "PYTEST_VERSION" in os.environ
 DEFAULT_DATABASE_URL = (
     "postgres://postgres@127.0.0.1:5432/loans" if UNDER_PYTEST else f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
 )
