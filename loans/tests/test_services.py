@@ -123,3 +123,28 @@ def test_deployment_record_stores_the_deployed_parameters_once():
         deployment=deployment(loan_address="0x" + "9a" * 20, parameters=changed)
     )
     assert (third.parameters.version, third.parameters.interest_bps) == (parameters.version + 1, 900)
+
+
+def test_a_transition_is_broadcast_to_the_loan_group_only_after_commit(settings, django_capture_on_commit_callbacks):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    layer = get_channel_layer()
+    loan = make_loan()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(services.loan_group_name(loan.pk), channel)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.loan_status_transition(loan_id=loan.pk, to_status="requested", cause="LoanRequested")
+    assert len(callbacks) == 1  # nothing sent while the transaction is open
+    callbacks[0]()
+    message = async_to_sync(layer.receive)(channel)
+    assert message == {"type": "loan.status", "loan_id": loan.pk, "status": "requested"}
+
+
+def test_a_refused_transition_broadcasts_nothing(django_capture_on_commit_callbacks):
+    loan = make_loan()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks, pytest.raises(services.TransitionError):
+        services.loan_status_transition(loan_id=loan.pk, to_status="repaid", cause="bad")
+    assert callbacks == []
