@@ -109,7 +109,9 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     /// @notice Wei this contract holds for open loans: processing fees (Requested, Offered) and bonds (Offered,
     /// Active, RepaymentInProgress).
     uint256 public lockedBalance;
-    /// @notice Every borrower and lender hash ever used by a loan. A hash (hence a preimage) serves one loan only.
+    /// @notice Every hash reserved by a loan: a lender hash from `commitLenderHash` on, a borrower hash from
+    /// `extendLoanOffer` on (a request alone reserves nothing, so a copied request cannot block the real one).
+    /// Never cleared: a hash (hence a preimage) backs money in one loan only.
     mapping(bytes32 => bool) public hashUsed;
 
     mapping(uint256 => LoanRecord) private _loans;
@@ -219,6 +221,10 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
 
     // ------------------------------------------------------------------ borrower: request / cancel
 
+    /// @notice Request a loan against the escrow committed to xB and hB, paying the processing fee. hB must not be
+    /// reserved (`hashUsed`), but the request does not reserve it: several requests may share hB (a copy taken
+    /// from the mempool, or a new request after a cancel); the lender offers only to the one whose borrower it
+    /// knows, and the offer reserves hB.
     function requestLoan(
         uint256 amount,
         bytes32 borrowerBtcPubkey,
@@ -238,7 +244,6 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         if (escrowTxid == bytes32(0)) revert ZeroValue("escrowTxid");
         if (escrowSats == 0) revert ZeroValue("escrowSats");
         if (hashUsed[borrowerHash]) revert HashAlreadyUsed(borrowerHash);
-        hashUsed[borrowerHash] = true;
 
         loanId = ++loanCount;
         LoanRecord storage loan = _loans[loanId];
@@ -260,6 +265,8 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         _emitRequested(loanId, loan);
     }
 
+    /// @notice Withdraw an unoffered request: the processing fee back to the borrower. hB was never reserved, so
+    /// the borrower may request again with the same hB and escrow.
     function cancelRequest(uint256 loanId) external nonReentrant {
         LoanRecord storage loan = _existing(loanId);
         _onlyBorrower(loanId, loan);
@@ -275,6 +282,8 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
 
     // ------------------------------------------------------------------ lender: hash / offer / withdraw
 
+    /// @notice Commit hL for a requested loan and reserve it. A reserved hash (an offered hB or a committed hL) is
+    /// refused; a hash only requested as some loan's hB is not (the lender picks hL, see README "Front-running").
     function commitLenderHash(uint256 loanId, bytes32 lenderHash) external onlyOwner nonReentrant {
         LoanRecord storage loan = _existing(loanId);
         _requireStatus(loanId, loan, LoanStatus.Requested);
@@ -288,7 +297,9 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     }
 
     /// @notice Offer the loan: the amount goes into EtherSwap under the stored hB, claimable by the borrower until
-    /// offerBlock + t_B and refundable to the lender from then on; the bond stays here.
+    /// offerBlock + t_B and refundable to the lender from then on; the bond stays here. Reserves hB: refused with
+    /// `HashAlreadyUsed` if another loan's offer (or lender hash) already holds it, so at most one loan is ever
+    /// offered under a given hB.
     function extendLoanOffer(uint256 loanId) external payable onlyOwner nonReentrant {
         LoanRecord storage loan = _existing(loanId);
         _requireStatus(loanId, loan, LoanStatus.Requested);
@@ -296,6 +307,9 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         uint256 amount = loan.amount;
         uint256 bond = (amount * _params(loan).bondPercent) / 100;
         if (msg.value != amount + bond) revert WrongValue(amount + bond, msg.value);
+        bytes32 borrowerHash = loan.borrowerHash;
+        if (hashUsed[borrowerHash]) revert HashAlreadyUsed(borrowerHash);
+        hashUsed[borrowerHash] = true;
 
         uint256 deadline = block.number + _params(loan).offerWindowBlocks;
         loan.status = LoanStatus.Offered;
@@ -305,7 +319,7 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         lockedBalance += bond;
         emit LoanOffered(loanId, amount, bond, deadline);
 
-        _etherSwap.lock{value: amount}(loan.borrowerHash, loan.borrower, msg.sender, deadline);
+        _etherSwap.lock{value: amount}(borrowerHash, loan.borrower, msg.sender, deadline);
     }
 
     /// @notice Take back an offer the borrower did not accept: amount, bond and processing fee to the lender.

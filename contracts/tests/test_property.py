@@ -107,7 +107,10 @@ def make_machine(dep, people, seed_counter, outcomes):
             self.loans: dict[int, ModelLoan] = {}
             self.params = dep.params
             self.version = 1
+            # Hashes the contract has reserved (`hashUsed`): a lender hash from its commit on, a borrower hash
+            # from its offer on. A request reserves nothing, so several requests may share an hB.
             self.used: set[bytes] = set()
+            self.preimages: dict[bytes, bytes] = {}  # every hash handed out so far -> its preimage
             self.steps = 0
             self.terminal_seen: dict[int, Status] = {}
 
@@ -118,7 +121,13 @@ def make_machine(dep, people, seed_counter, outcomes):
         def preimage(self) -> tuple[bytes, bytes]:
             seed_counter[0] += 1
             p = hashlib.sha256(b"property-test-preimage" + seed_counter[0].to_bytes(8, "big")).digest()
-            return p, hashlib.sha256(p).digest()
+            h = hashlib.sha256(p).digest()
+            self.preimages[h] = p
+            return p, h
+
+        def requested_hashes(self) -> list[bytes]:
+            """Borrower hashes of existing loans that no offer (nor commit) has reserved yet."""
+            return sorted({m.h_b for m in self.loans.values()} - self.used)
 
         def execute(self, predict, call, sender: str, value: int = 0) -> bool:
             """Run `predict(next_block)` on the model; it raises Refused(...) or returns an `apply` callable.
@@ -180,15 +189,23 @@ def make_machine(dep, people, seed_counter, outcomes):
             second_borrower=st.booleans(),
             amount=st.sampled_from(AMOUNTS),
             fee_ok=st.sampled_from([True, True, True, False]),
-            reuse_hash=st.sampled_from([False, False, False, True]),
+            hash_kind=st.sampled_from(["fresh"] * 6 + ["used", "requested"]),
         )
-        def request(self, second_borrower, amount, fee_ok, reuse_hash):
+        def request(self, second_borrower, amount, fee_ok, hash_kind, copy_of=0):
+            """hash_kind: a fresh hB, a reserved hash (refused), or the hB of an existing loan not yet offered (a
+            front-run copy, or a new request after a cancel: accepted, and shares hB with that loan). `copy_of`
+            (from `_advance` only): the hB of that loan, whatever its state."""
             sender = people.borrower2 if second_borrower else people.borrower
             p = self.params
             fee = p.processing_fee_wei if fee_ok else p.processing_fee_wei + 1
             p_b, h_b = self.preimage()
-            if reuse_hash and self.used:
+            if hash_kind == "used" and self.used:
                 h_b = sorted(self.used)[0]
+            elif hash_kind == "requested" and self.requested_hashes():
+                h_b = self.requested_hashes()[0]
+            if copy_of:
+                h_b = self.loans[copy_of].h_b
+            p_b = self.preimages[h_b]
             call = loan.functions.requestLoan(amount, BORROWER_XONLY, h_b, ESCROW_TXID, 0, 10_000)
 
             def predict(block):
@@ -200,7 +217,10 @@ def make_machine(dep, people, seed_counter, outcomes):
                     raise Refused("HashAlreadyUsed", h_b)
 
                 def apply():
-                    self.used.add(h_b)
+                    if any(other.h_b == h_b for other in self.loans.values()):
+                        outcomes[("requestLoan", "ok, hB shared")] = (
+                            outcomes.get(("requestLoan", "ok, hB shared"), 0) + 1
+                        )
                     loan_id = len(self.loans) + 1
                     self.loans[loan_id] = ModelLoan(
                         borrower=sender, amount=amount, fee=fee, repayment=p.repayment_for(amount), params=p,
@@ -234,16 +254,20 @@ def make_machine(dep, people, seed_counter, outcomes):
             loan_id=LOAN_IDS,
             right=SENDER_IS_RIGHT,
             wrong=st.integers(0, 3),
-            kind=st.sampled_from(["fresh"] * 4 + ["used", "zero"]),
+            kind=st.sampled_from(["fresh"] * 5 + ["used", "requested", "zero"]),
         )
         def commit(self, loan_id, right, wrong, kind):  # fmt: skip
+            """kind "requested": hL = a requested, unreserved hB (allowed; it then blocks that request's offer)."""
             loan_id = self.loan_id_of(loan_id)
             sender = self.pick_sender(right, people.lender, wrong)
             p_l, h_l = self.preimage()
             if kind == "used" and self.used:
                 h_l = sorted(self.used)[-1]
+            elif kind == "requested" and self.requested_hashes():
+                h_l = self.requested_hashes()[-1]
             elif kind == "zero":
                 h_l = b"\x00" * 32
+            p_l = self.preimages.get(h_l, p_l)
 
             def predict(block):
                 self.only_owner(sender)
@@ -280,8 +304,11 @@ def make_machine(dep, people, seed_counter, outcomes):
                     raise Refused("LenderHashNotSet", loan_id)
                 if value != due:
                     raise Refused("WrongValue", due, value)
+                if m.h_b in self.used:
+                    raise Refused("HashAlreadyUsed", m.h_b)
 
                 def apply():
+                    self.used.add(m.h_b)
                     m.status, m.lender, m.offer_block = Status.OFFERED, sender, block
                     m.bond = m.params.bond_for(m.amount)
                     self.expected[sender] -= value
@@ -459,7 +486,9 @@ def make_machine(dep, people, seed_counter, outcomes):
         # ----------------------------------------------------------------- progress
         @initialize()
         def first_request(self):
-            self.request(second_borrower=False, amount=10**16, fee_ok=True, reuse_hash=False)
+            self.request(second_borrower=False, amount=10**16, fee_ok=True, hash_kind="fresh")
+            # A front-run copy of it (another sender, the same hB): every walk has two requests sharing an hB.
+            self.request(second_borrower=True, amount=10**16, fee_ok=True, hash_kind="fresh", copy_of=1)
 
         def _advance(self, pick: int, other_side: bool, timing: str) -> None:
             """The next protocol step of an open loan by its right party with the right value and preimage, or,
@@ -468,9 +497,10 @@ def make_machine(dep, people, seed_counter, outcomes):
             Random wrong calls alone would rarely reach the later states or the boundaries."""
             open_ids = [i for i, m in self.loans.items() if m.status not in TERMINAL]
             if not open_ids:
-                self.request(
-                    second_borrower=bool(pick % 2), amount=AMOUNTS[1 + pick % 4], fee_ok=True, reuse_hash=False
-                )
+                # Now and then with the hB of an earlier loan that no offer reserved (a request again after a cancel,
+                # the escrow unchanged; a fresh hB when there is none), or with a reserved hash (refused).
+                kind = {0: "requested", 1: "used"}.get(pick % 4, "fresh")
+                self.request(second_borrower=bool(pick % 2), amount=AMOUNTS[1 + pick % 4], fee_ok=True, hash_kind=kind)
                 return
             # Half the time push the most advanced open loan further, so that walks reach the late states.
             loan_id = max(open_ids, key=lambda i: self.loans[i].status) if pick % 2 else open_ids[pick % len(open_ids)]
@@ -480,15 +510,31 @@ def make_machine(dep, people, seed_counter, outcomes):
                 Status.ACTIVE: m.activation_block + m.params.loan_duration_blocks,
                 Status.REPAYMENT_IN_PROGRESS: m.repayment_block + m.params.repayment_window_blocks,
             }.get(m.status)
+            if m.status in (Status.ACTIVE, Status.REPAYMENT_IN_PROGRESS):
+                # A default or a refund needs its window open (mostly wait for it) and is otherwise rare: the
+                # borrower repays, the lender accepts, in most walks before the other side gets a turn.
+                other_side = other_side or pick % 3 == 2
+                timing = "at" if other_side and timing == "now" else timing
             if deadline is not None and timing != "now":
                 target = deadline - 1 if timing == "before" else deadline
                 if target > chain.block + 1:
                     chain.mine_until_next_is(target)
             if m.status == Status.REQUESTED:
-                if other_side and pick % 3 == 0:
+                if other_side and pick % 3 == 1 and [o.h_b for o in self.loans.values()].count(m.h_b) == 1:
+                    # A front-run copy: the other borrower requests with this loan's hB (and the same amount).
+                    second = m.borrower == people.borrower
+                    self.request(
+                        second_borrower=second, amount=m.amount, fee_ok=True, hash_kind="fresh", copy_of=loan_id
+                    )
+                elif other_side and pick % 3 == 0:
                     self.cancel(id_pick, right=True, wrong=0)
                 elif not m.h_l:
                     self.commit(id_pick, right=True, wrong=0, kind="fresh")
+                elif m.h_b in self.used:
+                    # Another loan's offer (or hL) took this hB: the offer is refused (HashAlreadyUsed), and the
+                    # borrower's only way out is to cancel.
+                    self.offer(id_pick, right=True, wrong=0, value_ok=True)
+                    self.cancel(id_pick, right=True, wrong=0)
                 else:
                     self.offer(id_pick, right=True, wrong=0, value_ok=True)
             elif m.status == Status.OFFERED:
@@ -565,3 +611,6 @@ def test_random_call_sequences_match_the_model(fast, people):
         assert {(name, "ok") for name in transitions} <= reached, sorted(reached)
         assert any(refusal == "TooLate" for _, refusal in reached)
         assert any(refusal == "TooEarly" for _, refusal in reached)
+        # Requests sharing an hB were accepted, and offering one after another took that hB was refused.
+        assert ("requestLoan", "ok, hB shared") in reached
+        assert ("extendLoanOffer", "HashAlreadyUsed") in reached and ("requestLoan", "HashAlreadyUsed") in reached

@@ -238,10 +238,18 @@ def test_request_zero_fields(fast, people, field):
     refused(fast, call, people.borrower, fast.err("ZeroValue", field), fast.params.processing_fee_wei)
 
 
-def test_borrower_hash_serves_one_loan_only_even_after_cancel(fast, people):
+def test_borrower_hash_is_reserved_by_the_offer_not_by_the_request(fast, people):
+    """A request neither reserves hB nor is refused for an hB only requested (by anyone, even after a cancel); once
+    the hB backs an offer it is refused to everyone, for good (front-running cases: test_front_running.py)."""
+    f = fast.loan.functions
     flow = LoanFlow(fast, people.borrower, AMOUNT).request()
-    fast.chain.transact(fast.loan.functions.cancelRequest(flow.loan_id), people.borrower)
-    call = fast.loan.functions.requestLoan(AMOUNT, BORROWER_XONLY, flow.h_b, ESCROW_TXID, 0, 1000)
+    fast.chain.transact(f.cancelRequest(flow.loan_id), people.borrower)
+    assert not f.hashUsed(flow.h_b).call()
+    again = LoanFlow(fast, people.borrower, AMOUNT, p_b=flow.p_b, h_b=flow.h_b).request().commit()
+    assert again.loan_id == flow.loan_id + 1 and not f.hashUsed(flow.h_b).call()
+    again.offer()
+    assert f.hashUsed(flow.h_b).call()
+    call = f.requestLoan(AMOUNT, BORROWER_XONLY, flow.h_b, ESCROW_TXID, 0, 1000)
     for who in (people.borrower, people.borrower2):
         refused(fast, call, who, fast.err("HashAlreadyUsed", flow.h_b), fast.params.processing_fee_wei)
 
@@ -256,9 +264,12 @@ def test_commit_lender_hash_checks(fast, people):
     refused(fast, f.extendLoanOffer(first.loan_id), people.lender, fast.err("LenderHashNotSet", first.loan_id),
             AMOUNT + AMOUNT // 10)  # fmt: skip
     refused(fast, f.commitLenderHash(first.loan_id, b"\x00" * 32), people.lender, fast.err("ZeroValue", "lenderHash"))
-    # A borrower hash can never become a lender hash (its preimage is the borrower's).
-    refused(fast, f.commitLenderHash(first.loan_id, first.h_b), people.lender, fast.err("HashAlreadyUsed", first.h_b))
-    refused(fast, f.commitLenderHash(first.loan_id, second.h_b), people.lender, fast.err("HashAlreadyUsed", second.h_b))
+    # An offered borrower hash can never become a lender hash (its preimage is the borrower's). A hash only
+    # requested is not reserved, so the contract does not refuse it as hL: the lender picks hL itself
+    # (test_front_running.py::test_lender_hash_equal_to_a_requested_borrower_hash_only_blocks_that_request).
+    offered = LoanFlow(fast, people.borrower2, AMOUNT).request().commit().offer()
+    for h in (offered.h_b, offered.h_l):
+        refused(fast, f.commitLenderHash(first.loan_id, h), people.lender, fast.err("HashAlreadyUsed", h))
     first.commit()
     refused(fast, f.commitLenderHash(first.loan_id, second.h_l), people.lender,
             fast.err("LenderHashAlreadySet", first.loan_id))  # fmt: skip
