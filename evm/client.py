@@ -557,7 +557,9 @@ class LoanContractClient:
         return to_checksum_address(self._read(self.loan.functions.pendingOwner()))
 
     def hash_used(self, hash_: bytes | str) -> bool:
-        """Whether a preimage hash was already used by any loan (a hash is never accepted twice)."""
+        """Whether a hash is reserved: a lender hash from its commit on, a borrower hash from the offer made under it
+        on (a request alone reserves nothing). Reserved hashes are refused by `requestLoan`, `commitLenderHash` and
+        `extendLoanOffer`, for good: a preimage backs money in one loan only."""
         return bool(self._read(self.loan.functions.hashUsed(as_bytes32(hash_, "hash"))))
 
     def linked_loan_contract(self) -> str:

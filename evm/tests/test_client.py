@@ -260,11 +260,13 @@ def test_browser_wallet_path_signs_prepared_transactions_and_sends_them_raw(w3, 
     assert receipt["status"] == 1 and receipt["type"] == 2
     loan_id = loan_client.loan_id_from_receipt(receipt)
     assert loan_client.get_loan(loan_id).borrower_hash == h_b
+    assert not loan_client.hash_used(h_b)  # a request reserves nothing (a front-run copy cannot block it)
 
     cancel = loan_client.cancel_request(loan_id, sender=borrower.address)
     receipt = wallet_send(cancel, legacy=True)  # what a Rootstock wallet sends
     assert receipt["status"] == 1 and receipt["type"] == 0
     assert loan_client.get_loan(loan_id).status is LoanStatus.CANCELLED
+    assert not loan_client.hash_used(h_b)  # free for a new request with the same escrow
 
 
 def test_rootstock_wallet_request_asks_for_a_legacy_transaction():
@@ -285,8 +287,11 @@ def test_server_key_sends_legacy_transactions_when_asked(w3, deployment, loan_cl
     assert tx["type"] == 0 and tx["gasPrice"] == 3 * 10**9 and receipt["effectiveGasPrice"] == 3 * 10**9
     assert loan_client.get_loan(loan_id).lender_hash == h_l
     # The default on the development chain is EIP-1559.
+    h_b = loan_client.get_loan(loan_id).borrower_hash
+    assert not loan_client.hash_used(h_b)
     receipt = loan_client.send(loan_client.extend_loan_offer(loan_id), lender)
     assert w3.eth.get_transaction(receipt["transactionHash"])["type"] == 2
+    assert loan_client.hash_used(h_b)  # the offer reserved hB
 
 
 def test_wrong_caller_wrong_value_and_wrong_preimage_are_decoded_and_change_nothing(
