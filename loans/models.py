@@ -262,15 +262,19 @@ class Loan(ParameterSet):
                 & (Q(escrow_txid__isnull=True) | Q(escrow_txid__regex=HEX32_PATTERN)),
                 name="loan_hex_fields_format",
             ),
-            # A preimage is never reused across loans, so neither is its hash, nor the escrow built on it.
-            models.UniqueConstraint(fields=["borrower_hash"], name="loan_borrower_hash_unique"),
+            # A preimage is never reused across loans, so neither is its hash, nor the escrow built on it. A
+            # cancelled request never locked money under its hash: its borrower may request again with the same
+            # hB and escrow (the contract reserves hB only when a loan is offered), so cancelled rows don't count.
+            models.UniqueConstraint(
+                fields=["borrower_hash"], condition=~Q(status="cancelled"), name="loan_borrower_hash_unique_live"
+            ),
             models.UniqueConstraint(
                 fields=["lender_hash"], condition=Q(lender_hash__isnull=False), name="loan_lender_hash_unique"
             ),
             models.UniqueConstraint(
                 fields=["escrow_txid", "escrow_vout"],
-                condition=Q(escrow_txid__isnull=False),
-                name="loan_escrow_outpoint_unique",
+                condition=Q(escrow_txid__isnull=False) & ~Q(status="cancelled"),
+                name="loan_escrow_outpoint_unique_live",
             ),
             models.UniqueConstraint(
                 fields=["deployment", "contract_loan_id"],

@@ -115,10 +115,21 @@ class TestParameterRules:
 
 
 class TestLoanUniqueness:
-    def test_a_borrower_hash_belongs_to_one_loan(self):
-        loan = make_loan()
-        with pytest.raises(IntegrityError), transaction.atomic():
+    def test_a_borrower_hash_belongs_to_one_live_loan(self):
+        loan = make_loan(status="offered")
+        with pytest.raises(IntegrityError, match="borrower_hash_unique_live"), transaction.atomic():
             make_loan(borrower_hash=loan.borrower_hash)
+
+    def test_after_a_cancel_the_same_hash_and_escrow_may_be_requested_again(self):
+        # The contract reserves hB only at the offer; a cancelled request locked nothing under it.
+        outpoint = {"escrow_txid": hex32(), "escrow_vout": 0, "escrow_sats": 200_000}
+        cancelled = make_loan(status="cancelled", **outpoint)
+        again = make_loan(status="requested", borrower_hash=cancelled.borrower_hash, **outpoint)
+        assert again.borrower_hash == cancelled.borrower_hash
+        with pytest.raises(IntegrityError), transaction.atomic():
+            make_loan(status="draft", borrower_hash=cancelled.borrower_hash)
+        with pytest.raises(IntegrityError, match="escrow_outpoint_unique_live"), transaction.atomic():
+            make_loan(status="draft", **outpoint)
 
     def test_a_lender_hash_belongs_to_one_loan(self):
         shared = hex32()
