@@ -584,6 +584,10 @@ def make_machine(dep, people, seed_counter, outcomes):
     return LoanMachine
 
 
+# Its fixed walks reach every transition when the test runs in a fresh process; after the rest of the suite in the
+# same process they took other paths (acceptLoanRepayment never succeeded; cause not found), so scripts/test.sh
+# runs it in a pytest process of its own.
+@pytest.mark.own_process
 def test_random_call_sequences_match_the_model(fast, people):
     outcomes: dict[tuple[str, str], int] = {}
     machine = make_machine(fast, people, seed_counter=[0], outcomes=outcomes)
