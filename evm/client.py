@@ -685,7 +685,7 @@ class LoanContractClient:
         return self._prepare("acceptLoanOffer", [loan.loan_id, preimage], 0, sender, f"acceptLoanOffer({loan.loan_id})")
 
     def withdraw_loan_offer(self, loan_id: int, *, sender: str | None = None) -> PreparedTransaction:
-        """Lender, while Offered, from the offer deadline on: amount + bond back."""
+        """Lender, while Offered, from the offer deadline on: amount, bond and the processing fee to the lender."""
         loan_id = as_loan_id(loan_id)
         return self._prepare("withdrawLoanOffer", [loan_id], 0, sender, f"withdrawLoanOffer({loan_id})")
 
