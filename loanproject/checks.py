@@ -6,7 +6,9 @@
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-BITCOIN_NETWORKS = ("mainnet", "testnet", "signet", "regtest")
+from bitcoin.networks import NETWORKS
+
+BITCOIN_NETWORKS = tuple(NETWORKS)  # mainnet, testnet, signet, regtest
 ROOTSTOCK_MAINNET, ROOTSTOCK_TESTNET, ANVIL = 30, 31, 31337
 
 

@@ -19,6 +19,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from bitcoin.networks import get_network
 from loans import chains
 
 CHECK_TIMEOUT_SECONDS = 3
@@ -58,9 +59,8 @@ def check_channel_layer() -> str:
 
 def check_bitcoin_node() -> str:
     info = chains.bitcoin_rpc(timeout=CHECK_TIMEOUT_SECONDS, retries=0).getblockchaininfo()
-    expected_chain = chains.bitcoin_chain_name()
-    if info["chain"] != expected_chain:
-        raise RuntimeError(f"node is on {info['chain']!r}, this app is configured for {expected_chain!r}")
+    if get_network(info["chain"]) != get_network(settings.BITCOIN_NETWORK):
+        raise RuntimeError(f"node is on {info['chain']!r}, this app is configured for {settings.BITCOIN_NETWORK!r}")
     return f"{info['chain']} at height {info['blocks']}"
 
 

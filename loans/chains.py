@@ -16,8 +16,3 @@ def bitcoin_rpc(*, timeout: float | None = None, retries: int = 2) -> BitcoinRPC
         timeout=timeout or settings.BITCOIN_RPC_TIMEOUT,
         retries=retries,
     )
-
-
-def bitcoin_chain_name() -> str:
-    """The `chain` field getblockchaininfo reports for the configured network."""
-    return {"mainnet": "main", "testnet": "test"}.get(settings.BITCOIN_NETWORK, settings.BITCOIN_NETWORK)

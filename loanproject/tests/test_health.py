@@ -104,4 +104,4 @@ def test_readyz_refuses_a_bitcoin_node_on_another_network(client, settings, btc_
     settings.BITCOIN_RPC_URL, settings.BITCOIN_NETWORK = btc_node.url, "testnet"
     bitcoin = client.get(reverse("readyz")).json()["checks"]["bitcoin_node"]
     assert bitcoin["ok"] is False
-    assert "node is on 'regtest', this app is configured for 'test'" in bitcoin["detail"]
+    assert "node is on 'regtest', this app is configured for 'testnet'" in bitcoin["detail"]
