@@ -1,19 +1,13 @@
-"""Output script descriptors for the loan outputs (BIP-380 checksums, BIP-386 ``tr()``).
+"""Output script descriptors for the loan outputs (BIP-380 checksums, BIP-386 ``tr()`` with miniscript leaves).
 
-No miniscript fragment reproduces the loan's leaf scripts byte for byte:
-``<t> OP_CSV OP_DROP <X> OP_CHECKSIG``
-would be ``and_v(v:older(t),pk(X))`` only with OP_VERIFY instead of OP_DROP, miniscript's ``sha256(h)``
-adds an ``OP_SIZE 32 OP_EQUALVERIFY`` check, and ``... OP_CHECKSIGADD OP_2 OP_NUMEQUALVERIFY OP_TRUE`` is not
-``multi_a`` (which ends in OP_NUMEQUAL). A miniscript descriptor "close" to ours would commit to different
-leaves and therefore a *different address*, so we never emit one. Instead we emit two exact descriptions:
+Every leaf of a loan output is a miniscript (``bitcoin.miniscript``), so each output has two exact descriptions:
 
-* ``tree_descriptor``: ``tr(<NUMS>,{rawleaf(<leaf0 hex>),rawleaf(<leaf1 hex>)})#checksum`` -- the full tree
-  with each leaf as raw tapscript, in the ``rawleaf()`` syntax proposed for Bitcoin Core (PR #30243, not
-  merged). It is what a reader needs to rebuild every control block; ``parse_descriptor`` here turns it back
-  into the exact scriptPubKey. **No released Bitcoin Core can import it.**
-* ``watch_descriptor``: ``rawtr(<output key>)#checksum`` -- Bitcoin Core's ``rawtr()`` (since v24), which
-  ``importdescriptors`` accepts as a watch-only P2TR output with exactly our scriptPubKey (it cannot sign the
-  script paths, which this application does itself). ``addr(<address>)`` would also work.
+* ``tree_descriptor``: ``tr(H,{leaf0,leaf1})#checksum`` -- the spending policy itself, e.g.
+  ``tr(H,{and_v(v:pk(xB),older(t_0)),and_v(v:sha256(hB),multi_a(2,xL,xB))})``. Bitcoin Core (``importdescriptors``),
+  BDK and Sparrow import it, and a hardware wallet can show it as a BIP-388 policy; with the borrower's private key
+  in place of xB, such a wallet signs the loan's transactions itself.
+* ``watch_descriptor``: ``rawtr(<output key>)#checksum`` -- the same scriptPubKey as a watch-only key, for tools
+  that know no miniscript.
 
 Checksums are BIP-380's 8-character BCH code over the descriptor's character classes.
 """
@@ -25,6 +19,7 @@ from dataclasses import dataclass
 from bitcoin.addresses import address_to_script_pubkey
 from bitcoin.errors import DescriptorError
 from bitcoin.keys import parse_xonly_pubkey
+from bitcoin.miniscript import compile_tapscript
 from bitcoin.networks import Network
 from bitcoin.scripts import (
     TwoLeafTaprootOutput,
@@ -105,10 +100,9 @@ class OutputDescriptors:
 
 
 def loan_output_descriptors(output: TwoLeafTaprootOutput) -> OutputDescriptors:
-    """Descriptors of a loan output: the full-tree ``tr(...rawleaf...)`` and Core-importable ``rawtr()``."""
-    leaves = ",".join(f"rawleaf({leaf.hex()})" for leaf in output.leaves)
+    """Descriptors of a loan output: the miniscript ``tr(H,{...})`` and the watch-only ``rawtr()``."""
     return OutputDescriptors(
-        tree_descriptor=add_checksum(f"tr({output.internal_key.hex()},{{{leaves}}})"),
+        tree_descriptor=add_checksum(output.descriptor_body),
         watch_descriptor=add_checksum(f"rawtr({output.output_key.hex()})"),
     )
 
@@ -148,7 +142,7 @@ def _hex(text: str, what: str) -> bytes:
 
 
 def _tree_hash(text: str, depth: int = 0) -> bytes:
-    """Merkle hash of a BIP-386 tree expression whose leaves are ``rawleaf(HEX)``."""
+    """Merkle hash of a BIP-386 tree expression whose leaves are miniscript (``bitcoin.miniscript``)."""
     if depth > 128:
         raise DescriptorError("taproot tree deeper than 128")
     if text.startswith("{"):
@@ -158,17 +152,11 @@ def _tree_hash(text: str, depth: int = 0) -> bytes:
         if len(children) != 2:
             raise DescriptorError("a tree branch needs exactly two children")
         return tap_branch_hash(_tree_hash(children[0], depth + 1), _tree_hash(children[1], depth + 1))
-    name, argument = _split_call(text)
-    if name != "rawleaf":
-        raise DescriptorError(f"unsupported leaf expression {name}(); only rawleaf(HEX) is understood here")
-    script = _hex(argument, "rawleaf script")
-    if not script:
-        raise DescriptorError("rawleaf script is empty")
-    return tap_leaf_hash(script)
+    return tap_leaf_hash(compile_tapscript(text))
 
 
 def parse_descriptor(text: str, network: Network | str, require_checksum: bool = True) -> bytes:
-    """scriptPubKey described by ``text``: ``tr(KEY[,TREE])`` with rawleaf leaves, ``rawtr(KEY)``,
+    """scriptPubKey described by ``text``: ``tr(KEY[,TREE])`` with miniscript leaves, ``rawtr(KEY)``,
     ``addr(ADDRESS)`` or ``raw(HEX)``; keys must be x-only hex. Raises ``DescriptorError``."""
     body = split_checksum(text.strip(), require_checksum)
     name, arguments = _split_call(body)

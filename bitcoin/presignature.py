@@ -1,21 +1,27 @@
-"""Lender-side verification of the borrower's TX_1 pre-signature (protocol flaw 4).
+"""Checking a loan transaction against the loan's facts, on both sides.
 
-Before L co-signs TX_1 or offers the loan, L checks that B's signature commits to exactly the transaction the
-loan allows, using only facts L holds: the loan's snapshotted keys, hashes and timelocks, the escrow outpoint,
-the escrow value *as observed on chain by the caller*, the loan amount, the origination fee and L's payout
-address. Nothing the borrower uploaded is believed: the PSBT's witness UTXO, leaf scripts and control blocks
-are ignored except to refuse contradictions; the prevout script is derived, the value comes from the chain.
+The lender (flaw 4): before L co-signs TX_1 or offers the loan, ``verify_borrower_presignature`` checks that B's
+signature commits to exactly the TX_1 the loan allows, using only facts L holds (``LoanFacts``, with the escrow
+value *as observed on chain by the caller*). Nothing the borrower uploaded is believed: the PSBT's witness UTXO,
+leaf scripts and control blocks are ignored except to refuse contradictions; the prevout script is derived.
 
-Checks, each refused with its own ``PresignatureError.reason``:
+The borrower (attack 16): before B's signer (``python -m bitcoin sign``, the browser) signs anything,
+``check_borrower_transaction`` says which of the loan's transactions it is (TX_1, TX_exit or TX_release) and
+refuses it unless it pays exactly what the loan says, so a server cannot redirect the escrow or the collateral.
+
+Refusals, each with its own ``PresignatureError.reason``:
 
 * ``malformed_psbt`` / ``malformed_transaction`` / ``malformed_signature`` / ``missing_signature`` /
-  ``ambiguous_upload`` (both a PSBT and a raw signature)
+  ``ambiguous_upload`` (both a PSBT and a raw signature), ``not_a_loan_transaction``
 * ``wrong_version`` (must be 2), ``wrong_input_count`` (1), ``wrong_outpoint``, ``wrong_sequence``
-  (0xfffffffd), ``wrong_locktime`` (0), ``nonempty_script_sig``
-* ``witness_utxo_mismatch``: the PSBT claims another prevout script or value than the chain
-* ``wrong_output_count`` (2), ``wrong_fee_output`` (output 0 not to L's payout), ``wrong_fee_amount``
-  (not amount x bps // 10000), ``wrong_collateral_output`` (output 1 not the derived collateral script),
-  ``insufficient_collateral`` (below amount x ratio)
+  (0xfffffffd, or the CSV of a timelock leaf), ``wrong_locktime`` (0), ``nonempty_script_sig``
+* ``witness_utxo_mismatch``: the PSBT claims another prevout script or value than the loan (and the chain)
+* TX_1: ``wrong_output_count`` (2 or 3), ``wrong_fee_output`` (output 0 not to L's payout), ``wrong_fee_amount``
+  (not amount x bps // 10000), ``dust_fee_output``, ``wrong_collateral_output`` (output 1 not the derived
+  collateral script), ``insufficient_collateral`` / ``collateral_above_cap`` (above repayment + bond) /
+  ``wrong_collateral_amount`` (the collateral is exactly amount x ratio), ``wrong_change_output`` (output 2 not
+  to B's payout), ``dust_change_output``, ``missing_change_output`` (the miner would get B's change)
+* sweeps: ``wrong_output_count`` (1), ``wrong_payout_output`` (not to its owner's payout), ``dust_payout_output``
 * ``outputs_exceed_input``, ``fee_rate_too_low``, ``fee_rate_too_high`` (rate over the exact final vsize)
 * ``wrong_sighash_type`` (a 65-byte signature, or a PSBT sighash field other than SIGHASH_DEFAULT)
 * ``wrong_leaf`` (valid, but over the escrow's leaf 0 sighash), ``wrong_signer`` (made by xL, or recorded
@@ -24,34 +30,35 @@ Checks, each refused with its own ``PresignatureError.reason``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
 
-from bitcoin.addresses import address_to_script_pubkey
-from bitcoin.errors import FeeError, InvalidParameterError, PresignatureError, PsbtError, TransactionError
-from bitcoin.fees import parse_fee_rate
+from bitcoin.errors import PresignatureError, PsbtError, TransactionError
+from bitcoin.fees import dust_threshold, fee_for_vsize
 from bitcoin.keys import verify_schnorr
-from bitcoin.networks import Network, get_network
+from bitcoin.loan import LoanFacts
 from bitcoin.psbt import Psbt
-from bitcoin.scripts import HASHLOCK_LEAF, TIMELOCK_LEAF, LoanScripts
+from bitcoin.scripts import HASHLOCK_LEAF, TIMELOCK_LEAF
 from bitcoin.transactions import (
-    BPS,
+    CHANGE_OUTPUT_INDEX,
+    COLLATERAL_OUTPUT_INDEX,
+    FEE_OUTPUT_INDEX,
     SEQUENCE_RBF_NO_LOCK,
     SIGHASH_DEFAULT,
     TX_VERSION,
-    FeeRate,
     OutPoint,
     PreparedSpend,
     SpendKind,
     Transaction,
     TxOut,
-    check_amount_sats,
-    check_bps,
+    collateral_outpoint,
     final_vsize,
-    minimum_collateral_sats,
-    origination_fee_sats,
+    sweep_payout_script,
+    sweep_prepared,
+    sweep_sequence,
     taproot_sighash,
+    tx1_prepared,
 )
 
 
@@ -62,15 +69,33 @@ class VerifiedPresignature:
     prepared: PreparedSpend
     borrower_signature: bytes
     sighash: bytes
-    origination_fee_sats: int
-    collateral_sats: int
-    miner_fee_sats: int
-    fee_rate_sat_vb: Fraction
 
     @property
     def transaction(self) -> Transaction:
         """The verified unsigned TX_1."""
         return self.prepared.tx
+
+    @property
+    def origination_fee_sats(self) -> int:
+        return self.prepared.tx.outputs[FEE_OUTPUT_INDEX].value
+
+    @property
+    def collateral_sats(self) -> int:
+        return self.prepared.tx.outputs[COLLATERAL_OUTPUT_INDEX].value
+
+    @property
+    def change_sats(self) -> int:
+        """B's change (output 2), 0 when the remainder was dust and went to the miner."""
+        outputs = self.prepared.tx.outputs
+        return outputs[CHANGE_OUTPUT_INDEX].value if len(outputs) > CHANGE_OUTPUT_INDEX else 0
+
+    @property
+    def miner_fee_sats(self) -> int:
+        return self.prepared.fee_sats
+
+    @property
+    def fee_rate_sat_vb(self) -> Fraction:
+        return self.prepared.fee_rate
 
 
 def _refuse(reason: str, message: str) -> PresignatureError:
@@ -81,7 +106,7 @@ def _load_inputs(
     psbt: str | bytes | Psbt | None,
     signature: bytes | str | None,
     transaction: bytes | str | Transaction | None,
-    scripts: LoanScripts,
+    facts: LoanFacts,
 ) -> tuple[Transaction, bytes, Psbt | None]:
     """(unsigned tx, borrower signature, parsed PSBT or None) from either upload form."""
     if psbt is not None:
@@ -100,11 +125,11 @@ def _load_inputs(
             raise _refuse("malformed_psbt", str(error)) from None
         if hash_type not in (None, SIGHASH_DEFAULT):
             raise _refuse("wrong_sighash_type", f"PSBT asks for sighash type {hash_type}, not SIGHASH_DEFAULT")
-        escrow = scripts.escrow
-        wanted = (scripts.borrower_pubkey, escrow.leaf_hash(HASHLOCK_LEAF))
+        escrow = facts.escrow
+        wanted = (facts.borrower_btc_pubkey, escrow.leaf_hash(HASHLOCK_LEAF))
         if wanted in signatures:
             return parsed.unsigned_tx, signatures[wanted], parsed
-        if (scripts.borrower_pubkey, escrow.leaf_hash(TIMELOCK_LEAF)) in signatures:
+        if (facts.borrower_btc_pubkey, escrow.leaf_hash(TIMELOCK_LEAF)) in signatures:
             raise _refuse("wrong_leaf", "the borrower signed the escrow's timelock leaf, not the hashlock leaf")
         if signatures:
             raise _refuse("wrong_signer", "the PSBT holds no signature of the borrower's key for the hashlock leaf")
@@ -126,138 +151,42 @@ def _load_inputs(
     return tx.without_witness(), bytes(signature), None
 
 
-@dataclass(frozen=True)
-class _Expected:
-    """Everything the loan's own facts say TX_1 must be."""
-
-    scripts: LoanScripts
-    escrow_outpoint: OutPoint
-    prevout: TxOut
-    fee_script: bytes
-    fee_sats: int
-    required_collateral_sats: int
-    min_rate: Fraction
-    max_rate: Fraction
-
-
-def _expectations(
-    *,
-    network: Network | str,
-    borrower_pubkey: bytes | str,
-    lender_pubkey: bytes | str,
-    borrower_hash: bytes | str,
-    lender_hash: bytes | str,
-    escrow_timelock: int,
-    collateral_timelock: int,
-    escrow_outpoint: OutPoint,
-    escrow_value_sats: int,
-    loan_amount_sats: int,
-    origination_fee_bps: int,
-    lender_payout_address: str,
-    min_fee_rate_sat_vb: FeeRate,
-    max_fee_rate_sat_vb: FeeRate,
-    min_collateral_ratio_bps: int,
-) -> _Expected:
-    """Validate the caller's facts (plain protocol errors, not refusals) and derive the expected TX_1."""
-    net = get_network(network)
-    scripts = LoanScripts(
-        borrower_pubkey=borrower_pubkey,  # type: ignore[arg-type]
-        lender_pubkey=lender_pubkey,  # type: ignore[arg-type]
-        borrower_hash=borrower_hash,  # type: ignore[arg-type]
-        lender_hash=lender_hash,  # type: ignore[arg-type]
-        escrow_timelock=escrow_timelock,
-        collateral_timelock=collateral_timelock,
-    )
-    if not isinstance(escrow_outpoint, OutPoint):
-        raise InvalidParameterError("escrow outpoint must be an OutPoint")
-    check_amount_sats(loan_amount_sats, "loan amount")
-    check_amount_sats(escrow_value_sats, "escrow value")
-    check_bps(origination_fee_bps, "origination fee", 0, BPS)
-    check_bps(min_collateral_ratio_bps, "minimum collateral ratio", BPS, 100 * BPS)
-    min_rate = parse_fee_rate(min_fee_rate_sat_vb)
-    max_rate = parse_fee_rate(max_fee_rate_sat_vb)
-    if min_rate > max_rate:
-        raise FeeError("minimum fee rate is above the maximum")
-    return _Expected(
-        scripts=scripts,
-        escrow_outpoint=escrow_outpoint,
-        prevout=TxOut(escrow_value_sats, scripts.escrow.script_pubkey),
-        fee_script=address_to_script_pubkey(lender_payout_address, net),
-        fee_sats=origination_fee_sats(loan_amount_sats, origination_fee_bps),
-        required_collateral_sats=minimum_collateral_sats(loan_amount_sats, min_collateral_ratio_bps),
-        min_rate=min_rate,
-        max_rate=max_rate,
-    )
-
-
-def _check_structure(tx: Transaction, expected: _Expected, claimed_prevout: TxOut | None) -> PreparedSpend:
-    """Refuse any TX_1 that is not exactly what the loan allows; return it prepared for signing."""
-    scripts = expected.scripts
+def _check_frame(tx: Transaction, outpoint: OutPoint | None, sequence: int, name: str) -> None:
+    """Version, the one input (outpoint unless None, nSequence, empty scriptSig) and locktime."""
     if tx.version != TX_VERSION:
-        raise _refuse("wrong_version", f"TX_1 must be version 2, got {tx.version}")
+        raise _refuse("wrong_version", f"{name} must be version 2, got {tx.version}")
     if len(tx.inputs) != 1:
-        raise _refuse("wrong_input_count", f"TX_1 must have exactly one input, got {len(tx.inputs)}")
+        raise _refuse("wrong_input_count", f"{name} must have exactly one input, got {len(tx.inputs)}")
     txin = tx.inputs[0]
-    if txin.outpoint != expected.escrow_outpoint:
-        raise _refuse(
-            "wrong_outpoint", f"TX_1 spends {txin.outpoint}, not the loan's escrow {expected.escrow_outpoint}"
-        )
-    if txin.sequence != SEQUENCE_RBF_NO_LOCK:
-        raise _refuse("wrong_sequence", f"TX_1 nSequence must be 0xfffffffd, got 0x{txin.sequence:08x}")
+    if outpoint is not None and txin.outpoint != outpoint:
+        raise _refuse("wrong_outpoint", f"{name} spends {txin.outpoint}, not {outpoint}")
+    if txin.sequence != sequence:
+        raise _refuse("wrong_sequence", f"{name} nSequence must be 0x{sequence:08x}, got 0x{txin.sequence:08x}")
     if tx.locktime != 0:
-        raise _refuse("wrong_locktime", f"TX_1 locktime must be 0, got {tx.locktime}")
+        raise _refuse("wrong_locktime", f"{name} locktime must be 0, got {tx.locktime}")
     if txin.script_sig:
-        raise _refuse("nonempty_script_sig", "TX_1's input must have an empty scriptSig")
-    prevout = expected.prevout
-    if claimed_prevout is not None and claimed_prevout != prevout:
+        raise _refuse("nonempty_script_sig", f"{name}'s input must have an empty scriptSig")
+
+
+def _check_claimed_prevout(claimed: TxOut | None, prevout: TxOut) -> None:
+    if claimed is not None and claimed != prevout:
         raise _refuse(
             "witness_utxo_mismatch",
-            f"the PSBT claims the escrow holds {claimed_prevout.value} sat under "
-            f"{claimed_prevout.script_pubkey.hex()}; the chain says {prevout.value} sat under "
-            f"{prevout.script_pubkey.hex()}",
+            f"the PSBT claims the spent output holds {claimed.value} sat under {claimed.script_pubkey.hex()}; "
+            f"the loan says {prevout.value} sat under {prevout.script_pubkey.hex()}",
         )
-    if len(tx.outputs) != 2:
-        raise _refuse("wrong_output_count", f"TX_1 must have exactly two outputs, got {len(tx.outputs)}")
-    fee_output, collateral_output = tx.outputs
-    if fee_output.script_pubkey != expected.fee_script:
-        raise _refuse("wrong_fee_output", "output 0 does not pay the lender's payout address")
-    if fee_output.value != expected.fee_sats:
+
+
+def _check_fee_rate(prepared: PreparedSpend, facts: LoanFacts) -> None:
+    if prepared.fee_sats < 0:
+        raise _refuse("outputs_exceed_input", f"{prepared.kind.value}'s outputs exceed the value it spends")
+    rate = prepared.fee_rate
+    if rate < facts.min_fee_rate_sat_vb:
+        raise _refuse("fee_rate_too_low", f"pays {_rate(rate)} sat/vB, below {_rate(facts.min_fee_rate_sat_vb)} sat/vB")
+    if rate > facts.max_fee_rate_sat_vb:
         raise _refuse(
-            "wrong_fee_amount",
-            f"output 0 pays {fee_output.value} sat; the origination fee is {expected.fee_sats} sat",
+            "fee_rate_too_high", f"pays {_rate(rate)} sat/vB, above {_rate(facts.max_fee_rate_sat_vb)} sat/vB"
         )
-    if collateral_output.script_pubkey != scripts.collateral.script_pubkey:
-        raise _refuse("wrong_collateral_output", "output 1 is not the loan's collateral output")
-    if collateral_output.value < expected.required_collateral_sats:
-        raise _refuse(
-            "insufficient_collateral",
-            f"output 1 locks {collateral_output.value} sat; "
-            f"at least {expected.required_collateral_sats} sat are required",
-        )
-    miner_fee = prevout.value - fee_output.value - collateral_output.value
-    if miner_fee < 0:
-        raise _refuse("outputs_exceed_input", "TX_1's outputs exceed the escrow's on-chain value")
-    prepared = PreparedSpend(
-        kind=SpendKind.TX_1,
-        tx=tx,
-        prevout=prevout,
-        tree=scripts.escrow,
-        leaf_index=HASHLOCK_LEAF,
-        signers=(scripts.borrower_pubkey, scripts.lender_pubkey),
-        preimage_hash=scripts.borrower_hash,
-        fee_sats=miner_fee,
-        collateral=scripts.collateral,
-    )
-    fee_rate = Fraction(miner_fee, final_vsize(prepared))
-    if fee_rate < expected.min_rate:
-        raise _refuse(
-            "fee_rate_too_low", f"TX_1 pays {_rate(fee_rate)} sat/vB, below {_rate(expected.min_rate)} sat/vB"
-        )
-    if fee_rate > expected.max_rate:
-        raise _refuse(
-            "fee_rate_too_high", f"TX_1 pays {_rate(fee_rate)} sat/vB, above {_rate(expected.max_rate)} sat/vB"
-        )
-    return prepared
 
 
 def _rate(rate: Fraction) -> str:
@@ -266,68 +195,141 @@ def _rate(rate: Fraction) -> str:
 
 
 def check_tx1_transaction(
-    *,
-    network: Network | str,
-    borrower_pubkey: bytes | str,
-    lender_pubkey: bytes | str,
-    borrower_hash: bytes | str,
-    lender_hash: bytes | str,
-    escrow_timelock: int,
-    collateral_timelock: int,
-    escrow_outpoint: OutPoint,
-    escrow_value_sats: int,
-    loan_amount_sats: int,
-    origination_fee_bps: int,
-    lender_payout_address: str,
-    min_fee_rate_sat_vb: FeeRate,
-    max_fee_rate_sat_vb: FeeRate,
-    transaction: Transaction,
-    claimed_prevout: TxOut | None = None,
-    min_collateral_ratio_bps: int = BPS,
+    facts: LoanFacts, transaction: Transaction, claimed_prevout: TxOut | None = None
 ) -> PreparedSpend:
     """Check an *unsigned* TX_1 against the loan's facts (every check except the signature).
 
-    For the borrower before signing (``python -m bitcoin sign`` with the loan's facts) and for the lender.
-    Returns the TX_1 prepared for signing; raises ``PresignatureError`` with the same reasons as
-    ``verify_borrower_presignature``.
+    For the borrower before signing and for the lender. ``facts.escrow_sats`` must be the escrow's value as
+    read from the chain by the caller. Returns the TX_1 prepared for signing; raises ``PresignatureError`` with
+    the reasons listed in the module docstring; facts that lack the escrow or hL raise
+    ``InvalidParameterError`` (the caller's own data).
     """
-    expected = _expectations(
-        network=network,
-        borrower_pubkey=borrower_pubkey,
-        lender_pubkey=lender_pubkey,
-        borrower_hash=borrower_hash,
-        lender_hash=lender_hash,
-        escrow_timelock=escrow_timelock,
-        collateral_timelock=collateral_timelock,
-        escrow_outpoint=escrow_outpoint,
-        escrow_value_sats=escrow_value_sats,
-        loan_amount_sats=loan_amount_sats,
-        origination_fee_bps=origination_fee_bps,
-        lender_payout_address=lender_payout_address,
-        min_fee_rate_sat_vb=min_fee_rate_sat_vb,
-        max_fee_rate_sat_vb=max_fee_rate_sat_vb,
-        min_collateral_ratio_bps=min_collateral_ratio_bps,
+    facts.require("escrow_outpoint", "lender_hash")
+    tx = transaction.without_witness()
+    _check_frame(tx, facts.escrow_outpoint, SEQUENCE_RBF_NO_LOCK, "TX_1")
+    prepared = tx1_prepared(facts, tx)
+    _check_claimed_prevout(claimed_prevout, prepared.prevout)
+    if len(tx.outputs) not in (2, 3):
+        raise _refuse("wrong_output_count", f"TX_1 must have two or three outputs, got {len(tx.outputs)}")
+    fee_output, collateral_output = tx.outputs[FEE_OUTPUT_INDEX], tx.outputs[COLLATERAL_OUTPUT_INDEX]
+    if fee_output.script_pubkey != facts.lender_payout_script:
+        raise _refuse("wrong_fee_output", "output 0 does not pay the lender's payout address")
+    if fee_output.value != facts.origination_fee_sats:
+        raise _refuse(
+            "wrong_fee_amount",
+            f"output 0 pays {fee_output.value} sat; the origination fee is {facts.origination_fee_sats} sat",
+        )
+    if fee_output.value < dust_threshold(fee_output.script_pubkey):
+        raise _refuse("dust_fee_output", f"the {fee_output.value} sat origination fee output is dust")
+    if collateral_output.script_pubkey != facts.collateral.script_pubkey:
+        raise _refuse("wrong_collateral_output", "output 1 is not the loan's collateral output")
+    if collateral_output.value < facts.collateral_sats:
+        raise _refuse(
+            "insufficient_collateral",
+            f"output 1 locks {collateral_output.value} sat; the loan requires {facts.collateral_sats} sat",
+        )
+    if collateral_output.value > facts.collateral_cap_sats:
+        raise _refuse(
+            "collateral_above_cap",
+            f"output 1 locks {collateral_output.value} sat, above repayment + bond "
+            f"({facts.collateral_cap_sats} sat): the lender would gain by refusing the repayment",
+        )
+    if collateral_output.value != facts.collateral_sats:
+        raise _refuse(
+            "wrong_collateral_amount",
+            f"output 1 locks {collateral_output.value} sat; the collateral is exactly {facts.collateral_sats} sat",
+        )
+    change_script = facts.borrower_payout_script
+    if len(tx.outputs) == 3:
+        change = tx.outputs[CHANGE_OUTPUT_INDEX]
+        if change.script_pubkey != change_script:
+            raise _refuse("wrong_change_output", "output 2 does not pay the borrower's payout address")
+        if change.value < dust_threshold(change_script):
+            raise _refuse("dust_change_output", f"the {change.value} sat change output is dust")
+    prepared = replace(prepared, fee_sats=prepared.prevout.value - sum(output.value for output in tx.outputs))
+    if len(tx.outputs) == 2 and prepared.fee_sats >= 0:
+        # Without a change output the remainder goes to the miner: only right when a change output would be
+        # dust even at the highest fee rate the loan allows.
+        with_change = replace(tx, outputs=(*tx.outputs, TxOut(0, change_script)))
+        room = prepared.fee_sats - fee_for_vsize(
+            final_vsize(tx1_prepared(facts, with_change)), facts.max_fee_rate_sat_vb
+        )
+        if room >= dust_threshold(change_script):
+            raise _refuse(
+                "missing_change_output",
+                f"TX_1 gives the miner {prepared.fee_sats} sat; {room} sat of it belong to the borrower's change",
+            )
+    _check_fee_rate(prepared, facts)
+    return prepared
+
+
+def check_sweep_transaction(
+    facts: LoanFacts,
+    kind: SpendKind,
+    transaction: Transaction,
+    claimed_prevout: TxOut | None = None,
+    tx1_txid: str | None = None,
+) -> PreparedSpend:
+    """Check an unsigned TX_exit, TX_release or TX_capture against the loan's facts (all but signatures).
+
+    One output paying the party the path belongs to (B for exit and release, L for capture), above dust, at a
+    fee rate within the loan's bounds. TX_release and TX_capture spend TX_1's output 1; given ``tx1_txid``, that
+    exact outpoint.
+    """
+    name = kind.value
+    tx = transaction.without_witness()
+    if kind is SpendKind.TX_EXIT:
+        facts.require("escrow_outpoint")
+        outpoint = facts.escrow_outpoint
+    else:
+        facts.require("lender_hash")
+        outpoint = collateral_outpoint(tx1_txid) if tx1_txid is not None else None
+    _check_frame(tx, outpoint, sweep_sequence(facts, kind), name)
+    if kind is not SpendKind.TX_EXIT and tx.inputs[0].outpoint.vout != COLLATERAL_OUTPUT_INDEX:
+        raise _refuse("wrong_outpoint", f"{name} must spend TX_1's output 1, not {tx.inputs[0].outpoint}")
+    prepared = sweep_prepared(facts, kind, tx)
+    _check_claimed_prevout(claimed_prevout, prepared.prevout)
+    if len(tx.outputs) != 1:
+        raise _refuse("wrong_output_count", f"{name} must have exactly one output, got {len(tx.outputs)}")
+    payout = tx.outputs[0]
+    whose = "lender" if kind is SpendKind.TX_CAPTURE else "borrower"
+    if payout.script_pubkey != sweep_payout_script(facts, kind):
+        raise _refuse("wrong_payout_output", f"{name} does not pay the {whose}'s payout address")
+    if payout.value < dust_threshold(payout.script_pubkey):
+        raise _refuse("dust_payout_output", f"{name}'s {payout.value} sat payout is dust")
+    prepared = replace(prepared, fee_sats=prepared.prevout.value - payout.value)
+    _check_fee_rate(prepared, facts)
+    return prepared
+
+
+def check_borrower_transaction(
+    facts: LoanFacts, transaction: Transaction, claimed_prevout: TxOut | None = None, tx1_txid: str | None = None
+) -> PreparedSpend:
+    """Which of this loan's transactions B is asked to sign (TX_1, TX_exit or TX_release), fully checked.
+
+    The borrower's signer calls this before every signature (PROTOCOL.md attack 16): anything that is not
+    exactly one of them, paying exactly what the loan says, is refused (``not_a_loan_transaction`` when it
+    spends neither the escrow nor a collateral output).
+    """
+    inputs = transaction.inputs
+    if len(inputs) != 1:
+        raise _refuse("wrong_input_count", f"a loan transaction has exactly one input, got {len(inputs)}")
+    txin = inputs[0]
+    if facts.escrow_outpoint is not None and txin.outpoint == facts.escrow_outpoint:
+        if txin.sequence == facts.escrow_timelock_btc_blocks:
+            return check_sweep_transaction(facts, SpendKind.TX_EXIT, transaction, claimed_prevout)
+        return check_tx1_transaction(facts, transaction, claimed_prevout)
+    if facts.lender_hash is not None and txin.outpoint.vout == COLLATERAL_OUTPUT_INDEX:
+        return check_sweep_transaction(facts, SpendKind.TX_RELEASE, transaction, claimed_prevout, tx1_txid)
+    raise _refuse(
+        "not_a_loan_transaction",
+        f"the transaction spends {txin.outpoint}: neither this loan's escrow nor its collateral output",
     )
-    return _check_structure(transaction.without_witness(), expected, claimed_prevout)
 
 
 def verify_borrower_presignature(
+    facts: LoanFacts,
     *,
-    network: Network | str,
-    borrower_pubkey: bytes | str,
-    lender_pubkey: bytes | str,
-    borrower_hash: bytes | str,
-    lender_hash: bytes | str,
-    escrow_timelock: int,
-    collateral_timelock: int,
-    escrow_outpoint: OutPoint,
-    escrow_value_sats: int,
-    loan_amount_sats: int,
-    origination_fee_bps: int,
-    lender_payout_address: str,
-    min_fee_rate_sat_vb: FeeRate,
-    max_fee_rate_sat_vb: FeeRate,
-    min_collateral_ratio_bps: int = BPS,
     psbt: str | bytes | Psbt | None = None,
     signature: bytes | str | None = None,
     transaction: bytes | str | Transaction | None = None,
@@ -336,35 +338,17 @@ def verify_borrower_presignature(
 
     Pass either ``psbt`` (base64, hex or binary BIP-174 with a BIP-371 tap script sig keyed by
     (xB, hashlock leaf hash)), or ``signature`` (64 bytes or hex) plus ``transaction`` (the unsigned TX_1).
-    ``escrow_value_sats`` must be the value of the escrow UTXO as read from the chain by the caller.
-    Invalid expected facts (the caller's own data) raise ``InvalidParameterError``/``InvalidKeyError``.
+    ``facts.escrow_sats`` must be the value of the escrow UTXO as read from the chain by the caller.
     """
-    expected = _expectations(
-        network=network,
-        borrower_pubkey=borrower_pubkey,
-        lender_pubkey=lender_pubkey,
-        borrower_hash=borrower_hash,
-        lender_hash=lender_hash,
-        escrow_timelock=escrow_timelock,
-        collateral_timelock=collateral_timelock,
-        escrow_outpoint=escrow_outpoint,
-        escrow_value_sats=escrow_value_sats,
-        loan_amount_sats=loan_amount_sats,
-        origination_fee_bps=origination_fee_bps,
-        lender_payout_address=lender_payout_address,
-        min_fee_rate_sat_vb=min_fee_rate_sat_vb,
-        max_fee_rate_sat_vb=max_fee_rate_sat_vb,
-        min_collateral_ratio_bps=min_collateral_ratio_bps,
-    )
-    scripts = expected.scripts
-    tx, borrower_signature, parsed_psbt = _load_inputs(psbt, signature, transaction, scripts)
+    facts.require("escrow_outpoint", "lender_hash")
+    tx, borrower_signature, parsed_psbt = _load_inputs(psbt, signature, transaction, facts)
     claimed_prevout = None
     if parsed_psbt is not None:
         try:
             claimed_prevout = parsed_psbt.witness_utxo(0)
         except PsbtError as error:
             raise _refuse("malformed_psbt", str(error)) from None
-    prepared = _check_structure(tx, expected, claimed_prevout)
+    prepared = check_tx1_transaction(facts, tx, claimed_prevout)
 
     if len(borrower_signature) == 65:
         raise _refuse(
@@ -374,22 +358,13 @@ def verify_borrower_presignature(
     if len(borrower_signature) != 64:
         raise _refuse("malformed_signature", f"signature must be 64 bytes, got {len(borrower_signature)}")
     sighash = prepared.sighash()
-    if not verify_schnorr(scripts.borrower_pubkey, sighash, borrower_signature):
+    if not verify_schnorr(facts.borrower_btc_pubkey, sighash, borrower_signature):
         other_leaf = taproot_sighash(
-            prepared.tx, 0, [prepared.prevout], SIGHASH_DEFAULT, scripts.escrow.leaf_hash(TIMELOCK_LEAF)
+            prepared.tx, 0, [prepared.prevout], SIGHASH_DEFAULT, facts.escrow.leaf_hash(TIMELOCK_LEAF)
         )
-        if verify_schnorr(scripts.borrower_pubkey, other_leaf, borrower_signature):
+        if verify_schnorr(facts.borrower_btc_pubkey, other_leaf, borrower_signature):
             raise _refuse("wrong_leaf", "the signature is over the escrow's timelock leaf, not the hashlock leaf")
-        if verify_schnorr(scripts.lender_pubkey, sighash, borrower_signature):
+        if verify_schnorr(facts.lender_btc_pubkey, sighash, borrower_signature):
             raise _refuse("wrong_signer", "the signature was made with the lender's key, not the borrower's")
         raise _refuse("invalid_signature", "the signature does not verify for the borrower's key over TX_1")
-    fee_output, collateral_output = prepared.tx.outputs
-    return VerifiedPresignature(
-        prepared=prepared,
-        borrower_signature=borrower_signature,
-        sighash=sighash,
-        origination_fee_sats=fee_output.value,
-        collateral_sats=collateral_output.value,
-        miner_fee_sats=prepared.fee_sats,
-        fee_rate_sat_vb=prepared.fee_rate,
-    )
+    return VerifiedPresignature(prepared=prepared, borrower_signature=borrower_signature, sighash=sighash)

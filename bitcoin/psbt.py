@@ -3,10 +3,12 @@
 B's pre-signature of TX_1 travels as a PSBT so any taproot-capable wallet can produce it. ``create_psbt``
 writes, for the one input: ``PSBT_IN_WITNESS_UTXO`` (escrow value and script), ``PSBT_IN_TAP_LEAF_SCRIPT``
 (keyed by the leaf's control block), ``PSBT_IN_TAP_INTERNAL_KEY`` (the NUMS point),
-``PSBT_IN_TAP_MERKLE_ROOT``
-and optionally ``PSBT_IN_TAP_BIP32_DERIVATION``; for a taproot output it creates (the collateral output of
-TX_1) it writes ``PSBT_OUT_TAP_INTERNAL_KEY`` and ``PSBT_OUT_TAP_TREE`` so the wallet can show what it locks.
-A signer adds ``PSBT_IN_TAP_SCRIPT_SIG`` keyed by (x-only key, leaf hash). Unknown fields are kept.
+``PSBT_IN_TAP_MERKLE_ROOT`` and ``PSBT_IN_TAP_BIP32_DERIVATION`` for every signer of the leaf, naming the
+leaf hash it signs (wallets such as BDK sign a script path only for keys listed there; a key without HD origin
+gets its own fingerprint, ``hash160(xonly)[:4]``, and an empty path, as rust-miniscript writes it). For a
+taproot output it creates (the collateral output of TX_1) it writes ``PSBT_OUT_TAP_INTERNAL_KEY`` and
+``PSBT_OUT_TAP_TREE`` so the wallet can show what it locks. A signer adds ``PSBT_IN_TAP_SCRIPT_SIG`` keyed by
+(x-only key, leaf hash); a revealed preimage travels as ``PSBT_IN_SHA256`` (BIP-174). Unknown fields are kept.
 
 Nothing read from a PSBT is trusted by the lender: ``bitcoin.presignature`` rebuilds every fact itself and
 only takes the signature out of it.
@@ -18,7 +20,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
-from bitcoin.encoding import ByteReader, compact_size, push_bytes
+from bitcoin.encoding import ByteReader, compact_size, hash160, push_bytes, sha256
 from bitcoin.errors import PsbtError, TransactionError
 from bitcoin.keys import PrivateKey
 from bitcoin.scripts import TAPSCRIPT_LEAF_VERSION, control_block_commits, tap_leaf_hash
@@ -38,6 +40,7 @@ PSBT_GLOBAL_VERSION = 0xFB
 PSBT_IN_NON_WITNESS_UTXO = 0x00
 PSBT_IN_WITNESS_UTXO = 0x01
 PSBT_IN_SIGHASH_TYPE = 0x03
+PSBT_IN_SHA256 = 0x0B
 PSBT_IN_FINAL_SCRIPTWITNESS = 0x08
 PSBT_IN_TAP_KEY_SIG = 0x13
 PSBT_IN_TAP_SCRIPT_SIG = 0x14
@@ -171,6 +174,41 @@ class Psbt:
         self.tap_leaf_scripts(index)
         self.tap_script_sigs(index)
         self.sighash_type(index)
+        self.sha256_preimages(index)
+        self.tap_key_leaf_hashes(index)
+
+    def sha256_preimages(self, index: int) -> dict[bytes, bytes]:
+        """{hash: preimage} of every PSBT_IN_SHA256 of input ``index`` (each checked to hash to its key)."""
+        found = {}
+        for key, value in self._input(index).items():
+            if key[0] != PSBT_IN_SHA256:
+                continue
+            if len(key) != 33 or sha256(value) != key[1:]:
+                raise PsbtError(f"malformed SHA-256 preimage of input {index}")
+            found[key[1:]] = value
+        return found
+
+    def add_sha256_preimage(self, index: int, preimage: bytes) -> None:
+        """Record a preimage (pL for TX_release) so any wallet can finalize the input."""
+        self._input(index)[bytes([PSBT_IN_SHA256]) + sha256(preimage)] = bytes(preimage)
+
+    def tap_key_leaf_hashes(self, index: int) -> dict[bytes, list[bytes]]:
+        """{x-only key: leaf hashes} of every PSBT_IN_TAP_BIP32_DERIVATION of input ``index``."""
+        found = {}
+        for key, value in self._input(index).items():
+            if key[0] != PSBT_IN_TAP_BIP32_DERIVATION:
+                continue
+            reader = ByteReader(value)
+            try:
+                count = reader.read_compact_size()
+                leaf_hashes = [reader.read(32) for _ in range(count)]
+                origin = reader.read(reader.remaining())
+            except ValueError as error:
+                raise PsbtError(f"malformed tap BIP-32 derivation of input {index}: {error}") from None
+            if len(key) != 33 or len(origin) < 4 or len(origin) % 4:
+                raise PsbtError(f"malformed tap BIP-32 derivation of input {index}")
+            found[key[1:]] = leaf_hashes
+        return found
 
     def witness_utxo(self, index: int) -> TxOut | None:
         """The PSBT's *claim* about the output input ``index`` spends (never trust it for verification)."""
@@ -239,8 +277,9 @@ class Psbt:
 def create_psbt(prepared: PreparedSpend, key_origins: dict[bytes, tuple[bytes, list[int]]] | None = None) -> Psbt:
     """Unsigned PSBT of a prepared loan transaction, with the BIP-371 fields of the leaf being spent.
 
-    ``key_origins`` optionally maps a signer's x-only key to (4-byte master fingerprint, BIP-32 path) so a
-    hardware or HD wallet can find its key (PSBT_IN_TAP_BIP32_DERIVATION).
+    Every signer of the leaf gets a PSBT_IN_TAP_BIP32_DERIVATION naming the leaf hash; ``key_origins``
+    optionally maps a signer's x-only key to its (4-byte master fingerprint, BIP-32 path) so a hardware or HD
+    wallet can find its key; without it the key's own fingerprint and an empty path are written.
     """
     tree = prepared.tree
     input_map: KeyMap = {
@@ -250,7 +289,9 @@ def create_psbt(prepared: PreparedSpend, key_origins: dict[bytes, tuple[bytes, l
         bytes([PSBT_IN_TAP_INTERNAL_KEY]): tree.internal_key,
         bytes([PSBT_IN_TAP_MERKLE_ROOT]): tree.merkle_root,
     }
-    for xonly, (fingerprint, path) in (key_origins or {}).items():
+    origins = {signer: (hash160(signer)[:4], []) for signer in prepared.signers}
+    origins.update(key_origins or {})
+    for xonly, (fingerprint, path) in origins.items():
         if len(fingerprint) != 4 or any(not 0 <= step <= 0xFFFFFFFF for step in path):
             raise PsbtError("key origin needs a 4-byte fingerprint and 32-bit path elements")
         value = compact_size(1) + prepared.leaf_hash + fingerprint

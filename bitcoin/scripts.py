@@ -1,18 +1,22 @@
 """Tapscript leaves and the two-leaf taproot outputs of the loan protocol (BIP-341/BIP-342).
 
-Both loan outputs are P2TR outputs whose internal key is the BIP-341 NUMS point ``H`` (nobody knows its
-discrete log, so the key path is unspendable; see ``REFERENCE_INTERNAL_KEY`` for the key PROTOCOL.md prints)
-and whose script tree is one branch over two leaves of leaf version 0xc0:
+Both loan outputs are P2TR outputs whose internal key is BIP-341's NUMS point ``H`` (nobody knows its discrete
+log, so the key path is unspendable) and whose script tree is one branch over two leaves of leaf version 0xc0.
+Every leaf is a miniscript (compiled by ``bitcoin.miniscript``), so each output is a standard descriptor
+(``bitcoin.descriptors``) that wallets import:
 
-* escrow: leaf 0 ``<t_0> OP_CSV OP_DROP <xB> OP_CHECKSIG``;
-  leaf 1 ``OP_SHA256 <hB> OP_EQUALVERIFY <xL> OP_CHECKSIG <xB> OP_CHECKSIGADD OP_2 OP_NUMEQUALVERIFY OP_TRUE``
-* collateral: leaf 0 ``<t_1> OP_CSV OP_DROP <xL> OP_CHECKSIG``;
-  leaf 1 ``OP_SHA256 <hL> OP_EQUALVERIFY <xB> OP_CHECKSIG``
+* escrow ``tr(H,{and_v(v:pk(xB),older(t_0)),and_v(v:sha256(hB),multi_a(2,xL,xB))})``
+  leaf 0 ``<xB> OP_CHECKSIGVERIFY <t_0> OP_CSV``;
+  leaf 1 ``OP_SIZE <32> OP_EQUALVERIFY OP_SHA256 <hB> OP_EQUALVERIFY <xL> OP_CHECKSIG <xB> OP_CHECKSIGADD
+  OP_2 OP_NUMEQUAL``
+* collateral ``tr(H,{and_v(v:pk(xL),older(t_1)),and_v(v:sha256(hL),pk(xB))})``
+  leaf 0 ``<xL> OP_CHECKSIGVERIFY <t_1> OP_CSV``;
+  leaf 1 ``OP_SIZE <32> OP_EQUALVERIFY OP_SHA256 <hL> OP_EQUALVERIFY <xB> OP_CHECKSIG``
 
-BIP-341 hashing: ``TapLeaf`` = tagged_hash(leaf_version || compact_size(script) || script); ``TapBranch`` =
-tagged_hash(sorted(a, b)); output key Q = P + tagged_hash("TapTweak", P || merkle_root)·G; the control block
-of a leaf is ``(leaf_version | parity(Q)) || x(P) || sibling leaf hash``. Numbers are minimal CScriptNum
-pushes (OP_1..OP_16 for 1..16), as Bitcoin Core's ``CScript() << n`` and bitcoin-utils produce.
+Each hashlock checks that the preimage is exactly 32 bytes, as the contracts do. BIP-341 hashing: ``TapLeaf`` =
+tagged_hash(leaf_version || compact_size(script) || script); ``TapBranch`` = tagged_hash(sorted(a, b)); output
+key Q = P + tagged_hash("TapTweak", P || merkle_root)·G; the control block of a leaf is
+``(leaf_version | parity(Q)) || x(P) || sibling leaf hash``.
 """
 
 from __future__ import annotations
@@ -26,25 +30,10 @@ from bitcoin.addresses import encode_segwit_address
 from bitcoin.encoding import compact_size, tagged_hash
 from bitcoin.errors import InvalidKeyError, InvalidParameterError
 from bitcoin.keys import parse_xonly_pubkey
+from bitcoin.miniscript import compile_tapscript, push_data
 from bitcoin.networks import Network
 
-# Opcodes used by the loan scripts (values from Bitcoin Core's script/script.h).
-OP_0 = 0x00
-OP_PUSHDATA1 = 0x4C
-OP_PUSHDATA2 = 0x4D
 OP_1 = 0x51
-OP_2 = 0x52
-OP_DROP = 0x75
-OP_EQUAL = 0x87
-OP_EQUALVERIFY = 0x88
-OP_DUP = 0x76
-OP_HASH160 = 0xA9
-OP_SHA256 = 0xA8
-OP_NUMEQUALVERIFY = 0x9D
-OP_CHECKSIG = 0xAC
-OP_CHECKSEQUENCEVERIFY = 0xB2
-OP_CHECKSIGADD = 0xBA
-OP_TRUE = OP_1
 
 #: BIP-342 tapscript leaf version.
 TAPSCRIPT_LEAF_VERSION = 0xC0
@@ -52,13 +41,6 @@ TAPSCRIPT_LEAF_VERSION = 0xC0
 #: path of every loan output is unspendable. This is the internal key of every output the platform creates.
 BIP341_NUMS_H = bytes.fromhex("50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0")
 NUMS_INTERNAL_KEY = BIP341_NUMS_H
-#: The key PROTOCOL.md prints (x-only ...b60c595c2...59e6), inherited from the reference implementation and
-#: described there as "the BIP-341 NUMS point H". It is not H: it shares H's first 12 bytes and differs after,
-#: so it is no provable NUMS point (at best ~96-bit assurance that nobody ground a known scalar to that prefix,
-#: against 128 bits for H) and no wallet recognises it. Kept only to reproduce PROTOCOL.md's test vector, which
-#: proves the leaves, tree, tweak and addresses are built exactly as the reference builds them. Never used for
-#: real outputs.
-REFERENCE_INTERNAL_KEY = bytes.fromhex("50929b74c1a04954b78b4b60c595c211f8b853e6e84bfa2be95712a7b0dd59e6")
 
 #: Index of the timelock leaf (escape / default claim) in both trees.
 TIMELOCK_LEAF = 0
@@ -100,88 +82,29 @@ def parse_hash32(value: str | bytes, name: str = "hash") -> bytes:
     return raw
 
 
-def push_data(data: bytes) -> bytes:
-    """Minimal script push of ``data`` (direct push up to 75 bytes, then OP_PUSHDATA1/2)."""
-    size = len(data)
-    if size < OP_PUSHDATA1:
-        return bytes([size]) + data
-    if size <= 0xFF:
-        return bytes([OP_PUSHDATA1, size]) + data
-    if size <= 0xFFFF:
-        return bytes([OP_PUSHDATA2]) + size.to_bytes(2, "little") + data
-    raise InvalidParameterError("script push too large")
-
-
-def script_num_bytes(number: int) -> bytes:
-    """Minimal CScriptNum encoding (little-endian sign-magnitude) of ``number``."""
-    if number == 0:
-        return b""
-    magnitude = abs(number)
-    encoded = bytearray()
-    while magnitude:
-        encoded.append(magnitude & 0xFF)
-        magnitude >>= 8
-    if encoded[-1] & 0x80:
-        encoded.append(0x80 if number < 0 else 0x00)
-    elif number < 0:
-        encoded[-1] |= 0x80
-    return bytes(encoded)
-
-
-def push_number(number: int) -> bytes:
-    """Minimal push of a script number: OP_0, OP_1..OP_16, or a push of its CScriptNum bytes."""
-    if number == 0:
-        return bytes([OP_0])
-    if 1 <= number <= 16:
-        return bytes([OP_1 + number - 1])
-    return push_data(script_num_bytes(number))
-
-
-def escrow_timelock_leaf(*, borrower_pubkey: bytes, escrow_timelock: int) -> bytes:
-    """Escrow leaf 0, B's escape: ``<t_0> OP_CSV OP_DROP <xB> OP_CHECKSIG``."""
+def escrow_timelock_miniscript(*, borrower_pubkey: bytes, escrow_timelock: int) -> str:
+    """Escrow leaf 0, B's escape: ``and_v(v:pk(xB),older(t_0))``."""
     validate_timelock(escrow_timelock, "escrow timelock t_0")
-    return (
-        push_number(escrow_timelock)
-        + bytes([OP_CHECKSEQUENCEVERIFY, OP_DROP])
-        + push_data(parse_xonly_pubkey(borrower_pubkey))
-        + bytes([OP_CHECKSIG])
-    )
+    return f"and_v(v:pk({parse_xonly_pubkey(borrower_pubkey).hex()}),older({escrow_timelock}))"
 
 
-def escrow_hashlock_leaf(*, borrower_pubkey: bytes, lender_pubkey: bytes, borrower_hash: bytes) -> bytes:
-    """Escrow leaf 1, collateral lock: ``OP_SHA256 <hB> OP_EQUALVERIFY <xL> OP_CHECKSIG <xB> OP_CHECKSIGADD
-    OP_2 OP_NUMEQUALVERIFY OP_TRUE`` (needs pB, sigL and sigB)."""
-    return (
-        bytes([OP_SHA256])
-        + push_data(parse_hash32(borrower_hash, "borrower hash hB"))
-        + bytes([OP_EQUALVERIFY])
-        + push_data(parse_xonly_pubkey(lender_pubkey))
-        + bytes([OP_CHECKSIG])
-        + push_data(parse_xonly_pubkey(borrower_pubkey))
-        + bytes([OP_CHECKSIGADD, OP_2, OP_NUMEQUALVERIFY, OP_TRUE])
-    )
+def escrow_hashlock_miniscript(*, borrower_pubkey: bytes, lender_pubkey: bytes, borrower_hash: bytes) -> str:
+    """Escrow leaf 1, collateral lock: ``and_v(v:sha256(hB),multi_a(2,xL,xB))`` (needs pB, sigL and sigB)."""
+    hash_hex = parse_hash32(borrower_hash, "borrower hash hB").hex()
+    lender, borrower = parse_xonly_pubkey(lender_pubkey).hex(), parse_xonly_pubkey(borrower_pubkey).hex()
+    return f"and_v(v:sha256({hash_hex}),multi_a(2,{lender},{borrower}))"
 
 
-def collateral_timelock_leaf(*, lender_pubkey: bytes, collateral_timelock: int) -> bytes:
-    """Collateral leaf 0, L's claim on default: ``<t_1> OP_CSV OP_DROP <xL> OP_CHECKSIG``."""
+def collateral_timelock_miniscript(*, lender_pubkey: bytes, collateral_timelock: int) -> str:
+    """Collateral leaf 0, L's claim on default: ``and_v(v:pk(xL),older(t_1))``."""
     validate_timelock(collateral_timelock, "collateral timelock t_1")
-    return (
-        push_number(collateral_timelock)
-        + bytes([OP_CHECKSEQUENCEVERIFY, OP_DROP])
-        + push_data(parse_xonly_pubkey(lender_pubkey))
-        + bytes([OP_CHECKSIG])
-    )
+    return f"and_v(v:pk({parse_xonly_pubkey(lender_pubkey).hex()}),older({collateral_timelock}))"
 
 
-def collateral_hashlock_leaf(*, borrower_pubkey: bytes, lender_hash: bytes) -> bytes:
-    """Collateral leaf 1, B's release: ``OP_SHA256 <hL> OP_EQUALVERIFY <xB> OP_CHECKSIG``."""
-    return (
-        bytes([OP_SHA256])
-        + push_data(parse_hash32(lender_hash, "lender hash hL"))
-        + bytes([OP_EQUALVERIFY])
-        + push_data(parse_xonly_pubkey(borrower_pubkey))
-        + bytes([OP_CHECKSIG])
-    )
+def collateral_hashlock_miniscript(*, borrower_pubkey: bytes, lender_hash: bytes) -> str:
+    """Collateral leaf 1, B's release: ``and_v(v:sha256(hL),pk(xB))``."""
+    hash_hex = parse_hash32(lender_hash, "lender hash hL").hex()
+    return f"and_v(v:sha256({hash_hex}),pk({parse_xonly_pubkey(borrower_pubkey).hex()}))"
 
 
 def tap_leaf_hash(script: bytes, leaf_version: int = TAPSCRIPT_LEAF_VERSION) -> bytes:
@@ -214,19 +137,37 @@ def p2tr_script_pubkey(output_key: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class TwoLeafTaprootOutput:
-    """A P2TR output with the NUMS internal key and a single branch over two tapscript leaves.
+    """A P2TR output with a single branch over two tapscript leaves.
 
     ``leaves[0]`` is the timelock leaf and ``leaves[1]`` the hashlock leaf of the loan protocol; the control
-    block of each leaf carries the other leaf's hash as its one-element merkle path.
+    block of each leaf carries the other leaf's hash as its one-element merkle path. Loan outputs are made with
+    ``from_miniscripts`` (internal key H) and know their descriptor; a tree of raw leaves (tests reproducing
+    another layout) has none.
     """
 
     leaves: tuple[bytes, bytes]
     internal_key: bytes = NUMS_INTERNAL_KEY
+    miniscripts: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if len(self.leaves) != 2 or not all(isinstance(leaf, bytes) and leaf for leaf in self.leaves):
             raise InvalidParameterError("a two-leaf tree needs exactly two non-empty leaf scripts")
         parse_xonly_pubkey(self.internal_key)
+
+    @classmethod
+    def from_miniscripts(cls, timelock_leaf: str, hashlock_leaf: str) -> TwoLeafTaprootOutput:
+        """The output ``tr(H,{timelock_leaf,hashlock_leaf})``: each leaf compiled from its miniscript."""
+        return cls(
+            leaves=(compile_tapscript(timelock_leaf), compile_tapscript(hashlock_leaf)),
+            miniscripts=(timelock_leaf, hashlock_leaf),
+        )
+
+    @property
+    def descriptor_body(self) -> str:
+        """``tr(H,{leaf0,leaf1})`` without checksum (``bitcoin.descriptors`` adds it)."""
+        if self.miniscripts is None:
+            raise InvalidParameterError("a tree of raw leaves has no miniscript descriptor")
+        return f"tr({self.internal_key.hex()},{{{self.miniscripts[0]},{self.miniscripts[1]}}})"
 
     @cached_property
     def leaf_hashes(self) -> tuple[bytes, bytes]:
@@ -284,116 +225,32 @@ class TwoLeafTaprootOutput:
 
 
 def escrow_output(
-    *,
-    borrower_pubkey: bytes | str,
-    lender_pubkey: bytes | str,
-    borrower_hash: bytes | str,
-    escrow_timelock: int,
-    internal_key: bytes = NUMS_INTERNAL_KEY,
+    *, borrower_pubkey: bytes | str, lender_pubkey: bytes | str, borrower_hash: bytes | str, escrow_timelock: int
 ) -> TwoLeafTaprootOutput:
     """The escrow output B funds with TX_0 (leaf 0: B's escape after t_0; leaf 1: collateral lock)."""
     borrower = parse_xonly_pubkey(borrower_pubkey)
-    lender = parse_xonly_pubkey(lender_pubkey)
-    return TwoLeafTaprootOutput(
-        leaves=(
-            escrow_timelock_leaf(borrower_pubkey=borrower, escrow_timelock=escrow_timelock),
-            escrow_hashlock_leaf(
-                borrower_pubkey=borrower,
-                lender_pubkey=lender,
-                borrower_hash=parse_hash32(borrower_hash, "hB"),
-            ),
+    return TwoLeafTaprootOutput.from_miniscripts(
+        escrow_timelock_miniscript(borrower_pubkey=borrower, escrow_timelock=escrow_timelock),
+        escrow_hashlock_miniscript(
+            borrower_pubkey=borrower,
+            lender_pubkey=parse_xonly_pubkey(lender_pubkey),
+            borrower_hash=parse_hash32(borrower_hash, "borrower hash hB"),
         ),
-        internal_key=internal_key,
     )
 
 
 def collateral_output(
-    *,
-    borrower_pubkey: bytes | str,
-    lender_pubkey: bytes | str,
-    lender_hash: bytes | str,
-    collateral_timelock: int,
-    internal_key: bytes = NUMS_INTERNAL_KEY,
+    *, borrower_pubkey: bytes | str, lender_pubkey: bytes | str, lender_hash: bytes | str, collateral_timelock: int
 ) -> TwoLeafTaprootOutput:
     """The collateral output TX_1 creates (leaf 0: L's claim after t_1; leaf 1: B's release with pL)."""
-    borrower = parse_xonly_pubkey(borrower_pubkey)
-    lender = parse_xonly_pubkey(lender_pubkey)
-    return TwoLeafTaprootOutput(
-        leaves=(
-            collateral_timelock_leaf(lender_pubkey=lender, collateral_timelock=collateral_timelock),
-            collateral_hashlock_leaf(borrower_pubkey=borrower, lender_hash=parse_hash32(lender_hash, "hL")),
+    return TwoLeafTaprootOutput.from_miniscripts(
+        collateral_timelock_miniscript(
+            lender_pubkey=parse_xonly_pubkey(lender_pubkey), collateral_timelock=collateral_timelock
         ),
-        internal_key=internal_key,
-    )
-
-
-@dataclass(frozen=True)
-class LoanScripts:
-    """The snapshotted Bitcoin facts of one loan and the two outputs derived from them.
-
-    Accepts bytes or hex for keys and hashes and stores validated bytes; ``escrow`` and ``collateral`` are
-    the derived outputs. This is the one object the transaction builders take.
-    """
-
-    borrower_pubkey: bytes
-    lender_pubkey: bytes
-    borrower_hash: bytes
-    lender_hash: bytes
-    escrow_timelock: int
-    collateral_timelock: int
-    internal_key: bytes = NUMS_INTERNAL_KEY  # REFERENCE_INTERNAL_KEY only to reproduce PROTOCOL.md's vector
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "internal_key", parse_xonly_pubkey(self.internal_key))
-        object.__setattr__(self, "borrower_pubkey", parse_xonly_pubkey(self.borrower_pubkey))
-        object.__setattr__(self, "lender_pubkey", parse_xonly_pubkey(self.lender_pubkey))
-        object.__setattr__(self, "borrower_hash", parse_hash32(self.borrower_hash, "borrower hash hB"))
-        object.__setattr__(self, "lender_hash", parse_hash32(self.lender_hash, "lender hash hL"))
-        validate_timelock(self.escrow_timelock, "escrow timelock t_0")
-        validate_timelock(self.collateral_timelock, "collateral timelock t_1")
-
-    @cached_property
-    def escrow(self) -> TwoLeafTaprootOutput:
-        """The escrow output (B's TX_0 pays it)."""
-        return escrow_output(
-            borrower_pubkey=self.borrower_pubkey,
-            lender_pubkey=self.lender_pubkey,
-            borrower_hash=self.borrower_hash,
-            escrow_timelock=self.escrow_timelock,
-            internal_key=self.internal_key,
-        )
-
-    @cached_property
-    def collateral(self) -> TwoLeafTaprootOutput:
-        """The collateral output (TX_1 output 1)."""
-        return collateral_output(
-            borrower_pubkey=self.borrower_pubkey,
-            lender_pubkey=self.lender_pubkey,
-            lender_hash=self.lender_hash,
-            collateral_timelock=self.collateral_timelock,
-            internal_key=self.internal_key,
-        )
-
-
-def loan_outputs(
-    *,
-    borrower_pubkey: bytes | str,
-    lender_pubkey: bytes | str,
-    borrower_hash: bytes | str,
-    lender_hash: bytes | str,
-    escrow_timelock: int,
-    collateral_timelock: int,
-    internal_key: bytes = NUMS_INTERNAL_KEY,
-) -> LoanScripts:
-    """Validate a loan's facts and return its ``LoanScripts`` (escrow and collateral outputs)."""
-    return LoanScripts(
-        internal_key=internal_key,
-        borrower_pubkey=borrower_pubkey,  # type: ignore[arg-type]
-        lender_pubkey=lender_pubkey,  # type: ignore[arg-type]
-        borrower_hash=borrower_hash,  # type: ignore[arg-type]
-        lender_hash=lender_hash,  # type: ignore[arg-type]
-        escrow_timelock=escrow_timelock,
-        collateral_timelock=collateral_timelock,
+        collateral_hashlock_miniscript(
+            borrower_pubkey=parse_xonly_pubkey(borrower_pubkey),
+            lender_hash=parse_hash32(lender_hash, "lender hash hL"),
+        ),
     )
 
 

@@ -2,7 +2,8 @@
 
 | tx         | spends            | witness (bottom to top)       | nSequence  | outputs                      |
 |------------|-------------------|-------------------------------|------------|------------------------------|
-| TX_1       | escrow leaf 1     | sigB, sigL, pB, leaf, control | 0xfffffffd | [0] fee -> L, [1] collateral |
+| TX_1       | escrow leaf 1     | sigB, sigL, pB, leaf, control | 0xfffffffd | [0] fee -> L, [1] collateral,|
+|            |                   |                               |            | [2] change -> B (above dust) |
 | TX_exit    | escrow leaf 0     | sigB, leaf, control           | t_0        | all but fee -> B's payout    |
 | TX_release | collateral leaf 1 | sigB, pL, leaf, control       | 0xfffffffd | all but fee -> B's payout    |
 | TX_capture | collateral leaf 0 | sigL, leaf, control           | t_1        | all but fee -> L's payout    |
@@ -17,13 +18,9 @@ checks sigL under xL, then adds sigB under xB.
 Fees are computed from the exact final vsize: the unsigned transaction is measured with a witness of the final
 shape (64-byte signatures, 32-byte preimages, the leaf script and the 65-byte control block).
 
-Usage (TX_1)::
+Usage (TX_1), with a loan's ``bitcoin.loan.LoanFacts``::
 
-    scripts = loan_outputs(borrower_pubkey=xb, lender_pubkey=xl, borrower_hash=hb, lender_hash=hl,
-                           escrow_timelock=100, collateral_timelock=27150)
-    prepared = build_tx1(scripts=scripts, escrow_outpoint=OutPoint(txid, vout), escrow_value_sats=value,
-                         loan_amount_sats=amount, origination_fee_bps=100, lender_payout_address=addr,
-                         network="regtest", fee_rate_sat_vb=2)
+    prepared = build_tx1(facts, fee_rate_sat_vb=2)
     sig_b = prepared.sign(borrower_key)          # B, or B's wallet through bitcoin.psbt
     sig_l = prepared.sign(lender_key)
     tx = finalize_tx1(prepared, borrower_signature=sig_b, lender_signature=sig_l, borrower_preimage=pb)
@@ -36,14 +33,16 @@ import enum
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-from bitcoin.addresses import address_to_script_pubkey
 from bitcoin.encoding import ByteReader, compact_size, push_bytes, sha256, sha256d, tagged_hash
-from bitcoin.errors import InvalidParameterError, TransactionError
-from bitcoin.fees import check_not_dust, fee_for_vsize, parse_fee_rate, vsize_from_weight
+from bitcoin.errors import FeeError, InvalidParameterError, TransactionError
+from bitcoin.fees import check_not_dust, dust_threshold, fee_for_vsize, parse_fee_rate, vsize_from_weight
 from bitcoin.keys import PrivateKey, verify_schnorr
-from bitcoin.networks import Network
-from bitcoin.scripts import HASHLOCK_LEAF, TIMELOCK_LEAF, LoanScripts, TwoLeafTaprootOutput, parse_hash32
+from bitcoin.scripts import HASHLOCK_LEAF, TIMELOCK_LEAF, TwoLeafTaprootOutput, parse_hash32
+
+if TYPE_CHECKING:
+    from bitcoin.loan import LoanFacts
 
 SIGHASH_DEFAULT = 0x00
 SIGHASH_ALL = 0x01
@@ -58,6 +57,10 @@ TX_VERSION = 2
 MAX_MONEY_SATS = 21_000_000 * 100_000_000
 #: Basis points in 100 %.
 BPS = 10_000
+#: TX_1's outputs: [0] origination fee, [1] collateral, [2] change (when above dust).
+FEE_OUTPUT_INDEX = 0
+COLLATERAL_OUTPUT_INDEX = 1
+CHANGE_OUTPUT_INDEX = 2
 
 FeeRate = int | Decimal | str | Fraction
 
@@ -393,23 +396,6 @@ def check_amount_sats(value: int, name: str) -> int:
     return value
 
 
-def check_bps(value: int, name: str, low: int, high: int) -> int:
-    """Validate an integer number of basis points in [low, high]; return it."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidParameterError(f"{name} must be an integer between {low} and {high} basis points")
-    return value
-
-
-def origination_fee_sats(loan_amount_sats: int, origination_fee_bps: int) -> int:
-    """L's origination fee: amount x bps // 10000 (rounded down)."""
-    return loan_amount_sats * origination_fee_bps // BPS
-
-
-def minimum_collateral_sats(loan_amount_sats: int, min_collateral_ratio_bps: int = BPS) -> int:
-    """Smallest acceptable collateral: ceil(amount x ratio / 10000)."""
-    return -(-loan_amount_sats * min_collateral_ratio_bps // BPS)
-
-
 def _single_input_tx(outpoint: OutPoint, sequence: int, outputs: list[TxOut]) -> Transaction:
     return Transaction(
         version=TX_VERSION,
@@ -419,169 +405,155 @@ def _single_input_tx(outpoint: OutPoint, sequence: int, outputs: list[TxOut]) ->
     )
 
 
-def build_tx1(
-    *,
-    scripts: LoanScripts,
-    escrow_outpoint: OutPoint,
-    escrow_value_sats: int,
-    loan_amount_sats: int,
-    origination_fee_bps: int,
-    lender_payout_address: str,
-    network: Network | str,
-    fee_rate_sat_vb: FeeRate,
-    min_collateral_ratio_bps: int = BPS,
-) -> PreparedSpend:
-    """Build TX_1 (collateral lock) spending the escrow's hashlock leaf.
-
-    Outputs: [0] origination fee (amount x bps // 10000) to L's payout address, [1] everything else minus
-    the miner fee to the collateral output. Refuses (``DustError``/``FeeError``/``InvalidParameterError``)
-    if the fee output is dust, or the collateral would fall below amount x ratio, given the miner fee
-    ``ceil(rate x final vsize)``.
-    """
-    check_amount_sats(escrow_value_sats, "escrow value")
-    check_amount_sats(loan_amount_sats, "loan amount")
-    check_bps(origination_fee_bps, "origination fee", 0, BPS)
-    check_bps(min_collateral_ratio_bps, "minimum collateral ratio", BPS, 100 * BPS)
-    parse_fee_rate(fee_rate_sat_vb)
-    fee_script = address_to_script_pubkey(lender_payout_address, network)
-    fee_output_sats = origination_fee_sats(loan_amount_sats, origination_fee_bps)
-    check_not_dust(fee_output_sats, fee_script, "origination fee output")
-    collateral_script = scripts.collateral.script_pubkey
-    shape = PreparedSpend(
-        kind=SpendKind.TX_1,
-        tx=_single_input_tx(
-            escrow_outpoint,
-            SEQUENCE_RBF_NO_LOCK,
-            [TxOut(fee_output_sats, fee_script), TxOut(0, collateral_script)],
-        ),
-        prevout=TxOut(escrow_value_sats, scripts.escrow.script_pubkey),
-        tree=scripts.escrow,
-        leaf_index=HASHLOCK_LEAF,
-        signers=(scripts.borrower_pubkey, scripts.lender_pubkey),
-        preimage_hash=scripts.borrower_hash,
-        collateral=scripts.collateral,
-    )
-    miner_fee = fee_for_vsize(final_vsize(shape), fee_rate_sat_vb)
-    collateral_sats = escrow_value_sats - fee_output_sats - miner_fee
-    required = minimum_collateral_sats(loan_amount_sats, min_collateral_ratio_bps)
-    if collateral_sats < required:
-        raise InvalidParameterError(
-            f"escrow of {escrow_value_sats} sat leaves {collateral_sats} sat of collateral after the "
-            f"{fee_output_sats} sat origination fee and {miner_fee} sat miner fee; "
-            f"at least {required} sat needed"
+def check_fee_rate_bounds(facts: LoanFacts, fee_rate_sat_vb: FeeRate) -> Fraction:
+    """A target fee rate within the loan's bounds, as an exact fraction (``FeeError`` otherwise)."""
+    rate = parse_fee_rate(fee_rate_sat_vb)
+    if not facts.min_fee_rate_sat_vb <= rate <= facts.max_fee_rate_sat_vb:
+        raise FeeError(
+            f"fee rate {fee_rate_sat_vb} sat/vB is outside the loan's bounds "
+            f"[{facts.min_fee_rate_sat_vb}, {facts.max_fee_rate_sat_vb}] sat/vB"
         )
-    check_not_dust(collateral_sats, collateral_script, "collateral output")
-    tx = replace(shape.tx, outputs=(TxOut(fee_output_sats, fee_script), TxOut(collateral_sats, collateral_script)))
-    return replace(shape, tx=tx, fee_sats=miner_fee)
+    return rate
 
 
-def _build_sweep(
-    *,
-    kind: SpendKind,
-    tree: TwoLeafTaprootOutput,
-    leaf_index: int,
-    outpoint: OutPoint,
-    value_sats: int,
-    sequence: int,
-    signers: tuple[bytes, ...],
-    preimage_hash: bytes | None,
-    payout_address: str,
-    network: Network | str,
-    fee_rate_sat_vb: FeeRate,
-) -> PreparedSpend:
-    check_amount_sats(value_sats, "spent output value")
-    parse_fee_rate(fee_rate_sat_vb)
-    payout_script = address_to_script_pubkey(payout_address, network)
-    shape = PreparedSpend(
+def tx1_prepared(facts: LoanFacts, tx: Transaction, miner_fee_sats: int = 0) -> PreparedSpend:
+    """``tx`` as this loan's TX_1 (escrow leaf 1, signers xB then xL, preimage hB): for signing and measuring."""
+    facts.require("escrow_outpoint", "lender_hash")
+    return PreparedSpend(
+        kind=SpendKind.TX_1,
+        tx=tx,
+        prevout=TxOut(facts.escrow_sats, facts.escrow.script_pubkey),  # type: ignore[arg-type]
+        tree=facts.escrow,
+        leaf_index=HASHLOCK_LEAF,
+        signers=(facts.borrower_btc_pubkey, facts.lender_btc_pubkey),
+        preimage_hash=facts.borrower_hash,
+        fee_sats=miner_fee_sats,
+        collateral=facts.collateral,
+    )
+
+
+def build_tx1(facts: LoanFacts, *, fee_rate_sat_vb: FeeRate) -> PreparedSpend:
+    """Build TX_1 (collateral lock) spending the escrow's hashlock leaf (PROTOCOL.md, TX_1 amounts).
+
+    Outputs: [0] the origination fee to L's payout address; [1] exactly the required collateral to the
+    collateral output (never above repayment + bond: ``LoanFacts`` refuses such a loan); [2] what is left after
+    the miner fee (``ceil(rate x final vsize)``) back to B's payout address, when that is above dust; a sub-dust
+    remainder goes to the miner. Refuses (``DustError``/``FeeError``/``InvalidParameterError``) a dust fee output,
+    an escrow that cannot pay collateral, fee and miner fee, and a rate outside the loan's bounds (before or
+    after a sub-dust remainder is added to the fee).
+    """
+    rate = check_fee_rate_bounds(facts, fee_rate_sat_vb)
+    facts.require("escrow_outpoint", "lender_hash")
+    escrow_sats: int = facts.escrow_sats  # type: ignore[assignment]
+    fee_output = TxOut(facts.origination_fee_sats, facts.lender_payout_script)
+    check_not_dust(fee_output.value, fee_output.script_pubkey, "origination fee output")
+    collateral = TxOut(facts.collateral_sats, facts.collateral.script_pubkey)
+    change_script = facts.borrower_payout_script
+    outpoint: OutPoint = facts.escrow_outpoint  # type: ignore[assignment]
+
+    def measured(outputs: list[TxOut]) -> int:
+        return final_vsize(tx1_prepared(facts, _single_input_tx(outpoint, SEQUENCE_RBF_NO_LOCK, outputs)))
+
+    with_change = [fee_output, collateral, TxOut(0, change_script)]
+    remainder = escrow_sats - fee_output.value - collateral.value
+    change_sats = remainder - fee_for_vsize(measured(with_change), rate)
+    if change_sats >= dust_threshold(change_script):
+        outputs = [fee_output, collateral, TxOut(change_sats, change_script)]
+    else:
+        outputs = [fee_output, collateral]
+        needed = fee_for_vsize(measured(outputs), rate)
+        if remainder < needed:
+            raise InvalidParameterError(
+                f"an escrow of {escrow_sats} sat cannot pay the {collateral.value} sat collateral, the "
+                f"{fee_output.value} sat origination fee and a {needed} sat miner fee"
+            )
+    prepared = tx1_prepared(
+        facts,
+        _single_input_tx(outpoint, SEQUENCE_RBF_NO_LOCK, outputs),
+        escrow_sats - sum(output.value for output in outputs),
+    )
+    if prepared.fee_rate > facts.max_fee_rate_sat_vb:
+        raise FeeError(
+            f"the escrow's sub-dust remainder raises TX_1's fee rate to {float(prepared.fee_rate):.3f} sat/vB, "
+            "above the loan's maximum"
+        )
+    return prepared
+
+
+def sweep_prepared(facts: LoanFacts, kind: SpendKind, tx: Transaction, miner_fee_sats: int = 0) -> PreparedSpend:
+    """``tx`` as this loan's TX_exit, TX_release or TX_capture (prevout, leaf and signers from the facts)."""
+    if kind is SpendKind.TX_EXIT:
+        facts.require("escrow_outpoint")
+        prevout = TxOut(facts.escrow_sats, facts.escrow.script_pubkey)  # type: ignore[arg-type]
+        tree, leaf_index, signer, preimage_hash = facts.escrow, TIMELOCK_LEAF, facts.borrower_btc_pubkey, None
+    elif kind is SpendKind.TX_RELEASE:
+        prevout = TxOut(facts.collateral_sats, facts.collateral.script_pubkey)
+        tree, leaf_index, signer = facts.collateral, HASHLOCK_LEAF, facts.borrower_btc_pubkey
+        preimage_hash = facts.lender_hash
+    elif kind is SpendKind.TX_CAPTURE:
+        prevout = TxOut(facts.collateral_sats, facts.collateral.script_pubkey)
+        tree, leaf_index, signer, preimage_hash = facts.collateral, TIMELOCK_LEAF, facts.lender_btc_pubkey, None
+    else:
+        raise TransactionError(f"{kind.value} is not a sweep")
+    return PreparedSpend(
         kind=kind,
-        tx=_single_input_tx(outpoint, sequence, [TxOut(0, payout_script)]),
-        prevout=TxOut(value_sats, tree.script_pubkey),
+        tx=tx,
+        prevout=prevout,
         tree=tree,
         leaf_index=leaf_index,
-        signers=signers,
+        signers=(signer,),
         preimage_hash=preimage_hash,
+        fee_sats=miner_fee_sats,
     )
-    miner_fee = fee_for_vsize(final_vsize(shape), fee_rate_sat_vb)
-    payout_sats = value_sats - miner_fee
+
+
+def sweep_sequence(facts: LoanFacts, kind: SpendKind) -> int:
+    """The nSequence a sweep of ``kind`` carries: the timelock leaves their CSV, TX_release 0xfffffffd (RBF)."""
+    if kind is SpendKind.TX_EXIT:
+        return facts.escrow_timelock_btc_blocks
+    if kind is SpendKind.TX_CAPTURE:
+        return facts.collateral_timelock_btc_blocks
+    return SEQUENCE_RBF_NO_LOCK
+
+
+def sweep_payout_script(facts: LoanFacts, kind: SpendKind) -> bytes:
+    """Where a sweep of ``kind`` pays: B's payout address, or L's for TX_capture."""
+    return facts.lender_payout_script if kind is SpendKind.TX_CAPTURE else facts.borrower_payout_script
+
+
+def _build_sweep(facts: LoanFacts, kind: SpendKind, outpoint: OutPoint, fee_rate_sat_vb: FeeRate) -> PreparedSpend:
+    rate = check_fee_rate_bounds(facts, fee_rate_sat_vb)
+    payout_script = sweep_payout_script(facts, kind)
+    shape = sweep_prepared(
+        facts, kind, _single_input_tx(outpoint, sweep_sequence(facts, kind), [TxOut(0, payout_script)])
+    )
+    miner_fee = fee_for_vsize(final_vsize(shape), rate)
+    payout_sats = shape.prevout.value - miner_fee
     if payout_sats <= 0:
-        raise InvalidParameterError(f"output of {value_sats} sat cannot pay the {miner_fee} sat miner fee")
+        raise InvalidParameterError(f"output of {shape.prevout.value} sat cannot pay the {miner_fee} sat miner fee")
     check_not_dust(payout_sats, payout_script, "payout output")
     return replace(shape, tx=replace(shape.tx, outputs=(TxOut(payout_sats, payout_script),)), fee_sats=miner_fee)
 
 
-def build_exit(
-    *,
-    scripts: LoanScripts,
-    escrow_outpoint: OutPoint,
-    escrow_value_sats: int,
-    borrower_payout_address: str,
-    network: Network | str,
-    fee_rate_sat_vb: FeeRate,
-) -> PreparedSpend:
+def build_exit(facts: LoanFacts, *, fee_rate_sat_vb: FeeRate) -> PreparedSpend:
     """Build TX_exit: B reclaims the escrow via leaf 0 (nSequence = t_0; valid t_0 blocks after TX_0)."""
-    return _build_sweep(
-        kind=SpendKind.TX_EXIT,
-        tree=scripts.escrow,
-        leaf_index=TIMELOCK_LEAF,
-        outpoint=escrow_outpoint,
-        value_sats=escrow_value_sats,
-        sequence=scripts.escrow_timelock,
-        signers=(scripts.borrower_pubkey,),
-        preimage_hash=None,
-        payout_address=borrower_payout_address,
-        network=network,
-        fee_rate_sat_vb=fee_rate_sat_vb,
-    )
+    facts.require("escrow_outpoint")
+    return _build_sweep(facts, SpendKind.TX_EXIT, facts.escrow_outpoint, fee_rate_sat_vb)  # type: ignore[arg-type]
 
 
-def build_release(
-    *,
-    scripts: LoanScripts,
-    collateral_outpoint: OutPoint,
-    collateral_value_sats: int,
-    borrower_payout_address: str,
-    network: Network | str,
-    fee_rate_sat_vb: FeeRate,
-) -> PreparedSpend:
+def collateral_outpoint(tx1_txid: str) -> OutPoint:
+    """TX_1's collateral output: output 1 of TX_1 (its txid is fixed before it is broadcast: segwit)."""
+    return OutPoint(tx1_txid, COLLATERAL_OUTPUT_INDEX)
+
+
+def build_release(facts: LoanFacts, *, tx1_txid: str, fee_rate_sat_vb: FeeRate) -> PreparedSpend:
     """Build TX_release: B takes the collateral back with pL via leaf 1 (nSequence 0xfffffffd)."""
-    return _build_sweep(
-        kind=SpendKind.TX_RELEASE,
-        tree=scripts.collateral,
-        leaf_index=HASHLOCK_LEAF,
-        outpoint=collateral_outpoint,
-        value_sats=collateral_value_sats,
-        sequence=SEQUENCE_RBF_NO_LOCK,
-        signers=(scripts.borrower_pubkey,),
-        preimage_hash=scripts.lender_hash,
-        payout_address=borrower_payout_address,
-        network=network,
-        fee_rate_sat_vb=fee_rate_sat_vb,
-    )
+    return _build_sweep(facts, SpendKind.TX_RELEASE, collateral_outpoint(tx1_txid), fee_rate_sat_vb)
 
 
-def build_capture(
-    *,
-    scripts: LoanScripts,
-    collateral_outpoint: OutPoint,
-    collateral_value_sats: int,
-    lender_payout_address: str,
-    network: Network | str,
-    fee_rate_sat_vb: FeeRate,
-) -> PreparedSpend:
+def build_capture(facts: LoanFacts, *, tx1_txid: str, fee_rate_sat_vb: FeeRate) -> PreparedSpend:
     """Build TX_capture: L takes the collateral via leaf 0 (nSequence = t_1, valid t_1 blocks after TX_1)."""
-    return _build_sweep(
-        kind=SpendKind.TX_CAPTURE,
-        tree=scripts.collateral,
-        leaf_index=TIMELOCK_LEAF,
-        outpoint=collateral_outpoint,
-        value_sats=collateral_value_sats,
-        sequence=scripts.collateral_timelock,
-        signers=(scripts.lender_pubkey,),
-        preimage_hash=None,
-        payout_address=lender_payout_address,
-        network=network,
-        fee_rate_sat_vb=fee_rate_sat_vb,
-    )
+    return _build_sweep(facts, SpendKind.TX_CAPTURE, collateral_outpoint(tx1_txid), fee_rate_sat_vb)
 
 
 def finalize(prepared: PreparedSpend, *, signatures: list[bytes], preimage: bytes | None = None) -> Transaction:

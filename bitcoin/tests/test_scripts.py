@@ -9,18 +9,18 @@ import pytest
 from bitcoinutils.script import Script
 
 from bitcoin.encoding import sha256
-from bitcoin.errors import InvalidKeyError, InvalidParameterError
+from bitcoin.errors import DescriptorError, InvalidKeyError, InvalidParameterError
 from bitcoin.keys import parse_xonly_pubkey
+from bitcoin.miniscript import compile_tapscript, push_number
 from bitcoin.scripts import (
     BIP341_NUMS_H,
     NUMS_INTERNAL_KEY,
-    REFERENCE_INTERNAL_KEY,
     TwoLeafTaprootOutput,
+    collateral_output,
     control_block_commits,
-    escrow_hashlock_leaf,
-    escrow_timelock_leaf,
-    loan_outputs,
-    push_number,
+    escrow_hashlock_miniscript,
+    escrow_output,
+    escrow_timelock_miniscript,
     tap_branch_hash,
     tap_leaf_hash,
     taproot_tweak,
@@ -32,51 +32,67 @@ from bitcoin.tests.loan_vectors import (
     ESCROW_ADDRESS_REGTEST,
     LENDER_HASH,
     LENDER_XONLY,
+    REFERENCE_COLLATERAL_ADDRESS,
+    REFERENCE_ESCROW_ADDRESS,
+    REFERENCE_INTERNAL_KEY,
+    reference_outputs,
 )
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "bip341_wallet_vectors.json").read_text())
 
 
-def _vector_outputs(escrow_timelock: int = 100, collateral_timelock: int = 27150):
-    """PROTOCOL.md's vector, with the internal key it prints (the platform itself uses BIP-341's H)."""
-    return loan_outputs(
-        internal_key=REFERENCE_INTERNAL_KEY,
+def _vector_outputs(escrow_timelock: int = 100, collateral_timelock: int = 30000):
+    """PROTOCOL.md's test vector: (escrow, collateral) with internal key H and miniscript leaves."""
+    escrow = escrow_output(
         borrower_pubkey=BORROWER_XONLY,
         lender_pubkey=LENDER_XONLY,
         borrower_hash=BORROWER_HASH,
-        lender_hash=LENDER_HASH,
         escrow_timelock=escrow_timelock,
+    )
+    collateral = collateral_output(
+        borrower_pubkey=BORROWER_XONLY,
+        lender_pubkey=LENDER_XONLY,
+        lender_hash=LENDER_HASH,
         collateral_timelock=collateral_timelock,
     )
+    return escrow, collateral
 
 
 def test_protocol_vector_addresses_byte_for_byte() -> None:
-    scripts = _vector_outputs()
-    assert scripts.escrow.address("regtest") == ESCROW_ADDRESS_REGTEST
-    assert scripts.collateral.address("regtest") == COLLATERAL_ADDRESS_REGTEST
+    escrow, collateral = _vector_outputs()
+    assert escrow.address("regtest") == ESCROW_ADDRESS_REGTEST
+    assert collateral.address("regtest") == COLLATERAL_ADDRESS_REGTEST
+
+
+def test_reference_layout_still_reproduces_the_reference_addresses() -> None:
+    """The reference implementation's leaves and key, kept only to show the tree is built as it built it."""
+    escrow, collateral = reference_outputs()
+    assert escrow.address("regtest") == REFERENCE_ESCROW_ADDRESS
+    assert collateral.address("regtest") == REFERENCE_COLLATERAL_ADDRESS
 
 
 def test_protocol_vector_leaf_bytes_follow_protocol_md() -> None:
-    scripts = _vector_outputs()
-    # <100> OP_CSV OP_DROP <xB> OP_CHECKSIG
-    assert scripts.escrow.leaves[0].hex() == "0164b27520" + BORROWER_XONLY + "ac"
-    # OP_SHA256 <hB> OP_EQUALVERIFY <xL> OP_CHECKSIG <xB> OP_CHECKSIGADD OP_2 OP_NUMEQUALVERIFY OP_TRUE
-    assert scripts.escrow.leaves[1].hex() == (
-        "a820" + BORROWER_HASH + "8820" + LENDER_XONLY + "ac20" + BORROWER_XONLY + "ba529d51"
+    escrow, collateral = _vector_outputs()
+    # <xB> OP_CHECKSIGVERIFY <100> OP_CSV
+    assert escrow.leaves[0].hex() == "20" + BORROWER_XONLY + "ad" + "0164" + "b2"
+    # OP_SIZE <32> OP_EQUALVERIFY OP_SHA256 <hB> OP_EQUALVERIFY <xL> OP_CHECKSIG <xB> OP_CHECKSIGADD OP_2 OP_NUMEQUAL
+    assert escrow.leaves[1].hex() == (
+        "82012088" + "a820" + BORROWER_HASH + "88" + "20" + LENDER_XONLY + "ac" + "20" + BORROWER_XONLY + "ba529c"
     )
-    # <27150> OP_CSV OP_DROP <xL> OP_CHECKSIG  (27150 = 0x6a0e -> minimal push 02 0e6a)
-    assert scripts.collateral.leaves[0].hex() == "020e6ab27520" + LENDER_XONLY + "ac"
-    # OP_SHA256 <hL> OP_EQUALVERIFY <xB> OP_CHECKSIG
-    assert scripts.collateral.leaves[1].hex() == "a820" + LENDER_HASH + "8820" + BORROWER_XONLY + "ac"
+    # <xL> OP_CHECKSIGVERIFY <30000> OP_CSV  (30000 = 0x7530 -> minimal push 02 3075)
+    assert collateral.leaves[0].hex() == "20" + LENDER_XONLY + "ad" + "023075" + "b2"
+    # OP_SIZE <32> OP_EQUALVERIFY OP_SHA256 <hL> OP_EQUALVERIFY <xB> OP_CHECKSIG
+    assert collateral.leaves[1].hex() == "82012088" + "a820" + LENDER_HASH + "88" + "20" + BORROWER_XONLY + "ac"
 
 
 def test_leaves_match_bitcoin_utils_serialization() -> None:
-    """An independent encoder (bitcoin-utils) produces the same leaf bytes."""
-    scripts = _vector_outputs()
-    escape = Script([100, "OP_CHECKSEQUENCEVERIFY", "OP_DROP", BORROWER_XONLY, "OP_CHECKSIG"])
+    """An independent encoder (bitcoin-utils) produces the same leaf bytes from PROTOCOL.md's opcodes."""
+    escrow, collateral = _vector_outputs()
+    escape = Script([BORROWER_XONLY, "OP_CHECKSIGVERIFY", 100, "OP_CHECKSEQUENCEVERIFY"])
+    size_check = ["OP_SIZE", 32, "OP_EQUALVERIFY", "OP_SHA256"]
     lock = Script(
         [
-            "OP_SHA256",
+            *size_check,
             BORROWER_HASH,
             "OP_EQUALVERIFY",
             LENDER_XONLY,
@@ -84,19 +100,20 @@ def test_leaves_match_bitcoin_utils_serialization() -> None:
             BORROWER_XONLY,
             "OP_CHECKSIGADD",
             "OP_2",
-            "OP_NUMEQUALVERIFY",
-            "OP_TRUE",
+            "OP_NUMEQUAL",
         ]
     )
-    assert scripts.escrow.leaves[0] == escape.to_bytes()
-    assert scripts.escrow.leaves[1] == lock.to_bytes()
+    claim = Script([LENDER_XONLY, "OP_CHECKSIGVERIFY", 30000, "OP_CHECKSEQUENCEVERIFY"])
+    release = Script([*size_check, LENDER_HASH, "OP_EQUALVERIFY", BORROWER_XONLY, "OP_CHECKSIG"])
+    assert escrow.leaves == (escape.to_bytes(), lock.to_bytes())
+    assert collateral.leaves == (claim.to_bytes(), release.to_bytes())
 
 
 def test_same_program_on_every_network() -> None:
-    scripts = _vector_outputs()
-    mainnet = scripts.escrow.address("mainnet")
-    testnet = scripts.escrow.address("testnet")
-    signet = scripts.escrow.address("signet")
+    escrow, _ = _vector_outputs()
+    mainnet = escrow.address("mainnet")
+    testnet = escrow.address("testnet")
+    signet = escrow.address("signet")
     assert mainnet.startswith("bc1p") and testnet.startswith("tb1p") and signet == testnet
     assert ESCROW_ADDRESS_REGTEST.startswith("bcrt1p")
     # Same witness program, different HRP and therefore checksum.
@@ -104,19 +121,19 @@ def test_same_program_on_every_network() -> None:
 
 
 def test_control_blocks_commit_to_the_output() -> None:
-    scripts = _vector_outputs()
-    for output in (scripts.escrow, scripts.collateral):
+    escrow, collateral = _vector_outputs()
+    for output in (escrow, collateral):
         for index in (0, 1):
             control = output.control_block(index)
             assert len(control) == 65
-            assert control[1:33] == REFERENCE_INTERNAL_KEY
+            assert control[1:33] == BIP341_NUMS_H
             assert control[33:] == output.leaf_hashes[1 - index]
             assert control[0] == 0xC0 | output.output_key_parity
             assert control_block_commits(control, output.leaves[index], output.script_pubkey)
             assert not control_block_commits(control, output.leaves[1 - index], output.script_pubkey)
     # A control block with the wrong parity bit does not commit.
-    flipped = bytes([scripts.escrow.control_block(1)[0] ^ 1]) + scripts.escrow.control_block(1)[1:]
-    assert not control_block_commits(flipped, scripts.escrow.leaves[1], scripts.escrow.script_pubkey)
+    flipped = bytes([escrow.control_block(1)[0] ^ 1]) + escrow.control_block(1)[1:]
+    assert not control_block_commits(flipped, escrow.leaves[1], escrow.script_pubkey)
 
 
 def test_branch_hash_is_order_independent() -> None:
@@ -141,9 +158,9 @@ def test_branch_hash_is_order_independent() -> None:
 )
 def test_timelocks_use_minimal_script_numbers(blocks: int, encoded: str) -> None:
     assert push_number(blocks).hex() == encoded
-    leaf = escrow_timelock_leaf(borrower_pubkey=bytes.fromhex(BORROWER_XONLY), escrow_timelock=blocks)
-    assert leaf.hex() == encoded + "b27520" + BORROWER_XONLY + "ac"
-    assert leaf == Script([blocks, "OP_CHECKSEQUENCEVERIFY", "OP_DROP", BORROWER_XONLY, "OP_CHECKSIG"]).to_bytes()
+    leaf = compile_tapscript(escrow_timelock_miniscript(borrower_pubkey=BORROWER_XONLY, escrow_timelock=blocks))
+    assert leaf.hex() == "20" + BORROWER_XONLY + "ad" + encoded + "b2"
+    assert leaf == Script([BORROWER_XONLY, "OP_CHECKSIGVERIFY", blocks, "OP_CHECKSEQUENCEVERIFY"]).to_bytes()
 
 
 @pytest.mark.parametrize("blocks", [0, -1, 65536, 1 << 22, True, "100", 100.0])
@@ -157,23 +174,59 @@ def test_out_of_range_timelocks_are_refused(blocks: object) -> None:
 @pytest.mark.parametrize("bad_hash", ["11" * 31, "11" * 33, "zz" * 32, b"\x11" * 20, ""])
 def test_hashes_must_be_32_bytes(bad_hash: object) -> None:
     with pytest.raises(InvalidParameterError):
-        escrow_hashlock_leaf(
-            borrower_pubkey=bytes.fromhex(BORROWER_XONLY),
-            lender_pubkey=bytes.fromhex(LENDER_XONLY),
+        escrow_hashlock_miniscript(
+            borrower_pubkey=BORROWER_XONLY,
+            lender_pubkey=LENDER_XONLY,
             borrower_hash=bad_hash,  # type: ignore[arg-type]
         )
 
 
 def test_invalid_keys_are_refused_when_deriving_outputs() -> None:
     with pytest.raises(InvalidKeyError):
-        loan_outputs(
-            borrower_pubkey="00" * 32,
-            lender_pubkey=LENDER_XONLY,
-            borrower_hash=BORROWER_HASH,
-            lender_hash=LENDER_HASH,
-            escrow_timelock=100,
-            collateral_timelock=27150,
+        escrow_output(
+            borrower_pubkey="00" * 32, lender_pubkey=LENDER_XONLY, borrower_hash=BORROWER_HASH, escrow_timelock=100
         )
+
+
+@pytest.mark.parametrize(
+    ("miniscript", "script"),
+    [
+        ("pk(" + BORROWER_XONLY + ")", "20" + BORROWER_XONLY + "ac"),
+        ("c:pk_k(" + BORROWER_XONLY + ")", "20" + BORROWER_XONLY + "ac"),
+        ("older(144)", "029000b2"),
+        ("sha256(" + BORROWER_HASH + ")", "82012088a820" + BORROWER_HASH + "87"),
+        ("and_v(v:older(5),pk(" + LENDER_XONLY + "))", "55b269" + "20" + LENDER_XONLY + "ac"),
+        (
+            "multi_a(1," + LENDER_XONLY + "," + BORROWER_XONLY + ")",
+            "20" + LENDER_XONLY + "ac20" + BORROWER_XONLY + "ba519c",
+        ),
+    ],
+)
+def test_miniscript_fragments_compile_as_the_spec_translates_them(miniscript: str, script: str) -> None:
+    assert compile_tapscript(miniscript).hex() == script
+
+
+@pytest.mark.parametrize(
+    "miniscript",
+    [
+        "pk()",
+        "older(0)",
+        "older(012)",
+        "older(2147483648)",
+        "sha256(00)",
+        "multi_a(3," + LENDER_XONLY + "," + BORROWER_XONLY + ")",
+        "multi_a(1," + LENDER_XONLY + "," + LENDER_XONLY + ")",
+        "and_v(pk(" + LENDER_XONLY + "),older(5))",  # first argument must be V
+        "v:pk(" + LENDER_XONLY + ")",  # a leaf must be of type B
+        "pk_k(" + LENDER_XONLY + ")",
+        "after(5)",  # not a fragment we implement
+        "x:pk(" + LENDER_XONLY + ")",
+        "pk(" + LENDER_XONLY,
+    ],
+)
+def test_unsupported_or_malformed_miniscript_is_refused(miniscript: str) -> None:
+    with pytest.raises(DescriptorError):
+        compile_tapscript(miniscript)
 
 
 def _tree_hashes(tree: object) -> tuple[bytes, list[tuple[bytes, int, bytes]]]:
@@ -220,15 +273,13 @@ def test_two_leaf_output_class_against_bip341_vector() -> None:
 
 def test_leaf_index_must_be_zero_or_one() -> None:
     with pytest.raises(InvalidParameterError):
-        _vector_outputs().escrow.control_block(2)
+        _vector_outputs()[0].control_block(2)
 
 
-def test_platform_outputs_use_bip341_h_not_the_key_protocol_md_prints() -> None:
-    """PROTOCOL.md's printed internal key is not BIP-341's H (they share a 12-byte prefix only).
+def test_platform_outputs_use_bip341_h_not_the_reference_key() -> None:
+    """The reference's internal key is not BIP-341's H (they share a 12-byte prefix only).
 
-    H = lift_x(SHA256(uncompressed G)) is provably nobody's key; the printed one is merely unlikely to be. Every
-    output the platform makes uses H, so its addresses differ from PROTOCOL.md's vector (reproduced above with
-    ``REFERENCE_INTERNAL_KEY``).
+    H = lift_x(SHA256(uncompressed G)) is provably nobody's key; the reference's is merely unlikely to be.
     """
     generator_uncompressed = bytes.fromhex(
         "0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
@@ -238,15 +289,13 @@ def test_platform_outputs_use_bip341_h_not_the_key_protocol_md_prints() -> None:
     assert REFERENCE_INTERNAL_KEY != BIP341_NUMS_H
     assert REFERENCE_INTERNAL_KEY[:12] == BIP341_NUMS_H[:12]
     parse_xonly_pubkey(REFERENCE_INTERNAL_KEY)  # a valid curve point
-    platform = loan_outputs(
-        borrower_pubkey=BORROWER_XONLY,
-        lender_pubkey=LENDER_XONLY,
-        borrower_hash=BORROWER_HASH,
-        lender_hash=LENDER_HASH,
-        escrow_timelock=100,
-        collateral_timelock=27150,
-    )
-    assert platform.escrow.internal_key == BIP341_NUMS_H
-    assert platform.escrow.leaves == _vector_outputs().escrow.leaves  # same scripts, different internal key
-    assert platform.escrow.address("regtest") != ESCROW_ADDRESS_REGTEST
-    assert platform.escrow.control_block(1)[1:33] == BIP341_NUMS_H
+    escrow, _ = _vector_outputs()
+    assert escrow.internal_key == BIP341_NUMS_H
+    assert escrow.control_block(1)[1:33] == BIP341_NUMS_H
+
+
+def test_a_tree_of_raw_leaves_has_no_descriptor() -> None:
+    escrow, _ = reference_outputs()
+    with pytest.raises(InvalidParameterError):
+        escrow.descriptor_body  # noqa: B018
+    assert isinstance(escrow, TwoLeafTaprootOutput)

@@ -27,16 +27,17 @@ from bitcoin.errors import (
 )
 from bitcoin.fees import dust_threshold
 from bitcoin.keys import PrivateKey
-from bitcoin.scripts import REFERENCE_INTERNAL_KEY
+from bitcoin.loan import LoanFacts
 from bitcoin.tests.loan_vectors import (
     BORROWER_PREIMAGE,
     ESCROW_OUTPOINT,
     LENDER_PREIMAGE,
     ODD_Y_SECRET,
+    REGTEST_P2TR,
     REGTEST_P2WPKH,
     borrower_key,
     lender_key,
-    vector_scripts,
+    vector_facts,
 )
 from bitcoin.transactions import (
     SEQUENCE_RBF_NO_LOCK,
@@ -57,24 +58,12 @@ from bitcoin.transactions import (
 )
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "bip341_wallet_vectors.json").read_text())
-COLLATERAL_OUTPOINT = OutPoint("b2" * 32, 1)
-LENDER_PAYOUT = "bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6"  # P2TR, regtest
+TX1_TXID = "b2" * 32
 ODD_Y_KEY = PrivateKey.from_hex(ODD_Y_SECRET)
 
 
-def _tx1(scripts=None, **overrides) -> PreparedSpend:
-    arguments = {
-        "scripts": scripts or vector_scripts(),
-        "escrow_outpoint": ESCROW_OUTPOINT,
-        "escrow_value_sats": 1_100_000,
-        "loan_amount_sats": 1_000_000,
-        "origination_fee_bps": 100,
-        "lender_payout_address": REGTEST_P2WPKH,
-        "network": "regtest",
-        "fee_rate_sat_vb": 3,
-    }
-    arguments.update(overrides)
-    return build_tx1(**arguments)
+def _tx1(facts: LoanFacts | None = None, fee_rate_sat_vb: object = 3, **overrides: object) -> PreparedSpend:
+    return build_tx1(facts or vector_facts(**overrides), fee_rate_sat_vb=fee_rate_sat_vb)  # type: ignore[arg-type]
 
 
 # -- serialization and BIP-341 sighash vectors ---------------------------------------------------------------
@@ -138,8 +127,8 @@ def test_script_path_sighash_matches_bitcoin_utils() -> None:
     ids=["vector-keys", "odd-y-borrower", "odd-y-lender"],
 )
 def test_tx1_signed_by_both_parties_is_valid(borrower: PrivateKey, lender: PrivateKey) -> None:
-    scripts = vector_scripts(borrower, lender)
-    prepared = _tx1(scripts)
+    facts = vector_facts(borrower, lender)
+    prepared = _tx1(facts)
     tx = finalize_tx1(
         prepared,
         borrower_signature=prepared.sign(borrower),
@@ -150,18 +139,37 @@ def test_tx1_signed_by_both_parties_is_valid(borrower: PrivateKey, lender: Priva
     assert tx.version == 2 and tx.locktime == 0 and len(tx.inputs) == 1
     assert tx.inputs[0].sequence == SEQUENCE_RBF_NO_LOCK
     assert tx.inputs[0].outpoint == ESCROW_OUTPOINT
-    fee_output, collateral_output = tx.outputs
+    fee_output, collateral_output, change_output = tx.outputs
     assert fee_output.value == 10_000  # 1 % of 1,000,000 sat
     assert fee_output.script_pubkey.hex() == "0014751e76e8199196d454941c45d1b3a323f1433bd6"
-    assert collateral_output.script_pubkey == scripts.collateral.script_pubkey
-    assert collateral_output.value == 1_100_000 - 10_000 - prepared.fee_sats
+    assert collateral_output.script_pubkey == facts.collateral.script_pubkey
+    assert collateral_output.value == 1_000_000  # exactly the required collateral, never more
+    assert change_output.script_pubkey == facts.borrower_payout_script
+    assert change_output.value == 1_200_000 - 10_000 - 1_000_000 - prepared.fee_sats
     witness = tx.inputs[0].witness
-    assert [len(item) for item in witness] == [64, 64, 32, len(scripts.escrow.leaves[1]), 65]
+    assert [len(item) for item in witness] == [64, 64, 32, len(facts.escrow.leaves[1]), 65]
     assert witness[2] == BORROWER_PREIMAGE
-    assert witness[3] == scripts.escrow.leaves[1]
+    assert witness[3] == facts.escrow.leaves[1]
     assert tx.vsize == prepared.final_vsize
     assert prepared.fee_sats == 3 * tx.vsize
     assert Fraction(prepared.fee_sats, tx.vsize) >= 3
+
+
+def test_tx1_sends_a_dust_remainder_to_the_miner_not_to_a_change_output() -> None:
+    with_change = _tx1()
+    exact = 1_000_000 + 10_000 + 3 * _tx1(escrow_sats=1_011_000).final_vsize  # 3 sat/vB, 2 outputs
+    two_outputs = _tx1(escrow_sats=exact)
+    assert len(two_outputs.tx.outputs) == 2 and two_outputs.tx.outputs[1].value == 1_000_000
+    # A remainder one satoshi below the change output's dust threshold stays with the miner ...
+    change_fee = with_change.fee_sats
+    dust = dust_threshold(vector_facts().borrower_payout_script)
+    below = _tx1(escrow_sats=1_010_000 + change_fee + dust - 1)
+    assert len(below.tx.outputs) == 2 and below.fee_sats == change_fee + dust - 1
+    # ... and at the threshold it is B's change.
+    at = _tx1(escrow_sats=1_010_000 + change_fee + dust)
+    assert [output.value for output in at.tx.outputs] == [10_000, 1_000_000, dust]
+    with pytest.raises(InvalidParameterError, match="cannot pay"):
+        _tx1(escrow_sats=exact - 1)
 
 
 def test_tx1_witness_in_another_order_fails_in_the_kernel() -> None:
@@ -174,27 +182,25 @@ def test_tx1_witness_in_another_order_fails_in_the_kernel() -> None:
     wrong_preimage = good.with_witness(0, [sig_b, sig_l, b"\x00" * 32, *good.inputs[0].witness[3:]])
     with pytest.raises(TransactionError, match="does not satisfy"):
         verify_input(wrong_preimage, 0, [prepared.prevout])
+    # The miniscript hashlock checks the preimage is 32 bytes (OP_SIZE 32 OP_EQUALVERIFY), as the contracts do.
+    long_preimage = good.with_witness(0, [sig_b, sig_l, BORROWER_PREIMAGE + b"\x00", *good.inputs[0].witness[3:]])
+    with pytest.raises(TransactionError, match="does not satisfy"):
+        verify_input(long_preimage, 0, [prepared.prevout])
     # The same signatures are invalid for another prevout value (the sighash commits to amounts).
     with pytest.raises(TransactionError, match="does not satisfy"):
         verify_input(good, 0, [replace(prepared.prevout, value=prepared.prevout.value + 1)])
 
 
 def test_tx_exit_after_t0() -> None:
-    scripts = vector_scripts(ODD_Y_KEY, lender_key())
-    prepared = build_exit(
-        scripts=scripts,
-        escrow_outpoint=ESCROW_OUTPOINT,
-        escrow_value_sats=500_000,
-        borrower_payout_address=REGTEST_P2WPKH,
-        network="regtest",
-        fee_rate_sat_vb="1.5",
-    )
+    facts = vector_facts(ODD_Y_KEY, lender_key(), escrow_sats=500_000, borrower_payout_address=REGTEST_P2WPKH)
+    prepared = build_exit(facts, fee_rate_sat_vb="1.5")
     assert prepared.tx.inputs[0].sequence == 100
     tx = finalize_exit(prepared, borrower_signature=prepared.sign(ODD_Y_KEY))
     verify_input(tx, 0, [prepared.prevout])
-    assert [len(item) for item in tx.inputs[0].witness] == [64, len(scripts.escrow.leaves[0]), 65]
+    assert [len(item) for item in tx.inputs[0].witness] == [64, len(facts.escrow.leaves[0]), 65]
     assert tx.vsize == prepared.final_vsize
     assert tx.outputs[0].value == 500_000 - prepared.fee_sats
+    assert tx.outputs[0].script_pubkey == facts.borrower_payout_script
     assert Fraction(prepared.fee_sats, tx.vsize) >= Fraction(3, 2)
     # nSequence below t_0 makes OP_CHECKSEQUENCEVERIFY fail, even with a valid signature over that tx.
     early = replace(prepared, tx=replace(prepared.tx, inputs=(replace(prepared.tx.inputs[0], sequence=99),)))
@@ -204,43 +210,29 @@ def test_tx_exit_after_t0() -> None:
 
 
 def test_tx_release_with_lender_preimage() -> None:
-    scripts = vector_scripts()
-    prepared = build_release(
-        scripts=scripts,
-        collateral_outpoint=COLLATERAL_OUTPOINT,
-        collateral_value_sats=1_089_000,
-        borrower_payout_address="bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry",
-        network="regtest",
-        fee_rate_sat_vb=2,
-    )
+    facts = vector_facts()
+    prepared = build_release(facts, tx1_txid=TX1_TXID, fee_rate_sat_vb=2)
     assert prepared.tx.inputs[0].sequence == SEQUENCE_RBF_NO_LOCK
+    assert prepared.tx.inputs[0].outpoint == OutPoint(TX1_TXID, 1)
+    assert prepared.prevout == TxOut(1_000_000, facts.collateral.script_pubkey)
     tx = finalize_release(prepared, borrower_signature=prepared.sign(borrower_key()), lender_preimage=LENDER_PREIMAGE)
     verify_input(tx, 0, [prepared.prevout])
     assert tx.inputs[0].witness[1] == LENDER_PREIMAGE
     assert tx.vsize == prepared.final_vsize
-    assert tx.outputs[0].value == 1_089_000 - prepared.fee_sats
+    assert tx.outputs[0] == TxOut(1_000_000 - prepared.fee_sats, facts.borrower_payout_script)
     assert prepared.fee_sats == 2 * tx.vsize
-    assert sha256(LENDER_PREIMAGE) == scripts.lender_hash
+    assert sha256(LENDER_PREIMAGE) == facts.lender_hash
 
 
 def test_tx_capture_after_t1() -> None:
-    scripts = vector_scripts(borrower_key(), ODD_Y_KEY)
-    prepared = build_capture(
-        scripts=scripts,
-        collateral_outpoint=COLLATERAL_OUTPOINT,
-        collateral_value_sats=1_089_000,
-        lender_payout_address=LENDER_PAYOUT,
-        network="regtest",
-        fee_rate_sat_vb=1,
-    )
-    assert prepared.tx.inputs[0].sequence == 27150
+    facts = vector_facts(borrower_key(), ODD_Y_KEY, lender_payout_address=REGTEST_P2TR)
+    prepared = build_capture(facts, tx1_txid=TX1_TXID, fee_rate_sat_vb=1)
+    assert prepared.tx.inputs[0].sequence == 30000
     tx = finalize_capture(prepared, lender_signature=prepared.sign(ODD_Y_KEY))
     verify_input(tx, 0, [prepared.prevout])
     assert tx.vsize == prepared.final_vsize
-    assert (
-        tx.outputs[0].script_pubkey.hex() == "5120" + "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
-    )
-    early = replace(prepared, tx=replace(prepared.tx, inputs=(replace(prepared.tx.inputs[0], sequence=27149),)))
+    assert tx.outputs[0].script_pubkey == facts.lender_payout_script
+    early = replace(prepared, tx=replace(prepared.tx, inputs=(replace(prepared.tx.inputs[0], sequence=29999),)))
     with pytest.raises(TransactionError, match="does not satisfy"):
         verify_input(finalize_capture(early, lender_signature=early.sign(ODD_Y_KEY)), 0, [early.prevout])
 
@@ -270,17 +262,25 @@ def test_finalize_checks_every_piece() -> None:
 def test_tx1_fee_output_must_not_be_dust() -> None:
     # 1 % of 20,000 sat is 200 sat, below the 294 sat P2WPKH dust threshold.
     with pytest.raises(DustError, match="origination fee output"):
-        _tx1(loan_amount_sats=20_000, escrow_value_sats=30_000)
+        _tx1(loan_amount_sats=20_000, escrow_sats=30_000)
 
 
-def test_tx1_refuses_collateral_below_the_loan_amount() -> None:
-    prepared = _tx1()
-    exact_escrow = 1_000_000 + 10_000 + prepared.fee_sats
-    assert _tx1(escrow_value_sats=exact_escrow).tx.outputs[1].value == 1_000_000
-    with pytest.raises(InvalidParameterError, match="at least 1000000 sat needed"):
-        _tx1(escrow_value_sats=exact_escrow - 1)
-    with pytest.raises(InvalidParameterError, match="at least 1500000 sat needed"):
-        _tx1(min_collateral_ratio_bps=15_000)
+def test_tx1_refuses_an_escrow_that_cannot_pay_the_collateral() -> None:
+    exact_escrow = 1_000_000 + 10_000 + 3 * _tx1(escrow_sats=1_011_000).final_vsize  # 3 sat/vB, 2 outputs
+    assert _tx1(escrow_sats=exact_escrow).tx.outputs[1].value == 1_000_000
+    with pytest.raises(InvalidParameterError, match="cannot pay the 1000000 sat collateral"):
+        _tx1(escrow_sats=exact_escrow - 1)
+    with pytest.raises(InvalidParameterError, match="cannot pay the 1100000 sat collateral"):
+        _tx1(min_collateral_ratio_bps=11_000, escrow_sats=1_105_000)
+
+
+def test_collateral_above_repayment_plus_bond_is_refused_before_any_build() -> None:
+    """PROTOCOL.md attack 15: a loan whose collateral would exceed repayment + bond has no TX_1 at all."""
+    assert vector_facts(collateral_cap_sats=1_000_000).collateral_sats == 1_000_000  # at the cap: allowed
+    with pytest.raises(InvalidParameterError, match="above repayment \\+ bond"):
+        vector_facts(collateral_cap_sats=999_999)
+    with pytest.raises(InvalidParameterError, match="above repayment \\+ bond"):
+        vector_facts(min_collateral_ratio_bps=11_257)  # 1,125,700 > 1,125,684
 
 
 @pytest.mark.parametrize(
@@ -289,42 +289,32 @@ def test_tx1_refuses_collateral_below_the_loan_amount() -> None:
         ({"lender_payout_address": "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"}, InvalidAddressError),
         ({"fee_rate_sat_vb": 2.0}, FeeError),
         ({"fee_rate_sat_vb": 0}, FeeError),
+        ({"fee_rate_sat_vb": "0.5"}, FeeError),  # below the loan's minimum
+        ({"fee_rate_sat_vb": 101}, FeeError),  # above the loan's maximum
         ({"origination_fee_bps": 10_001}, InvalidParameterError),
         ({"origination_fee_bps": -1}, InvalidParameterError),
         ({"min_collateral_ratio_bps": 9_999}, InvalidParameterError),
         ({"loan_amount_sats": 0}, InvalidParameterError),
-        ({"escrow_value_sats": 10.5}, InvalidParameterError),
+        ({"escrow_sats": 10.5}, InvalidParameterError),
+        ({"escrow_outpoint": None, "escrow_sats": None}, InvalidParameterError),
+        ({"lender_hash": None}, InvalidParameterError),
     ],
 )
 def test_tx1_bad_parameters_are_refused(overrides: dict, error: type[Exception]) -> None:
+    rate = overrides.pop("fee_rate_sat_vb", 3)
     with pytest.raises(error):
-        _tx1(**overrides)
+        _tx1(fee_rate_sat_vb=rate, **overrides)
 
 
 def test_sweep_refuses_dust_payout() -> None:
     with pytest.raises(DustError, match="payout output"):
-        build_exit(
-            scripts=vector_scripts(),
-            escrow_outpoint=ESCROW_OUTPOINT,
-            escrow_value_sats=600,
-            borrower_payout_address=REGTEST_P2WPKH,
-            network="regtest",
-            fee_rate_sat_vb=3,
-        )
+        build_exit(vector_facts(escrow_sats=700), fee_rate_sat_vb=3)
     with pytest.raises(InvalidParameterError, match="cannot pay"):
-        build_exit(
-            scripts=vector_scripts(),
-            escrow_outpoint=ESCROW_OUTPOINT,
-            escrow_value_sats=100,
-            borrower_payout_address=REGTEST_P2WPKH,
-            network="regtest",
-            fee_rate_sat_vb=3,
-        )
+        build_exit(vector_facts(escrow_sats=100), fee_rate_sat_vb=3)
 
 
 # -- amount rules as a property ---------------------------------------------------------------------------------
 
-SIGNED_SCRIPTS = vector_scripts()
 SIGNERS = (borrower_key(), lender_key())
 
 
@@ -333,35 +323,35 @@ SIGNERS = (borrower_key(), lender_key())
     escrow_value=st.integers(min_value=1, max_value=10**9),
     loan_amount=st.integers(min_value=1, max_value=10**9),
     bps=st.integers(min_value=0, max_value=1_000),
-    rate_tenths=st.integers(min_value=1, max_value=5_000),
-    ratio_bps=st.integers(min_value=10_000, max_value=20_000),
+    rate_tenths=st.integers(min_value=10, max_value=5_000),
+    ratio_bps=st.integers(min_value=10_000, max_value=12_000),
 )
 def test_tx1_amount_rules_hold_or_the_build_is_refused(
     escrow_value: int, loan_amount: int, bps: int, rate_tenths: int, ratio_bps: int
 ) -> None:
     rate = Fraction(rate_tenths, 10)
+    required = -(-loan_amount * ratio_bps // 10_000)
+    facts = vector_facts(
+        escrow_sats=escrow_value,
+        loan_amount_sats=loan_amount,
+        origination_fee_bps=bps,
+        min_collateral_ratio_bps=ratio_bps,
+        collateral_cap_sats=required,
+        max_fee_rate_sat_vb=600,
+    )
     try:
-        prepared = _tx1(
-            SIGNED_SCRIPTS,
-            escrow_value_sats=escrow_value,
-            loan_amount_sats=loan_amount,
-            origination_fee_bps=bps,
-            fee_rate_sat_vb=rate,
-            min_collateral_ratio_bps=ratio_bps,
-        )
+        prepared = build_tx1(facts, fee_rate_sat_vb=rate)
     except BitcoinProtocolError as error:
         fee = loan_amount * bps // 10_000
-        required = -(-loan_amount * ratio_bps // 10_000)
-        vsize = _tx1().final_vsize
-        miner_fee = -(-rate * vsize // 1)
-        # The refusal is justified: dust fee output, or not enough left for collateral.
-        assert fee < 294 or escrow_value - fee - miner_fee < max(required, 330), str(error)
+        miner_fee = -(-rate * _tx1().final_vsize // 1)
+        # The refusal is justified: dust fee output or collateral, or not enough for collateral and fees.
+        assert fee < 294 or required < 330 or escrow_value - fee - miner_fee < required, str(error)
         return
-    fee_output, collateral_output = prepared.tx.outputs
+    fee_output, collateral_output, *change = prepared.tx.outputs
     assert fee_output.value == loan_amount * bps // 10_000
     assert fee_output.value >= dust_threshold(fee_output.script_pubkey)
-    assert collateral_output.value >= -(-loan_amount * ratio_bps // 10_000)
-    assert escrow_value == fee_output.value + collateral_output.value + prepared.fee_sats
+    assert collateral_output.value == required
+    assert escrow_value == sum(output.value for output in prepared.tx.outputs) + prepared.fee_sats
     tx = finalize_tx1(
         prepared,
         borrower_signature=prepared.sign(SIGNERS[0]),
@@ -369,7 +359,11 @@ def test_tx1_amount_rules_hold_or_the_build_is_refused(
         borrower_preimage=BORROWER_PREIMAGE,
     )
     assert Fraction(prepared.fee_sats, tx.vsize) >= rate
-    assert Fraction(prepared.fee_sats - 1, tx.vsize) < rate  # no overpayment beyond rounding
+    if change:
+        assert change[0].value >= dust_threshold(change[0].script_pubkey)
+        assert Fraction(prepared.fee_sats - 1, tx.vsize) < rate  # no overpayment beyond rounding
+    else:  # the remainder went to the miner only because a change output would have been dust
+        assert prepared.fee_sats - -(-rate * (tx.vsize + 43) // 1) < dust_threshold(facts.borrower_payout_script)
 
 
 _HEX32 = st.binary(min_size=32, max_size=32).map(lambda raw: raw.hex())
@@ -430,26 +424,26 @@ def test_out_of_range_fields_are_refused(build) -> None:
         build()
 
 
-# Known-answer TX_1 of the PROTOCOL.md vector (escrow a1..a1:1 holding 1,100,000 sat, 1,000,000 sat loan,
-# 100 bps fee to bcrt1qw508..., 3 sat/vB, BIP-340 aux randomness of 32 zero bytes). Produced by this library
-# and accepted by libbitcoinkernel below; pinned so any change to serialization, output order, fee maths or
-# witness layout shows up. Note the escrow output key has odd Y (control block byte 0xc1).
+# Known-answer TX_1 of the PROTOCOL.md vector (escrow a1..a1:1 holding 1,200,000 sat, 1,000,000 sat loan,
+# 100 bps fee to bcrt1qw508..., change to bcrt1p0xlx..., 3 sat/vB, BIP-340 aux randomness of 32 zero bytes).
+# Produced by this library and accepted by libbitcoinkernel below; pinned so any change to serialization, output
+# order, fee maths or witness layout shows up.
 TX1_KNOWN_ANSWER = (
-    "02000000000101a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a10100000000fdffffff0210270000"
-    "00000000160014751e76e8199196d454941c45d1b3a323f1433bd65a9f100000000000225120bd9ae944a425f02335230f8d1db23857"
-    "18067149c5778a642d480b7994a056ee0540526bb62e2657b3da0f689d02a29d21a0a0286008fc251066958075d93f5a6d18c54db3b6"
-    "0461d742d12e394a703df779346c3388b8144b29ad235a586c68d8e740a3684d5c66562300e1dcb6c0e6704929e35bcbe78a58e6f3ff"
-    "063c5ce0b57c767a2ea4f9508e7d83015ec90b7720ff935a754665b97bf559752d4983b35972e3200e0ed04e19fa04ec6b29e6ccfd6f"
-    "7384a22e1a92b81563064d8c74f354d41f056aa820114810e3c12909f2fb9cbf59c11ee5c9d107556476685f7e14205eab094d492788"
-    "2064b4b84f42da9bdb84f7eda2de12524516686e73849645627fb7a034c79c81c8ac20274903288d231552de4c2c270d1c3f71fe5c78"
-    "315374830c3b12a6654ee03afaba529d5141c150929b74c1a04954b78b4b60c595c211f8b853e6e84bfa2be95712a7b0dd59e662303d"
-    "836dd199805b66a48270035db5770c57d37827eb593e3350bb5bbf2cae00000000"
+    "02000000000101a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a10100000000fdffffff031027000000"
+    "000000160014751e76e8199196d454941c45d1b3a323f1433bd640420f0000000000225120d62d5b4087b14c2d6a5f62986221334563"
+    "925c86031f0d1638f6eaf9200ddb4336e302000000000022512079be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b"
+    "16f817980540479275c2086fd1811c7a305075793bd100d99ee98fcbedc12c8678ef97bba714cd246a94e836e09e7521250b5a5184cc"
+    "988f66f7f1a41c4a1a31aa1c28a22a18406d26cd8d038556128360bba51c05f3fcb4a785e2e122b088d019e123e4f63ffe116f31339c"
+    "fa158304dfe08a056c33b31608499eab06c8de5581754eed2ab58d200e0ed04e19fa04ec6b29e6ccfd6f7384a22e1a92b81563064d8c"
+    "74f354d41f056d82012088a820114810e3c12909f2fb9cbf59c11ee5c9d107556476685f7e14205eab094d4927882064b4b84f42da9b"
+    "db84f7eda2de12524516686e73849645627fb7a034c79c81c8ac20274903288d231552de4c2c270d1c3f71fe5c78315374830c3b12a6"
+    "654ee03afaba529c41c150929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac08950ac5b2e95e37d11c00fbf"
+    "55bf0d7e70e97e387428dc48927a5531f39eaee100000000"
 )
 
 
 def test_tx1_known_answer() -> None:
-    # PROTOCOL.md's vector outputs (its printed internal key), so these bytes match the reference design's.
-    prepared = _tx1(vector_scripts(internal_key=REFERENCE_INTERNAL_KEY))
+    prepared = _tx1()
     zero_aux = bytes(32)
     tx = finalize_tx1(
         prepared,
@@ -458,10 +452,8 @@ def test_tx1_known_answer() -> None:
         borrower_preimage=BORROWER_PREIMAGE,
     )
     assert tx.hex() == TX1_KNOWN_ANSWER
-    assert tx.txid == "389f747f375b2d9740fcdd35e66987c51c95d8b0243b33a911ee0619f6c4d5f1"
-    assert (tx.vsize, prepared.fee_sats) == (210, 630)
+    assert tx.txid == "0fd23bf3f130ffe0f35294cffa982c0bb8a5af129aecaf237fa91c82ff107c2e"
+    assert (tx.vsize, prepared.fee_sats) == (254, 762)
     parsed = Transaction.parse(TX1_KNOWN_ANSWER)
     assert parsed == tx
-    verify_input(
-        parsed, 0, [TxOut(1_100_000, vector_scripts(internal_key=REFERENCE_INTERNAL_KEY).escrow.script_pubkey)]
-    )
+    verify_input(parsed, 0, [TxOut(1_200_000, vector_facts().escrow.script_pubkey)])
