@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bitcoin.consensus import verify_input
 from bitcoin.keys import PrivateKey
-from bitcoin.scripts import loan_outputs
+from bitcoin.loan import LoanFacts
 from bitcoin.transactions import OutPoint, build_tx1, finalize_tx1
 
 BORROWER = PrivateKey.from_wif("cNwW6ne3j9jUDWC3qFG5Bw3jzWvSZjZ2vgyP5LsTVj4WrJkJqjuz", "regtest")
@@ -24,25 +24,27 @@ PREIMAGE = bytes.fromhex("0e0ed04e19fa04ec6b29e6ccfd6f7384a22e1a92b81563064d8c74
 
 
 def one_cycle(iteration: int) -> None:
-    """Derive the outputs, build TX_1, sign it twice, finalize and verify it with the kernel."""
-    scripts = loan_outputs(
-        borrower_pubkey=BORROWER.xonly_pubkey,
-        lender_pubkey=LENDER.xonly_pubkey,
+    """Make the loan's facts (outputs derived), build TX_1, sign it twice, finalize and verify it with the kernel."""
+    facts = LoanFacts(
+        network="regtest",
+        borrower_btc_pubkey=BORROWER.xonly_pubkey,
+        lender_btc_pubkey=LENDER.xonly_pubkey,
         borrower_hash="114810e3c12909f2fb9cbf59c11ee5c9d107556476685f7e14205eab094d4927",
         lender_hash="646e58c6fbea3ac4750a2279d4b711fed954e3cb48319c630570e3143e4553e3",
-        escrow_timelock=100,
-        collateral_timelock=27150,
-    )
-    prepared = build_tx1(
-        scripts=scripts,
+        escrow_timelock_btc_blocks=100,
+        collateral_timelock_btc_blocks=30000,
         escrow_outpoint=OutPoint(f"{iteration:064x}", 0),
-        escrow_value_sats=1_100_000,
+        escrow_sats=1_200_000,
         loan_amount_sats=1_000_000,
+        min_collateral_ratio_bps=10_000,
+        collateral_cap_sats=1_100_000,
         origination_fee_bps=100,
         lender_payout_address="bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
-        network="regtest",
-        fee_rate_sat_vb=3,
+        borrower_payout_address="bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6",
+        min_fee_rate_sat_vb=1,
+        max_fee_rate_sat_vb=100,
     )
+    prepared = build_tx1(facts, fee_rate_sat_vb=3)
     tx = finalize_tx1(
         prepared,
         borrower_signature=prepared.sign(BORROWER),

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pbk
 
 from bitcoin.keys import PrivateKey
+from bitcoin.loan import LoanFacts
 from bitcoin.regtest.address import encode_segwit
 from bitcoin.regtest.node import RegtestNode
-from bitcoin.scripts import LoanScripts
-from bitcoin.transactions import OutPoint, build_release, finalize_release
+from bitcoin.transactions import build_release, finalize_release
 
 MIN_BLOCKS = 101  # coinbase maturity (100) + 1, so the faucet can pay in the second part
 
@@ -83,25 +83,30 @@ def bench_script_verify(iterations: int) -> None:
     """Time `ScriptPubkey.verify` on a TX_release (taproot script path: Schnorr check + SHA-256 hashlock)."""
     borrower, lender = PrivateKey.generate(), PrivateKey.generate()
     p_l = b"\x42" * 32
-    scripts = LoanScripts(
-        borrower_pubkey=borrower.xonly_pubkey,
-        lender_pubkey=lender.xonly_pubkey,
+    value = 1_000_000
+    payout = encode_segwit("bcrt", 0, bytes(range(20)))
+    facts = LoanFacts(
+        network="regtest",
+        borrower_btc_pubkey=borrower.xonly_pubkey,
+        lender_btc_pubkey=lender.xonly_pubkey,
         borrower_hash=hashlib.sha256(b"\x24" * 32).digest(),
         lender_hash=hashlib.sha256(p_l).digest(),
-        escrow_timelock=3,
-        collateral_timelock=5,
+        escrow_timelock_btc_blocks=3,
+        collateral_timelock_btc_blocks=5,
+        escrow_outpoint=None,
+        escrow_sats=None,
+        loan_amount_sats=value,
+        min_collateral_ratio_bps=10_000,
+        collateral_cap_sats=value,
+        origination_fee_bps=100,
+        lender_payout_address=payout,
+        borrower_payout_address=payout,
+        min_fee_rate_sat_vb=1,
+        max_fee_rate_sat_vb=100,
     )
-    value = 1_000_000
-    prepared = build_release(
-        scripts=scripts,
-        collateral_outpoint=OutPoint("11" * 32, 1),
-        collateral_value_sats=value,
-        borrower_payout_address=encode_segwit("bcrt", 0, bytes(range(20))),
-        network="regtest",
-        fee_rate_sat_vb=2,
-    )
+    prepared = build_release(facts, tx1_txid="11" * 32, fee_rate_sat_vb=2)
     tx = finalize_release(prepared, borrower_signature=prepared.sign(borrower), lender_preimage=p_l)
-    spk = pbk.ScriptPubkey(scripts.collateral.script_pubkey)
+    spk = pbk.ScriptPubkey(facts.collateral.script_pubkey)
     kernel_tx = pbk.Transaction(tx.serialize())
     spent = [pbk.TransactionOutput(spk, value)]
     flags = pbk.ScriptVerificationFlags.ALL

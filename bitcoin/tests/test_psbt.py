@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from bitcoinutils.psbt import PSBT as BuPsbt
 
-from bitcoin.encoding import push_bytes
+from bitcoin.encoding import hash160, push_bytes, sha256
 from bitcoin.errors import PsbtError
 from bitcoin.keys import PrivateKey, verify_schnorr
 from bitcoin.psbt import (
@@ -27,27 +27,17 @@ from bitcoin.psbt import (
 )
 from bitcoin.scripts import NUMS_INTERNAL_KEY, control_block_commits, tap_leaf_hash
 from bitcoin.tests.loan_vectors import (
-    ESCROW_OUTPOINT,
+    LENDER_PREIMAGE,
     ODD_Y_SECRET,
-    REGTEST_P2WPKH,
     borrower_key,
     lender_key,
-    vector_scripts,
+    vector_facts,
 )
 from bitcoin.transactions import SIGHASH_DEFAULT, PreparedSpend, TxOut, build_tx1, taproot_sighash
 
 
 def _prepared() -> PreparedSpend:
-    return build_tx1(
-        scripts=vector_scripts(),
-        escrow_outpoint=ESCROW_OUTPOINT,
-        escrow_value_sats=1_100_000,
-        loan_amount_sats=1_000_000,
-        origination_fee_bps=100,
-        lender_payout_address=REGTEST_P2WPKH,
-        network="regtest",
-        fee_rate_sat_vb=3,
-    )
+    return build_tx1(vector_facts(), fee_rate_sat_vb=3)
 
 
 def test_unsigned_tx1_psbt_carries_the_bip371_fields() -> None:
@@ -61,8 +51,15 @@ def test_unsigned_tx1_psbt_carries_the_bip371_fields() -> None:
     assert psbt.tap_leaf_scripts(0) == [(prepared.control_block, prepared.leaf_script, 0xC0)]
     assert fields[bytes([PSBT_IN_TAP_INTERNAL_KEY])] == NUMS_INTERNAL_KEY
     assert fields[bytes([PSBT_IN_TAP_MERKLE_ROOT])] == prepared.tree.merkle_root
-    collateral = vector_scripts().collateral
+    # BIP-371 key origins for both signers, naming the leaf they sign (BDK signs a script path only then).
+    assert psbt.tap_key_leaf_hashes(0) == {signer: [prepared.leaf_hash] for signer in prepared.signers}
+    for signer in prepared.signers:
+        assert fields[bytes([PSBT_IN_TAP_BIP32_DERIVATION]) + signer] == (
+            b"\x01" + prepared.leaf_hash + hash160(signer)[:4]
+        )
+    collateral = vector_facts().collateral
     assert psbt.outputs[0] == {}
+    assert psbt.outputs[2] == {}
     assert psbt.outputs[1][bytes([PSBT_OUT_TAP_INTERNAL_KEY])] == NUMS_INTERNAL_KEY
     assert psbt.outputs[1][bytes([PSBT_OUT_TAP_TREE])] == b"".join(
         b"\x01\xc0" + push_bytes(leaf) for leaf in collateral.leaves
@@ -83,7 +80,7 @@ def test_an_independent_parser_reads_it() -> None:
     """bitcoin-utils (BIP-174 without taproot fields) parses it and keeps the taproot fields as unknowns."""
     psbt = create_psbt(_prepared())
     other = BuPsbt.from_base64(psbt.to_base64())
-    assert other.inputs[0].witness_utxo.amount == 1_100_000
+    assert other.inputs[0].witness_utxo.amount == 1_200_000
     assert bytes([PSBT_IN_TAP_INTERNAL_KEY]) in other.inputs[0].unknown
     assert other.tx.get_txid() == psbt.unsigned_tx.txid
 
@@ -127,6 +124,17 @@ def test_key_origin_field() -> None:
     psbt = create_psbt(prepared, key_origins={xonly: (b"\xde\xad\xbe\xef", [86 | 1 << 31, 1 | 1 << 31, 0])})
     value = psbt.inputs[0][bytes([PSBT_IN_TAP_BIP32_DERIVATION]) + xonly]
     assert value == b"\x01" + prepared.leaf_hash + b"\xde\xad\xbe\xef" + bytes.fromhex("560000800100008000000000")
+
+
+def test_sha256_preimage_field() -> None:
+    """pL travels in the TX_release PSBT as PSBT_IN_SHA256 so any wallet can finalize; a wrong one is refused."""
+    psbt = create_psbt(_prepared())
+    psbt.add_sha256_preimage(0, LENDER_PREIMAGE)
+    parsed = Psbt.from_base64(psbt.to_base64())
+    assert parsed.sha256_preimages(0) == {sha256(LENDER_PREIMAGE): LENDER_PREIMAGE}
+    parsed.inputs[0][b"\x0b" + sha256(LENDER_PREIMAGE)] = b"\x00" * 32
+    with pytest.raises(PsbtError, match="preimage"):
+        Psbt.from_base64(parsed.to_base64())
 
 
 def test_unknown_fields_survive() -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from bitcoin.keys import PrivateKey
+from bitcoin.loan import LoanFacts
 from bitcoin.regtest.address import address_to_script, encode_segwit
 from bitcoin.regtest.mining import assemble_block
 from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut
 from bitcoin.rpc import BitcoinRPC, RPCError, btc_to_sats
-from bitcoin.scripts import LoanScripts
 from bitcoin.testing import FundedOutput, RegtestProcess, fund_output, mine_blocks
 from bitcoin.transactions import OutPoint as LoanOutPoint
 from bitcoin.transactions import PreparedSpend, build_exit, build_tx1
@@ -33,28 +33,35 @@ OP_TRUE_P2WSH = b"\x00\x20" + hashlib.sha256(OP_TRUE_SCRIPT).digest()
 ESCROW_SATS = 200_000
 
 
-def loan_scripts(t_0: int = 3, t_1: int = 5) -> LoanScripts:
-    return LoanScripts(
-        borrower_pubkey=BORROWER.xonly_pubkey,
-        lender_pubkey=LENDER.xonly_pubkey,
+def loan_facts(t_0: int = 3, t_1: int = 5) -> LoanFacts:
+    """The loan's facts before its escrow is funded (``funded`` adds it)."""
+    return LoanFacts(
+        network="regtest",
+        borrower_btc_pubkey=BORROWER.xonly_pubkey,
+        lender_btc_pubkey=LENDER.xonly_pubkey,
         borrower_hash=hashlib.sha256(P_B).digest(),
         lender_hash=hashlib.sha256(P_L).digest(),
-        escrow_timelock=t_0,
-        collateral_timelock=t_1,
-    )
-
-
-def prepared_tx1(scripts: LoanScripts, escrow: FundedOutput) -> PreparedSpend:
-    return build_tx1(
-        scripts=scripts,
-        escrow_outpoint=LoanOutPoint(escrow.txid, escrow.vout),
-        escrow_value_sats=escrow.sats,
+        escrow_timelock_btc_blocks=t_0,
+        collateral_timelock_btc_blocks=t_1,
+        escrow_outpoint=None,
+        escrow_sats=None,
         loan_amount_sats=100_000,
+        min_collateral_ratio_bps=10_000,
+        collateral_cap_sats=110_000,
         origination_fee_bps=100,
         lender_payout_address=PAYOUT,
-        network="regtest",
-        fee_rate_sat_vb=2,
+        borrower_payout_address=PAYOUT,
+        min_fee_rate_sat_vb=1,
+        max_fee_rate_sat_vb=10,
     )
+
+
+def funded(facts: LoanFacts, escrow: FundedOutput) -> LoanFacts:
+    return facts.with_escrow(LoanOutPoint(escrow.txid, escrow.vout), escrow.sats)
+
+
+def prepared_tx1(facts: LoanFacts, escrow: FundedOutput) -> PreparedSpend:
+    return build_tx1(funded(facts, escrow), fee_rate_sat_vb=2)
 
 
 def tx1_with_witness(prepared: PreparedSpend, items: list[bytes]) -> str:
@@ -87,9 +94,9 @@ def assert_rejected(rpc: BitcoinRPC, raw_hex: str, reason: str, code: int = -26)
 
 
 def test_wrong_preimage_rejected(btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput]) -> None:
-    scripts = loan_scripts()
-    escrow = btc_fund(scripts.escrow.script_pubkey, ESCROW_SATS)
-    prepared = prepared_tx1(scripts, escrow)
+    facts = loan_facts()
+    escrow = btc_fund(facts.escrow.script_pubkey, ESCROW_SATS)
+    prepared = prepared_tx1(facts, escrow)
     sig_b, sig_l = prepared.sign(BORROWER), prepared.sign(LENDER)
     bad = tx1_with_witness(prepared, [sig_b, sig_l, P_L])  # pL is not the preimage of hB
     assert_rejected(btc_rpc, bad, "mandatory-script-verify-flag-failed (Script evaluation failed, input 0)")
@@ -98,9 +105,9 @@ def test_wrong_preimage_rejected(btc_rpc: BitcoinRPC, btc_fund: Callable[..., Fu
 
 
 def test_two_of_two_missing_one_signature_rejected(btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput]) -> None:
-    scripts = loan_scripts()
-    escrow = btc_fund(scripts.escrow.script_pubkey, ESCROW_SATS)
-    prepared = prepared_tx1(scripts, escrow)
+    facts = loan_facts()
+    escrow = btc_fund(facts.escrow.script_pubkey, ESCROW_SATS)
+    prepared = prepared_tx1(facts, escrow)
     sig_b, sig_l = prepared.sign(BORROWER), prepared.sign(LENDER)
     assert_rejected(btc_rpc, tx1_with_witness(prepared, [sig_b, b"", P_B]), "mandatory-script-verify-flag-failed")
     assert_rejected(btc_rpc, tx1_with_witness(prepared, [b"", sig_l, P_B]), "mandatory-script-verify-flag-failed")
@@ -112,16 +119,9 @@ def test_csv_spend_one_block_early_rejected_then_accepted(
     btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput], btc_mine: Callable[..., list[str]]
 ) -> None:
     t_0 = 3
-    scripts = loan_scripts(t_0=t_0)
-    escrow = btc_fund(scripts.escrow.script_pubkey, ESCROW_SATS)  # 1 confirmation
-    prepared = build_exit(
-        scripts=scripts,
-        escrow_outpoint=LoanOutPoint(escrow.txid, escrow.vout),
-        escrow_value_sats=escrow.sats,
-        borrower_payout_address=PAYOUT,
-        network="regtest",
-        fee_rate_sat_vb=2,
-    )
+    facts = loan_facts(t_0=t_0)
+    escrow = btc_fund(facts.escrow.script_pubkey, ESCROW_SATS)  # 1 confirmation
+    prepared = build_exit(funded(facts, escrow), fee_rate_sat_vb=2)
     exit_hex = prepared.tx.with_witness(
         0, [prepared.sign(BORROWER), prepared.leaf_script, prepared.control_block]
     ).hex()
@@ -191,9 +191,9 @@ def test_submitblock_invalid_script_rejected_by_kernel(
     btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput]
 ) -> None:
     """A block assembled by hand (no mempool checks on the way) is judged by Bitcoin Core's consensus code."""
-    scripts = loan_scripts()
-    escrow = btc_fund(scripts.escrow.script_pubkey, ESCROW_SATS)
-    prepared = prepared_tx1(scripts, escrow)
+    facts = loan_facts()
+    escrow = btc_fund(facts.escrow.script_pubkey, ESCROW_SATS)
+    prepared = prepared_tx1(facts, escrow)
     bad = Tx.from_hex(tx1_with_witness(prepared, [prepared.sign(BORROWER), prepared.sign(LENDER), P_L]))
     tip = btc_rpc.getblockheader(btc_rpc.getbestblockhash())
     block = assemble_block(

@@ -12,9 +12,9 @@ import pytest
 
 from bitcoin.addresses import address_to_script_pubkey
 from bitcoin.keys import PrivateKey
+from bitcoin.loan import LoanFacts
 from bitcoin.regtest.address import encode_segwit
 from bitcoin.rpc import BitcoinRPC, RPCError, btc_to_sats
-from bitcoin.scripts import LoanScripts
 from bitcoin.testing import FundedOutput
 from bitcoin.transactions import (
     OutPoint,
@@ -67,24 +67,38 @@ PARTIES = {
 @dataclass
 class Loan:
     parties: Parties
-    scripts: LoanScripts
+    facts: LoanFacts  # without the escrow until a test funds it
     p_b: bytes
     p_l: bytes
+
+    def funded(self, escrow: FundedOutput) -> LoanFacts:
+        return self.facts.with_escrow(OutPoint(escrow.txid, escrow.vout), escrow.sats)
 
 
 @pytest.fixture(params=sorted(PARTIES))
 def loan(request: pytest.FixtureRequest) -> Loan:
     parties = PARTIES[request.param]()
     p_b, p_l = secrets.token_bytes(32), secrets.token_bytes(32)  # fresh preimages for every loan
-    scripts = LoanScripts(
-        borrower_pubkey=parties.borrower.xonly_pubkey,
-        lender_pubkey=parties.lender.xonly_pubkey,
+    facts = LoanFacts(
+        network="regtest",
+        borrower_btc_pubkey=parties.borrower.xonly_pubkey,
+        lender_btc_pubkey=parties.lender.xonly_pubkey,
         borrower_hash=hashlib.sha256(p_b).digest(),
         lender_hash=hashlib.sha256(p_l).digest(),
-        escrow_timelock=T_0,
-        collateral_timelock=T_1,
+        escrow_timelock_btc_blocks=T_0,
+        collateral_timelock_btc_blocks=T_1,
+        escrow_outpoint=None,
+        escrow_sats=None,
+        loan_amount_sats=LOAN_SATS,
+        min_collateral_ratio_bps=10_000,
+        collateral_cap_sats=LOAN_SATS * 11 // 10,
+        origination_fee_bps=FEE_BPS,
+        lender_payout_address=L_PAYOUT,
+        borrower_payout_address=B_PAYOUT,
+        min_fee_rate_sat_vb=1,
+        max_fee_rate_sat_vb=10,
     )
-    return Loan(parties, scripts, p_b, p_l)
+    return Loan(parties, facts, p_b, p_l)
 
 
 def confirmations(rpc: BitcoinRPC, txid: str, vout: int) -> int:
@@ -114,17 +128,8 @@ def lock_collateral(
     rpc: BitcoinRPC, loan: Loan, fund: Callable[..., FundedOutput], mine: Callable[..., list[str]]
 ) -> tuple[PreparedSpend, str]:
     """Fund the escrow, then broadcast and confirm TX_1 (sigB, sigL, pB); return (prepared TX_1, its txid)."""
-    escrow = fund(loan.scripts.escrow.script_pubkey, ESCROW_SATS)
-    prepared = build_tx1(
-        scripts=loan.scripts,
-        escrow_outpoint=OutPoint(escrow.txid, escrow.vout),
-        escrow_value_sats=escrow.sats,
-        loan_amount_sats=LOAN_SATS,
-        origination_fee_bps=FEE_BPS,
-        lender_payout_address=L_PAYOUT,
-        network="regtest",
-        fee_rate_sat_vb=FEE_RATE,
-    )
+    escrow = fund(loan.facts.escrow.script_pubkey, ESCROW_SATS)
+    prepared = build_tx1(loan.funded(escrow), fee_rate_sat_vb=FEE_RATE)
     tx1 = finalize_tx1(
         prepared,
         borrower_signature=prepared.sign(loan.parties.borrower),
@@ -136,11 +141,15 @@ def lock_collateral(
     mine(1)
     confirmed = rpc.getrawtransaction(txid, True)
     assert confirmed["confirmations"] == 1
-    fee_out, collateral_out = confirmed["vout"]
+    fee_out, collateral_out, change_out = confirmed["vout"]
     assert btc_to_sats(fee_out["value"]) == LOAN_SATS * FEE_BPS // 10_000
     assert fee_out["scriptPubKey"]["hex"] == address_to_script_pubkey(L_PAYOUT, "regtest").hex()
-    assert collateral_out["scriptPubKey"]["hex"] == loan.scripts.collateral.script_pubkey.hex()
-    assert btc_to_sats(collateral_out["value"]) == ESCROW_SATS - LOAN_SATS * FEE_BPS // 10_000 - prepared.fee_sats
+    assert collateral_out["scriptPubKey"]["hex"] == loan.facts.collateral.script_pubkey.hex()
+    assert btc_to_sats(collateral_out["value"]) == LOAN_SATS  # exactly the required collateral
+    assert change_out["scriptPubKey"]["address"] == B_PAYOUT
+    assert (
+        btc_to_sats(change_out["value"]) == ESCROW_SATS - LOAN_SATS * FEE_BPS // 10_000 - LOAN_SATS - prepared.fee_sats
+    )
     assert rpc.gettxout(escrow.txid, escrow.vout) is None
     return prepared, txid
 
@@ -150,14 +159,7 @@ def test_tx1_then_release_with_lender_preimage(
 ) -> None:
     prepared_tx1, tx1_txid = lock_collateral(btc_rpc, loan, btc_fund, btc_mine)
     collateral_sats = prepared_tx1.tx.outputs[1].value
-    prepared = build_release(
-        scripts=loan.scripts,
-        collateral_outpoint=OutPoint(tx1_txid, 1),
-        collateral_value_sats=collateral_sats,
-        borrower_payout_address=B_PAYOUT,
-        network="regtest",
-        fee_rate_sat_vb=FEE_RATE,
-    )
+    prepared = build_release(loan.facts, tx1_txid=tx1_txid, fee_rate_sat_vb=FEE_RATE)
     release = finalize_release(
         prepared, borrower_signature=prepared.sign(loan.parties.borrower), lender_preimage=loan.p_l
     )
@@ -174,15 +176,8 @@ def test_tx1_then_release_with_lender_preimage(
 def test_tx_exit_at_exactly_t0_confirmations(
     btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput], btc_mine: Callable[..., list[str]], loan: Loan
 ) -> None:
-    escrow = btc_fund(loan.scripts.escrow.script_pubkey, ESCROW_SATS)
-    prepared = build_exit(
-        scripts=loan.scripts,
-        escrow_outpoint=OutPoint(escrow.txid, escrow.vout),
-        escrow_value_sats=escrow.sats,
-        borrower_payout_address=B_PAYOUT,
-        network="regtest",
-        fee_rate_sat_vb=FEE_RATE,
-    )
+    escrow = btc_fund(loan.facts.escrow.script_pubkey, ESCROW_SATS)
+    prepared = build_exit(loan.funded(escrow), fee_rate_sat_vb=FEE_RATE)
     exit_tx = finalize_exit(prepared, borrower_signature=prepared.sign(loan.parties.borrower))
     btc_mine(T_0 - 2)
     txid = assert_not_final_then_accepted(btc_rpc, exit_tx.hex(), (escrow.txid, escrow.vout), T_0, btc_mine)
@@ -192,16 +187,8 @@ def test_tx_exit_at_exactly_t0_confirmations(
 def test_tx_capture_at_exactly_t1_confirmations(
     btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput], btc_mine: Callable[..., list[str]], loan: Loan
 ) -> None:
-    prepared_tx1, tx1_txid = lock_collateral(btc_rpc, loan, btc_fund, btc_mine)
-    collateral_sats = prepared_tx1.tx.outputs[1].value
-    prepared = build_capture(
-        scripts=loan.scripts,
-        collateral_outpoint=OutPoint(tx1_txid, 1),
-        collateral_value_sats=collateral_sats,
-        lender_payout_address=L_PAYOUT,
-        network="regtest",
-        fee_rate_sat_vb=FEE_RATE,
-    )
+    _, tx1_txid = lock_collateral(btc_rpc, loan, btc_fund, btc_mine)
+    prepared = build_capture(loan.facts, tx1_txid=tx1_txid, fee_rate_sat_vb=FEE_RATE)
     capture = finalize_capture(prepared, lender_signature=prepared.sign(loan.parties.lender))
     btc_mine(T_1 - 2)
     txid = assert_not_final_then_accepted(btc_rpc, capture.hex(), (tx1_txid, 1), T_1, btc_mine)
@@ -212,19 +199,17 @@ def test_escrow_hashlock_leaf_needs_both_signatures_and_pb(
     btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput], loan: Loan
 ) -> None:
     """The only other way to spend the escrow's leaf 1: every incomplete witness is refused by consensus."""
-    escrow = btc_fund(loan.scripts.escrow.script_pubkey, ESCROW_SATS)
-    prepared = build_tx1(
-        scripts=loan.scripts,
-        escrow_outpoint=OutPoint(escrow.txid, escrow.vout),
-        escrow_value_sats=escrow.sats,
-        loan_amount_sats=LOAN_SATS,
-        origination_fee_bps=FEE_BPS,
-        lender_payout_address=L_PAYOUT,
-        network="regtest",
-        fee_rate_sat_vb=FEE_RATE,
-    )
+    escrow = btc_fund(loan.facts.escrow.script_pubkey, ESCROW_SATS)
+    prepared = build_tx1(loan.funded(escrow), fee_rate_sat_vb=FEE_RATE)
     sig_b, sig_l = prepared.sign(loan.parties.borrower), prepared.sign(loan.parties.lender)
-    for items in ([sig_b, sig_l, loan.p_l], [sig_b, b"", loan.p_b], [b"", sig_l, loan.p_b], [sig_l, sig_b, loan.p_b]):
+    incomplete = (
+        [sig_b, sig_l, loan.p_l],
+        [sig_b, b"", loan.p_b],
+        [b"", sig_l, loan.p_b],
+        [sig_l, sig_b, loan.p_b],
+        [sig_b, sig_l, loan.p_b + b"\x00"],  # a 33-byte "preimage": the hashlock checks the size
+    )
+    for items in incomplete:
         raw = prepared.tx.with_witness(0, [*items, prepared.leaf_script, prepared.control_block]).hex()
         [result] = btc_rpc.testmempoolaccept([raw])
         assert result["allowed"] is False
