@@ -96,7 +96,12 @@ def reference_outputs(collateral_timelock: int = REFERENCE_COLLATERAL_TIMELOCK) 
     escrow = TwoLeafTaprootOutput(
         leaves=(
             number(ESCROW_TIMELOCK) + op_csv_drop + push_data(xb) + op_checksig,
-            op_sha256 + push_data(hb) + op_equalverify + push_data(xl) + op_checksig + push_data(xb)
+            op_sha256
+            + push_data(hb)
+            + op_equalverify
+            + push_data(xl)
+            + op_checksig
+            + push_data(xb)
             + b"\xba\x52\x9d\x51",  # OP_CHECKSIGADD OP_2 OP_NUMEQUALVERIFY OP_TRUE
         ),
         internal_key=REFERENCE_INTERNAL_KEY,
