@@ -44,7 +44,9 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         uint64 blocksPerYear;
         uint256 minAmountWei;
         uint256 maxAmountWei;
-        uint16 minCollateralRatioPercent; // checked off chain by the lender
+        uint16 minCollateralRatioBps; // TX_1's collateral / the amount, in bps; checked off chain (Bitcoin side)
+        uint16 driftMarginBps; // share of an EVM window a Bitcoin timelock must cover on top of it (chain drift)
+        uint64 acceptCutoffBlocks; // the borrower's client starts no accept with fewer offer blocks left (EVM blocks)
         bytes32 lenderBtcPubkey; // xL, x-only
     }
 
@@ -98,6 +100,10 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     /// @dev Upper bound on amounts, so that interest and bond arithmetic can never overflow.
     uint256 private constant MAX_AMOUNT_LIMIT = type(uint128).max;
     uint256 private constant MAX_TIMELOCK_BTC_BLOCKS = 65535; // BIP-68 block-based relative timelock
+    uint256 private constant BPS = 10000; // 100 % in basis points
+    /// @dev Upper bound on the drift margin (100 %): a Bitcoin timelock then covers twice its EVM window. A larger
+    /// drift means the assumed EVM-blocks-per-BTC-block ratio is wrong; change the ratio instead.
+    uint256 private constant MAX_DRIFT_MARGIN_BPS = 10000;
 
     EtherSwap private immutable _etherSwap;
 
@@ -159,6 +165,9 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     error InvalidParameters(string reason);
     error PayoutFailed(address to, uint256 amount);
     error RenounceOwnershipDisabled();
+    /// @notice A request named another parameters version than the one in force: the owner changed the terms
+    /// between what the borrower was shown and the block the request was mined in.
+    error ParametersVersionMismatch(uint256 shown, uint256 inForce);
 
     constructor(address etherSwap, Parameters memory initialParameters) Ownable(msg.sender) {
         if (etherSwap.code.length == 0) revert InvalidParameters("etherSwap is not a contract");
@@ -224,16 +233,20 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     /// @notice Request a loan against the escrow committed to xB and hB, paying the processing fee. hB must not be
     /// reserved (`hashUsed`), but the request does not reserve it: several requests may share hB (a copy taken
     /// from the mempool, or a new request after a cancel); the lender offers only to the one whose borrower it
-    /// knows, and the offer reserves hB.
+    /// knows, and the offer reserves hB. `shownParametersVersion` is the parameters version the borrower was shown:
+    /// the request reverts (`ParametersVersionMismatch`) when another version is in force, so the owner cannot
+    /// slip new terms (a shorter offer window or loan, a smaller bond) in front of a pending request.
     function requestLoan(
         uint256 amount,
         bytes32 borrowerBtcPubkey,
         bytes32 borrowerHash,
         bytes32 escrowTxid,
         uint32 escrowVout,
-        uint64 escrowSats
+        uint64 escrowSats,
+        uint256 shownParametersVersion
     ) external payable nonReentrant returns (uint256 loanId) {
         uint256 version = parametersVersion;
+        if (shownParametersVersion != version) revert ParametersVersionMismatch(shownParametersVersion, version);
         Parameters storage p = _parametersByVersion[version];
         if (amount < p.minAmountWei || amount > p.maxAmountWei) {
             revert AmountOutOfBounds(amount, p.minAmountWei, p.maxAmountWei);
@@ -342,7 +355,9 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
     // ------------------------------------------------------------------ borrower: accept
 
     /// @notice Accept the offer by revealing pB: amount and processing fee to the borrower. A reverted call still
-    /// publishes pB, so clients must not call this close to the deadline.
+    /// publishes pB, so clients must not call this close to the deadline: the borrower's client starts no accept with
+    /// fewer than the loan's `acceptCutoffBlocks` blocks left. The contract does not enforce the cutoff: a revert
+    /// would reveal pB all the same, and the window would merely end earlier.
     function acceptLoanOffer(uint256 loanId, bytes32 borrowerPreimage) external nonReentrant {
         LoanRecord storage loan = _existing(loanId);
         _onlyBorrower(loanId, loan);
@@ -484,6 +499,11 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         if (!ok) revert PayoutFailed(to, amount);
     }
 
+    /// @dev One `InvalidParameters` reason per rule, checked in this order (evm/parameters.py `problems()` lists the
+    /// same rules in the same order). With m = 10000 + driftMarginBps, the ordering rules of PROTOCOL.md in exact
+    /// integer arithmetic (every term is far below 2^256: windows are uint64, the ratio uint32, m < 2^17):
+    ///   t_0 * ratio * 10000 > (t_B + allowance) * m
+    ///   t_1 * ratio * 10000 > (t_D + t_L) * m + safety * ratio * 10000
     function _validate(Parameters memory p) private pure {
         if (p.offerWindowBlocks == 0) revert InvalidParameters("offerWindowBlocks must be positive");
         if (p.loanDurationBlocks == 0) revert InvalidParameters("loanDurationBlocks must be positive");
@@ -495,20 +515,31 @@ contract BtcCollateralLoan is Ownable2Step, ReentrancyGuard {
         if (p.collateralTimelockBtcBlocks < 1 || p.collateralTimelockBtcBlocks > MAX_TIMELOCK_BTC_BLOCKS) {
             revert InvalidParameters("collateralTimelockBtcBlocks must be in [1, 65535]");
         }
-        uint256 ratio = p.evmBlocksPerBtcBlock;
-        if (uint256(p.escrowTimelockBtcBlocks) * ratio <= uint256(p.offerWindowBlocks) + p.requestToOfferAllowanceBlocks) {
-            revert InvalidParameters("t_0 * ratio must exceed t_B + request-to-offer allowance");
+        if (p.driftMarginBps > MAX_DRIFT_MARGIN_BPS) revert InvalidParameters("driftMarginBps must not exceed 10000");
+        uint256 ratioBps = uint256(p.evmBlocksPerBtcBlock) * BPS;
+        uint256 m = BPS + p.driftMarginBps;
+        if (
+            uint256(p.escrowTimelockBtcBlocks) * ratioBps <=
+            (uint256(p.offerWindowBlocks) + p.requestToOfferAllowanceBlocks) * m
+        ) {
+            revert InvalidParameters("t_0 * ratio must exceed (t_B + request-to-offer allowance) * (1 + drift margin)");
         }
         if (
-            uint256(p.collateralTimelockBtcBlocks) * ratio <=
-            uint256(p.loanDurationBlocks) + p.repaymentWindowBlocks + uint256(p.safetyBtcBlocks) * ratio
+            uint256(p.collateralTimelockBtcBlocks) * ratioBps <=
+            (uint256(p.loanDurationBlocks) + p.repaymentWindowBlocks) * m + uint256(p.safetyBtcBlocks) * ratioBps
         ) {
-            revert InvalidParameters("t_1 * ratio must exceed t_D + t_L + safety * ratio");
+            revert InvalidParameters("t_1 * ratio must exceed (t_D + t_L) * (1 + drift margin) + safety * ratio");
+        }
+        if (p.acceptCutoffBlocks < 1 || p.acceptCutoffBlocks >= p.offerWindowBlocks) {
+            revert InvalidParameters("acceptCutoffBlocks must be in [1, offerWindowBlocks - 1]");
         }
         if (p.minAmountWei == 0) revert InvalidParameters("minAmountWei must be positive");
         if (p.minAmountWei > p.maxAmountWei) revert InvalidParameters("minAmountWei must not exceed maxAmountWei");
         if (p.maxAmountWei > MAX_AMOUNT_LIMIT) revert InvalidParameters("maxAmountWei too large");
-        if (p.bondPercent > 100) revert InvalidParameters("bondPercent must not exceed 100");
+        if (p.bondPercent < 1 || p.bondPercent > 100) revert InvalidParameters("bondPercent must be in [1, 100]");
+        if (p.minCollateralRatioBps < BPS || p.minCollateralRatioBps > BPS + uint256(p.bondPercent) * 100) {
+            revert InvalidParameters("minCollateralRatioBps must be in [10000, 10000 + bondPercent * 100]");
+        }
         if (p.originationFeeBps > 10000) revert InvalidParameters("originationFeeBps must not exceed 10000");
         if (p.interestBps > 10000) revert InvalidParameters("interestBps must not exceed 10000");
         if (p.blocksPerYear == 0) revert InvalidParameters("blocksPerYear must be positive");

@@ -93,6 +93,7 @@ REQUIRED_INTERFACE: dict[str, dict[str, frozenset[str]]] = {
                 "WrongPreimage",
                 "InvalidParameters",
                 "PayoutFailed",
+                "ParametersVersionMismatch",
             }
         ),
     },

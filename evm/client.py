@@ -38,6 +38,7 @@ from .artifacts import Artifacts, load_artifacts
 from .connection import LEGACY_ONLY_CHAIN_IDS as ROOTSTOCK_CHAIN_IDS
 from .connection import uses_legacy_transactions
 from .errors import (
+    BorrowerStepRefused,
     ContractRevert,
     InvalidArgument,
     NodeUnavailable,
@@ -47,12 +48,11 @@ from .errors import (
     revert_data_from_exception,
     revert_data_from_rpc_error,
 )
-from .parameters import UINT32, UINT64, ProtocolParameters, as_bytes32, as_uint
+from .parameters import FIELDS, UINT32, UINT64, ProtocolParameters, as_bytes32, as_uint
+from .terms import BorrowerTerms, check_loan_terms
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 GAS_MARGIN_PERCENT = 20  # added to eth_estimateGas: state can move between estimate and inclusion
-# An accept must leave this many blocks before the offer deadline (~10 minutes on Rootstock's 30 s blocks).
-ACCEPT_MIN_BLOCKS_LEFT = 20
 DEFAULT_RECEIPT_TIMEOUT = 180.0  # seconds; Rootstock blocks come every ~30 s
 
 
@@ -285,6 +285,12 @@ class Loan:
     def acceptance_deadline_block(self) -> int | None:
         """L may accept the repayment while block < this; B may withdraw it from it on."""
         return self.params.acceptance_deadline(self.repayment_block) if self.repayment_block else None
+
+    @property
+    def last_accept_start_block(self) -> int | None:
+        """B's client may start an accept while the block it would be mined in (head + 1) is ≤ this: the offer
+        deadline minus the loan's own accept cutoff (PROTOCOL.md lifecycle step 6)."""
+        return self.params.last_accept_start_block(self.offer_block) if self.offer_block else None
 
 
 # ---------------------------------------------------------------------------------------------- sending
@@ -607,11 +613,34 @@ class LoanContractClient:
         escrow_txid: bytes | str,
         escrow_vout: int,
         escrow_sats: int,
+        parameters_version: int,
+        parameters: ProtocolParameters | None = None,
         sender: str | None = None,
     ) -> PreparedTransaction:
-        """Borrower. `value` is the current processing fee. `escrow_txid` is stored as given (32 bytes):
-        pass the txid in the byte order it is displayed (`bytes.fromhex(txid_hex)`), and read it back the same way."""
-        params = self.parameters()
+        """Borrower. `parameters_version` is the version B was shown; the contract refuses the request
+        (`ParametersVersionMismatch`) if another one is in force when it is mined, and this refuses it locally
+        (`BorrowerStepRefused`, reason ``wrong_parameters_version``) if another one is in force now. `parameters`,
+        when given, are the values B was shown: they must be that version's values (``wrong_parameters``).
+        `value` is that version's processing fee. `escrow_txid` is stored as given (32 bytes): pass the txid in
+        the byte order it is displayed (`bytes.fromhex(txid_hex)`), and read it back the same way."""
+        shown_version = as_uint(parameters_version, "parameters_version")
+        block = int(self.w3.eth.block_number)  # both reads from one block: a version and its own values
+        in_force = int(self._read(self.loan.functions.parametersVersion(), block))
+        if shown_version != in_force:
+            raise BorrowerStepRefused(
+                "wrong_parameters_version",
+                f"the borrower was shown parameters version {shown_version}, but version {in_force} is in force: "
+                "show the borrower the new terms first",
+            )
+        params = self.parameters(block=block)
+        if parameters is not None and parameters != params:
+            differing = tuple(name for name, _, _, _ in FIELDS if getattr(parameters, name) != getattr(params, name))
+            raise BorrowerStepRefused(
+                "wrong_parameters",
+                f"the values shown as parameters version {shown_version} are not that version's: "
+                f"{', '.join(differing)} differ",
+                fields=differing,
+            )
         params.check_amount(as_uint(amount, "amount"))
         pubkey = as_bytes32(borrower_btc_pubkey, "borrower_btc_pubkey")
         hash_b = as_bytes32(borrower_hash, "borrower_hash")
@@ -629,15 +658,71 @@ class LoanContractClient:
             raise InvalidArgument("escrow_sats must be positive")
         return self._prepare(
             "requestLoan",
-            [amount, pubkey, hash_b, txid, vout, sats],
+            [amount, pubkey, hash_b, txid, vout, sats, shown_version],
             params.processing_fee_wei,
             sender,
             f"requestLoan({amount})",
         )
 
-    def cancel_request(self, loan_id: int, *, sender: str | None = None) -> PreparedTransaction:
-        """Borrower, while Requested: the processing fee goes back."""
+    def request_loan_with_terms(self, terms: BorrowerTerms, *, sender: str | None = None) -> PreparedTransaction:
+        """`request_loan` for the terms B was shown (keep `terms` for the later steps). With `sender`, it must be
+        `terms.borrower`."""
+        if sender is not None and as_address(sender, "sender") != terms.borrower:
+            raise InvalidArgument(f"the terms are for borrower {terms.borrower}, not for sender {sender}")
+        return self.request_loan(
+            amount=terms.amount_wei,
+            borrower_btc_pubkey=terms.borrower_btc_pubkey,
+            borrower_hash=terms.borrower_hash,
+            escrow_txid=terms.escrow_txid,
+            escrow_vout=terms.escrow_vout,
+            escrow_sats=terms.escrow_sats,
+            parameters_version=terms.parameters_version,
+            parameters=terms.parameters,
+            sender=sender,
+        )
+
+    def borrower_terms(
+        self,
+        *,
+        borrower: str,
+        amount: int,
+        borrower_btc_pubkey: bytes | str,
+        borrower_hash: bytes | str,
+        escrow_txid: bytes | str,
+        escrow_vout: int,
+        escrow_sats: int,
+    ) -> BorrowerTerms:
+        """Terms for a new request under the parameters in force now (version and values read from one block):
+        what the borrower is about to be shown. Show `terms.parameters`, then request with
+        `request_loan_with_terms`."""
+        block = int(self.w3.eth.block_number)
+        return BorrowerTerms(
+            borrower=borrower,
+            amount_wei=amount,
+            borrower_btc_pubkey=borrower_btc_pubkey,
+            borrower_hash=borrower_hash,
+            escrow_txid=escrow_txid,
+            escrow_vout=escrow_vout,
+            escrow_sats=escrow_sats,
+            parameters_version=int(self._read(self.loan.functions.parametersVersion(), block)),
+            parameters=self.parameters(block=block),
+        )
+
+    def _borrower_loan(self, loan_id: int, terms: BorrowerTerms | None, *, block: int | str = "latest") -> Loan:
+        """The loan's snapshot, checked against the borrower's terms when there are any."""
+        loan = self.get_loan(loan_id, block=block)
+        if terms is not None:
+            check_loan_terms(loan, terms)
+        return loan
+
+    def cancel_request(
+        self, loan_id: int, *, terms: BorrowerTerms | None = None, sender: str | None = None
+    ) -> PreparedTransaction:
+        """Borrower, while Requested: the processing fee goes back. With `terms`, the loan must be the one they
+        describe (a wrong loan id is refused with `BorrowerStepRefused`); without, any of the sender's loans."""
         loan_id = as_loan_id(loan_id)
+        if terms is not None:
+            self._borrower_loan(loan_id, terms)
         return self._prepare("cancelRequest", [loan_id], 0, sender, f"cancelRequest({loan_id})")
 
     def commit_lender_hash(
@@ -661,27 +746,36 @@ class LoanContractClient:
         loan_id: int,
         borrower_preimage: bytes | str,
         *,
+        terms: BorrowerTerms,
         sender: str | None = None,
-        min_blocks_left: int = ACCEPT_MIN_BLOCKS_LEFT,
     ) -> PreparedTransaction:
         """Borrower, while Offered and before the offer deadline.
 
-        A reverted accept still publishes pB (the lender could then take the escrow into TX_1 without paying),
-        so this refuses locally, before anything is signed: a preimage whose SHA-256 is not the stored hB, and
-        an offer with fewer than `min_blocks_left` blocks left in which the transaction could still be mined
-        (the wallet, the mempool and block times all take time).
+        A reverted accept still publishes pB (the lender could then lock the escrow into TX_1 without paying), so
+        this refuses locally, before anything is signed (`BorrowerStepRefused`, see `evm.terms`): a loan whose
+        snapshot is not what `terms` asked for, a loan that is not Offered (``not_offered``), an offer with fewer
+        than the loan's own `accept_cutoff_blocks` blocks left (``accept_cutoff``; counted from the block the
+        accept would be mined in, head + 1, see `ProtocolParameters.accept_blocks_left`), and a preimage whose
+        SHA-256 is not the stored hB (`InvalidArgument`). The loan and the head are read at one block. Sign and
+        send the result at once: the cutoff was checked for the next block, not for whenever it is signed.
         """
-        loan = self.get_loan(loan_id)
+        head = int(self.w3.eth.block_number)
+        loan = self._borrower_loan(loan_id, terms, block=head)
         preimage = as_preimage(borrower_preimage, "borrower_preimage", loan.borrower_hash)
-        as_uint(min_blocks_left, "min_blocks_left")
-        if loan.status is LoanStatus.OFFERED and loan.offer_deadline_block is not None:
-            blocks_left = loan.offer_deadline_block - (int(self.w3.eth.block_number) + 1)
-            if blocks_left < min_blocks_left:
-                raise InvalidArgument(
-                    f"the offer for loan {loan.loan_id} closes at block {loan.offer_deadline_block}: only "
-                    f"{max(blocks_left, 0)} blocks left, fewer than the {min_blocks_left} required to accept "
-                    "safely (a late accept reveals the preimage and still fails)"
-                )
+        if loan.status is not LoanStatus.OFFERED:
+            raise BorrowerStepRefused(
+                "not_offered", f"loan {loan.loan_id} is {loan.status}, not Offered: an accept would reveal pB and fail"
+            )
+        next_block = head + 1
+        if not loan.params.may_start_accept(loan.offer_block, next_block):
+            blocks_left = loan.params.accept_blocks_left(loan.offer_block, next_block)
+            raise BorrowerStepRefused(
+                "accept_cutoff",
+                f"the offer for loan {loan.loan_id} closes at block {loan.offer_deadline_block}: an accept sent now "
+                f"could be mined in {max(blocks_left, 0)} blocks at most (blocks {next_block}..), fewer than the "
+                f"loan's accept cutoff of {loan.params.accept_cutoff_blocks} (the last block to start one was "
+                f"{loan.last_accept_start_block}); a late accept reveals the preimage and may still fail",
+            )
         return self._prepare("acceptLoanOffer", [loan.loan_id, preimage], 0, sender, f"acceptLoanOffer({loan.loan_id})")
 
     def withdraw_loan_offer(self, loan_id: int, *, sender: str | None = None) -> PreparedTransaction:
@@ -689,9 +783,14 @@ class LoanContractClient:
         loan_id = as_loan_id(loan_id)
         return self._prepare("withdrawLoanOffer", [loan_id], 0, sender, f"withdrawLoanOffer({loan_id})")
 
-    def attempt_repayment(self, loan_id: int, *, sender: str | None = None) -> PreparedTransaction:
-        """Anyone, while Active and before the repayment deadline. `value` = the loan's repayment amount."""
-        loan = self.get_loan(loan_id)
+    def attempt_repayment(
+        self, loan_id: int, *, terms: BorrowerTerms | None = None, sender: str | None = None
+    ) -> PreparedTransaction:
+        """Anyone, while Active and before the repayment deadline. `value` = the loan's repayment amount. The
+        borrower's app passes `terms`: the loan must be the one they describe, repaying what B agreed to
+        (`BorrowerStepRefused` otherwise, before any coin moves); a third party without terms pays what the
+        chain says."""
+        loan = self._borrower_loan(loan_id, terms)
         return self._prepare(
             "attemptRepayment",
             [loan.loan_id],
@@ -710,9 +809,14 @@ class LoanContractClient:
             "acceptLoanRepayment", [loan.loan_id, preimage], 0, sender, f"acceptLoanRepayment({loan.loan_id})"
         )
 
-    def withdraw_repayment_attempt(self, loan_id: int, *, sender: str | None = None) -> PreparedTransaction:
-        """Borrower, while RepaymentInProgress, from the acceptance deadline on: repayment + bond to B."""
+    def withdraw_repayment_attempt(
+        self, loan_id: int, *, terms: BorrowerTerms | None = None, sender: str | None = None
+    ) -> PreparedTransaction:
+        """Borrower, while RepaymentInProgress, from the acceptance deadline on: repayment + bond to B. With
+        `terms`, the loan must be the one they describe."""
         loan_id = as_loan_id(loan_id)
+        if terms is not None:
+            self._borrower_loan(loan_id, terms)
         return self._prepare("withdrawRepaymentAttempt", [loan_id], 0, sender, f"withdrawRepaymentAttempt({loan_id})")
 
     def mark_as_defaulted(self, loan_id: int, *, sender: str | None = None) -> PreparedTransaction:
@@ -769,6 +873,7 @@ class LoanContractClient:
 
 __all__: Sequence[str] = (
     "FINAL_STATUSES",
+    "BorrowerTerms",
     "Loan",
     "LoanContractClient",
     "LoanStatus",

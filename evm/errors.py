@@ -27,6 +27,30 @@ class InvalidArgument(EvmError, ValueError):
     """A caller passed a value that cannot be encoded or makes no sense (nothing was sent)."""
 
 
+class BorrowerStepRefused(InvalidArgument):
+    """The borrower's client refused a step before anything was signed or sent (no preimage revealed, no coin moved).
+
+    `reason` is a stable machine-readable code (for example ``"wrong_borrower_hash"`` or ``"accept_cutoff"``; the
+    list is `evm.terms.REFUSAL_REASONS`), `fields` names the parameters that differ for ``"wrong_parameters"``;
+    the message explains it to a person.
+    """
+
+    def __init__(self, reason: str, message: str, *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.fields = tuple(fields)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.args[0]}"
+
+    def __reduce__(self):  # picklable with its keyword argument (django-q stores task failures)
+        return (_rebuild_refusal, (self.reason, self.args[0], self.fields))
+
+
+def _rebuild_refusal(reason: str, message: str, fields: tuple[str, ...]) -> BorrowerStepRefused:
+    return BorrowerStepRefused(reason, message, fields=fields)
+
+
 class ArtifactError(EvmError):
     """A contract artifact is missing, unreadable or lacks part of the fixed interface."""
 
@@ -158,6 +182,8 @@ MESSAGE_TEMPLATES: dict[str, str] = {
     "InvalidParameters": "{reason}",
     "PayoutFailed": "paying {amount} wei to {to} failed",
     "RenounceOwnershipDisabled": "the owner cannot renounce ownership while loans may need the lender",
+    "ParametersVersionMismatch": "the request was made for parameters version {shown}, but version {inForce} is in "
+    "force",
     # EtherSwap
     "NotLoanContract": "{caller} is not the linked loan contract",
     "SwapNotFound": "no swap {swapHash}",

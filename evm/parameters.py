@@ -3,6 +3,9 @@
 Every formula here is the contract's formula in integer arithmetic (floor division where Solidity divides), so
 the server can show a borrower exactly what the contract will charge before anything is sent. Parameters are
 snapshotted per loan: use the `params` of a `Loan`, not the current parameters, for anything about a loan.
+
+Bitcoin amounts (the collateral, the origination fee) are the Bitcoin layer's business: `bitcoin.transactions`
+computes them from satoshis and basis points (`min_collateral_ratio_bps`, `origination_fee_bps`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from .errors import InvalidArgument
 WEI_PER_SAT = 10**10  # rBTC is pegged 1:1 to BTC: 1 sat = 10^10 wei
 BIP68_MAX_BLOCKS = 0xFFFF  # a relative timelock in blocks fits 16 bits
 MAX_AMOUNT_LIMIT = 2**128 - 1  # the contract's cap on maxAmountWei (keeps amount * rate * duration far from overflow)
+BPS = 10_000  # 100 % in basis points
+# The contract's cap on driftMarginBps (100 %): a Bitcoin timelock then covers twice its EVM window. A larger drift
+# means the assumed EVM-blocks-per-BTC-block ratio is wrong; change the ratio instead.
+MAX_DRIFT_MARGIN_BPS = 10_000
 
 UINT16 = 2**16 - 1
 UINT32 = 2**32 - 1
@@ -49,7 +56,9 @@ FIELDS: tuple[tuple[str, str, str, int], ...] = (
     ("blocks_per_year", "blocksPerYear", "uint64", UINT64),
     ("min_amount_wei", "minAmountWei", "uint256", UINT256),
     ("max_amount_wei", "maxAmountWei", "uint256", UINT256),
-    ("min_collateral_ratio_percent", "minCollateralRatioPercent", "uint16", UINT16),
+    ("min_collateral_ratio_bps", "minCollateralRatioBps", "uint16", UINT16),
+    ("drift_margin_bps", "driftMarginBps", "uint16", UINT16),
+    ("accept_cutoff_blocks", "acceptCutoffBlocks", "uint64", UINT64),
     ("lender_btc_pubkey", "lenderBtcPubkey", "bytes32", 0),
 )
 PARAMETERS_ABI_TYPE = "(" + ",".join(solidity_type for _, _, solidity_type, _ in FIELDS) + ")"
@@ -95,7 +104,7 @@ class ProtocolParameters:
     escrow_timelock_btc_blocks: int = 100  # t_0
     loan_duration_blocks: int = 540_000  # t_D
     repayment_window_blocks: int = 1500  # t_L
-    collateral_timelock_btc_blocks: int = 27_150  # t_1
+    collateral_timelock_btc_blocks: int = 30_000  # t_1
     evm_blocks_per_btc_block: int = 20
     safety_btc_blocks: int = 6
     processing_fee_wei: int = 10**15  # 0.001 rBTC
@@ -105,7 +114,9 @@ class ProtocolParameters:
     blocks_per_year: int = 1_051_200
     min_amount_wei: int = 5 * 10**15  # 0.005 rBTC
     max_amount_wei: int = 100 * 10**18  # 100 rBTC
-    min_collateral_ratio_percent: int = 100
+    min_collateral_ratio_bps: int = 10_000  # collateral ≥ amount (100 %); at most 10000 + bond_percent · 100
+    drift_margin_bps: int = 1_000  # m = 1 + 10 %: how much faster Bitcoin blocks may come than the ratio assumes
+    accept_cutoff_blocks: int = 250  # t_B / 4: B starts no accept with fewer offer blocks left
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lender_btc_pubkey", as_bytes32(self.lender_btc_pubkey, "lender_btc_pubkey"))
@@ -115,11 +126,17 @@ class ProtocolParameters:
 
     # -- the ordering rules (checked by the contract in its constructor and updateParameters) ---------
 
+    @property
+    def drift_factor_bps(self) -> int:
+        """m in basis points: 10000 + drift margin (PROTOCOL.md's m = 1 + drift margin)."""
+        return BPS + self.drift_margin_bps
+
     def problems(self) -> list[str]:
         """Every rule these parameters break, as sentences; empty when they are valid.
 
-        The same rules, with the same bounds, as the contract's `_validate` (which reverts with the first
-        one).
+        The same rules, with the same bounds and in the same order, as the contract's `_validate` (which reverts
+        with the first one). With m = 10000 + drift margin (bps), in exact integer arithmetic:
+        t_0 · ratio · 10000 > (t_B + allowance) · m and t_1 · ratio · 10000 > (t_D + t_L) · m + safety · ratio · 10000.
         """
         p = self
         found: list[str] = []
@@ -135,22 +152,30 @@ class ProtocolParameters:
             value = getattr(p, name)
             if not 1 <= value <= BIP68_MAX_BLOCKS:
                 found.append(f"{name} must be a BIP-68 block timelock in [1, {BIP68_MAX_BLOCKS}], got {value}")
-        escrow_evm = p.escrow_timelock_btc_blocks * p.evm_blocks_per_btc_block
-        offer_span = p.offer_window_blocks + p.request_to_offer_allowance_blocks
-        if escrow_evm <= offer_span:
+        if p.drift_margin_bps > MAX_DRIFT_MARGIN_BPS:
+            found.append(f"drift_margin_bps must not exceed {MAX_DRIFT_MARGIN_BPS}, got {p.drift_margin_bps}")
+        m = p.drift_factor_bps
+        ratio_bps = p.evm_blocks_per_btc_block * BPS
+        escrow_side = p.escrow_timelock_btc_blocks * ratio_bps
+        offer_side = (p.offer_window_blocks + p.request_to_offer_allowance_blocks) * m
+        if escrow_side <= offer_side:
             found.append(
-                f"t_0 * ratio ({escrow_evm}) must exceed t_B + request-to-offer allowance ({offer_span}): "
-                "otherwise the borrower could take the loan and reclaim the escrow"
+                f"t_0 * ratio * 10000 ({escrow_side}) must exceed (t_B + request-to-offer allowance) * "
+                f"(10000 + drift margin) ({offer_side}): otherwise the borrower could take the loan and reclaim "
+                "the escrow"
             )
-        collateral_evm = p.collateral_timelock_btc_blocks * p.evm_blocks_per_btc_block
-        loan_span = (
-            p.loan_duration_blocks + p.repayment_window_blocks + p.safety_btc_blocks * p.evm_blocks_per_btc_block
-        )
-        if collateral_evm <= loan_span:
+        collateral_side = p.collateral_timelock_btc_blocks * ratio_bps
+        loan_side = (p.loan_duration_blocks + p.repayment_window_blocks) * m + p.safety_btc_blocks * ratio_bps
+        if collateral_side <= loan_side:
             found.append(
-                f"t_1 * ratio ({collateral_evm}) must exceed t_D + t_L + safety * ratio ({loan_span}): "
-                "otherwise the lender could take the collateral before the borrower can use the lender's "
-                "preimage"
+                f"t_1 * ratio * 10000 ({collateral_side}) must exceed (t_D + t_L) * (10000 + drift margin) + "
+                f"safety * ratio * 10000 ({loan_side}): otherwise the lender could take the collateral before the "
+                "borrower can use the lender's preimage"
+            )
+        if not 1 <= p.accept_cutoff_blocks < p.offer_window_blocks:
+            found.append(
+                f"accept_cutoff_blocks must be in [1, offer_window_blocks - 1], got {p.accept_cutoff_blocks} with "
+                f"offer_window_blocks {p.offer_window_blocks}"
             )
         if p.min_amount_wei == 0:
             found.append("min_amount_wei must be positive")
@@ -158,8 +183,16 @@ class ProtocolParameters:
             found.append(f"min_amount_wei ({p.min_amount_wei}) must not exceed max_amount_wei ({p.max_amount_wei})")
         if p.max_amount_wei > MAX_AMOUNT_LIMIT:
             found.append(f"max_amount_wei must not exceed 2**128 - 1, got {p.max_amount_wei}")
-        if p.bond_percent > 100:
-            found.append(f"bond_percent must not exceed 100, got {p.bond_percent}")
+        if not 1 <= p.bond_percent <= 100:
+            found.append(
+                f"bond_percent must be in [1, 100], got {p.bond_percent}: refusing a repayment must cost the lender"
+            )
+        ratio_cap = BPS + p.bond_percent * 100
+        if not BPS <= p.min_collateral_ratio_bps <= ratio_cap:
+            found.append(
+                f"min_collateral_ratio_bps must be in [10000, 10000 + bond_percent * 100] = [10000, {ratio_cap}], "
+                f"got {p.min_collateral_ratio_bps}: above amount + bond the lender gains by refusing a repayment"
+            )
         if p.origination_fee_bps > 10_000:
             found.append(f"origination_fee_bps must not exceed 10000, got {p.origination_fee_bps}")
         if p.interest_bps > 10_000:
@@ -208,7 +241,17 @@ class ProtocolParameters:
 
     @classmethod
     def from_json_dict(cls, data: Mapping[str, Any]) -> ProtocolParameters:
-        return cls(**{name: data[name] for name, _, _, _ in FIELDS if name in data})
+        """From `to_json_dict`'s output. Every field must be there and no other: a record written for another
+        version of the contract (say with `min_collateral_ratio_percent`) is refused, not silently defaulted."""
+        names = [name for name, _, _, _ in FIELDS]
+        missing = [name for name in names if name not in data]
+        unknown = sorted(set(data) - set(names))
+        if missing or unknown:
+            raise InvalidArgument(
+                f"parameters record does not match this contract's Parameters (missing: {missing or 'none'}, "
+                f"unknown: {unknown or 'none'}); was it written for an older contract?"
+            )
+        return cls(**{name: data[name] for name in names})
 
     # -- money -----------------------------------------------------------------------------------------------
 
@@ -238,16 +281,6 @@ class ProtocolParameters:
         """The value `extendLoanOffer` takes: amount + bond."""
         return amount_wei + self.bond(amount_wei)
 
-    def origination_fee_sats(self, amount_sats: int) -> int:
-        """L's origination fee, paid on Bitcoin in TX_1: amount · bps / 10000 (floored), in satoshis."""
-        as_uint(amount_sats, "amount_sats")
-        return amount_sats * self.origination_fee_bps // 10_000
-
-    def min_collateral_sats(self, amount_wei: int) -> int:
-        """The least collateral TX_1 may lock: amount in sats (rounded up) times the min collateral ratio."""
-        as_uint(amount_wei, "amount")
-        return ceil_div(ceil_div(amount_wei, WEI_PER_SAT) * self.min_collateral_ratio_percent, 100)
-
     # -- deadlines (EVM block numbers; one side may act before, the other from the deadline on) --------------
 
     def offer_deadline(self, offer_block: int) -> int:
@@ -262,11 +295,34 @@ class ProtocolParameters:
         """The lender may accept a repayment while block < this; the borrower may withdraw it from it on."""
         return repayment_block + self.repayment_window_blocks
 
+    def accept_blocks_left(self, offer_block: int, next_block: int) -> int:
+        """Blocks in which an accept sent now can still be mined: offer deadline - `next_block`.
+
+        `next_block` is the block the accept would be mined in at the earliest: the chain head + 1 (the block
+        `eth_call` on "pending" simulates). The blocks counted are `next_block` … deadline - 1; at 0 or below the
+        offer is closed to the borrower.
+        """
+        as_uint(next_block, "next_block")
+        return self.offer_deadline(offer_block) - next_block
+
+    def may_start_accept(self, offer_block: int, next_block: int) -> bool:
+        """PROTOCOL.md lifecycle step 6: B starts an accept only while at least `accept_cutoff_blocks` blocks are
+        left (`accept_blocks_left(…) ≥ accept_cutoff_blocks`), i.e. while `next_block ≤ last_accept_start_block`."""
+        return self.accept_blocks_left(offer_block, next_block) >= self.accept_cutoff_blocks
+
+    def last_accept_start_block(self, offer_block: int) -> int:
+        """The last `next_block` (head + 1) for which B may still start an accept: deadline - accept cutoff."""
+        return self.offer_deadline(offer_block) - self.accept_cutoff_blocks
+
     def offer_escrow_min_btc_blocks_left(self) -> int:
-        """BTC blocks the escrow's CSV must still have left when L offers: ceil(t_B / ratio) + safety."""
-        return ceil_div(self.offer_window_blocks, self.evm_blocks_per_btc_block) + self.safety_btc_blocks
+        """BTC blocks the escrow's CSV must still have left when L offers: ceil(t_B · m / (ratio · 10000)) + safety,
+        m = 10000 + drift margin (the offer window measured in BTC blocks that may come faster than assumed)."""
+        return (
+            ceil_div(self.offer_window_blocks * self.drift_factor_bps, self.evm_blocks_per_btc_block * BPS)
+            + self.safety_btc_blocks
+        )
 
     def escrow_has_room_for_offer(self, escrow_confirmations: int) -> bool:
-        """PROTOCOL.md's pre-offer check: t_0 - confirmations ≥ ceil(t_B / ratio) + safety."""
+        """PROTOCOL.md's pre-offer check: t_0 - confirmations ≥ ceil(t_B · m / (ratio · 10000)) + safety."""
         as_uint(escrow_confirmations, "escrow_confirmations")
         return self.escrow_timelock_btc_blocks - escrow_confirmations >= self.offer_escrow_min_btc_blocks_left()

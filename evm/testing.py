@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -26,6 +26,7 @@ from .connection import connect
 from .deploy import Deployment, deploy_contracts
 from .deploy import dev_accounts as _dev_accounts
 from .parameters import ProtocolParameters
+from .terms import BorrowerTerms
 
 # An x-only key of PROTOCOL.md's test vector (xL).
 TEST_LENDER_BTC_PUBKEY = bytes.fromhex("64b4b84f42da9bdb84f7eda2de12524516686e73849645627fb7a034c79c81c8")
@@ -133,26 +134,31 @@ def new_secret() -> tuple[bytes, bytes]:
 @dataclass
 class LoanFlow:
     """Moves loans through their states with real transactions: the borrower's calls signed by `borrower`,
-    the lender's by `lender`, all via `LoanContractClient.send` (dry run first)."""
+    the lender's by `lender`, all via `LoanContractClient.send` (dry run first). The borrower's terms of each
+    request are kept in `terms` (by loan id) and passed to every later borrower step, as the app does."""
 
     client: LoanContractClient
     lender: LocalAccount
     borrower: LocalAccount
+    terms: dict[int, BorrowerTerms] = field(default_factory=dict)
 
     def request(self, amount: int = 10**16, *, escrow_sats: int = 1_500_000) -> tuple[int, bytes]:
-        """A Requested loan: (loan id, the borrower's preimage pB)."""
+        """A Requested loan under the parameters in force: (loan id, the borrower's preimage pB)."""
         preimage, digest = new_secret()
-        prepared = self.client.request_loan(
+        terms = self.client.borrower_terms(
+            borrower=self.borrower.address,
             amount=amount,
             borrower_btc_pubkey=os.urandom(32),
             borrower_hash=digest,
             escrow_txid=os.urandom(32),
             escrow_vout=1,
             escrow_sats=escrow_sats,
-            sender=self.borrower.address,
         )
+        prepared = self.client.request_loan_with_terms(terms, sender=self.borrower.address)
         receipt = self.client.send(prepared, self.borrower)
-        return self.client.loan_id_from_receipt(receipt), preimage
+        loan_id = self.client.loan_id_from_receipt(receipt)
+        self.terms[loan_id] = terms
+        return loan_id, preimage
 
     def commit(self, loan_id: int) -> bytes:
         """Commit a fresh lender hash; returns the lender's preimage pL."""
@@ -164,7 +170,8 @@ class LoanFlow:
         return self.client.send(self.client.extend_loan_offer(loan_id), self.lender)
 
     def accept(self, loan_id: int, borrower_preimage: bytes):
-        return self.client.send(self.client.accept_loan_offer(loan_id, borrower_preimage), self.borrower)
+        prepared = self.client.accept_loan_offer(loan_id, borrower_preimage, terms=self.terms[loan_id])
+        return self.client.send(prepared, self.borrower)
 
     def offered(self, amount: int = 10**16) -> tuple[int, bytes, bytes]:
         loan_id, borrower_preimage = self.request(amount)
@@ -180,7 +187,7 @@ class LoanFlow:
         return loan_id, borrower_preimage, lender_preimage
 
     def repay(self, loan_id: int):
-        return self.client.send(self.client.attempt_repayment(loan_id), self.borrower)
+        return self.client.send(self.client.attempt_repayment(loan_id, terms=self.terms[loan_id]), self.borrower)
 
 
 @pytest.fixture

@@ -12,13 +12,27 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
-from django.db.models import F, Q
-from django.db.models.functions import Lower
+from django.db.models import F, Q, Value
+from django.db.models.functions import Cast, Lower
+from django.db.models.lookups import GreaterThan
 
 from .fields import EVM_ADDRESS_PATTERN, HEX32_PATTERN, Hex32Field, WeiField, validate_evm_address
 
 HEX_TXID = HEX32_PATTERN
 MAX_RELATIVE_TIMELOCK = 65535  # BIP-68 block units: 16 bits
+BPS = 10_000  # 100 % in basis points
+MAX_DRIFT_MARGIN_BPS = 10_000  # the contract's cap (evm.parameters.MAX_DRIFT_MARGIN_BPS)
+MAX_AMOUNT_WEI = 2**128 - 1  # the contract's cap on max_amount_wei
+
+
+def _exact(name: str) -> Cast:
+    """A column as NUMERIC, so the products of the ordering rules cannot overflow an integer column type."""
+    return Cast(name, output_field=models.DecimalField(max_digits=78, decimal_places=0))
+
+
+# m = 10000 + drift margin (bps): the ordering rules of PROTOCOL.md in exact integer form, as the contract checks them.
+_DRIFT_FACTOR = Value(BPS) + _exact("drift_margin_bps")
+_RATIO_BPS = _exact("evm_blocks_per_btc_block") * Value(BPS)
 LOAN_STATUSES = [
     "draft", "requested", "offered", "active", "repayment_in_progress",
     "repaid", "cancelled", "offer_expired", "defaulted", "repayment_refunded",
@@ -78,10 +92,19 @@ class ParameterSet(models.Model):
     blocks_per_year = models.PositiveBigIntegerField(help_text="EVM blocks per year for the interest.")
     min_amount_wei = WeiField()
     max_amount_wei = WeiField()
-    min_collateral_ratio_percent = models.PositiveIntegerField(help_text="Collateral sats / loan sats, in %.")
+    min_collateral_ratio_bps = models.PositiveIntegerField(
+        help_text="Least collateral sats / loan sats in TX_1, basis points (10000 = 100 %); at most 10000 + bond·100."
+    )
+    drift_margin_bps = models.PositiveIntegerField(
+        help_text="Share of an EVM window a Bitcoin timelock must cover on top of it (chain drift), basis points."
+    )
+    accept_cutoff_blocks = models.PositiveBigIntegerField(
+        help_text="B starts no accept with fewer than this many EVM blocks left in the offer window."
+    )
 
     class Meta:
         abstract = True
+        # The contract's `_validate` rules (evm.parameters.ProtocolParameters.problems), one constraint per rule.
         constraints = [
             models.CheckConstraint(
                 condition=Q(escrow_timelock_btc_blocks__gte=1, escrow_timelock_btc_blocks__lte=MAX_RELATIVE_TIMELOCK)
@@ -89,30 +112,53 @@ class ParameterSet(models.Model):
                 name="%(app_label)s_%(class)s_timelocks_fit_bip68",
             ),
             models.CheckConstraint(
-                # t_0 · ratio > t_B + allowance: B cannot take the loan and reclaim the escrow.
-                condition=Q(
-                    offer_window_blocks__lt=F("escrow_timelock_btc_blocks") * F("evm_blocks_per_btc_block")
-                    - F("request_to_offer_allowance_blocks")
+                condition=Q(drift_margin_bps__lte=MAX_DRIFT_MARGIN_BPS),
+                name="%(app_label)s_%(class)s_drift_margin_in_range",
+            ),
+            models.CheckConstraint(
+                # t_0 · ratio · 10000 > (t_B + allowance) · m: B cannot take the loan and reclaim the escrow, even
+                # when Bitcoin blocks come faster than the ratio assumes.
+                condition=GreaterThan(
+                    _exact("escrow_timelock_btc_blocks") * _RATIO_BPS,
+                    (_exact("offer_window_blocks") + _exact("request_to_offer_allowance_blocks")) * _DRIFT_FACTOR,
                 ),
                 name="%(app_label)s_%(class)s_escrow_outlasts_offer",
             ),
             models.CheckConstraint(
-                # t_1 · ratio > t_D + t_L + safety · ratio: L cannot take the collateral before B can use pL.
-                condition=Q(
-                    loan_duration_blocks__lt=F("collateral_timelock_btc_blocks") * F("evm_blocks_per_btc_block")
-                    - F("repayment_window_blocks")
-                    - F("safety_btc_blocks") * F("evm_blocks_per_btc_block")
+                # t_1 · ratio · 10000 > (t_D + t_L) · m + safety · ratio · 10000: L cannot take the collateral before
+                # B can use pL.
+                condition=GreaterThan(
+                    _exact("collateral_timelock_btc_blocks") * _RATIO_BPS,
+                    (_exact("loan_duration_blocks") + _exact("repayment_window_blocks")) * _DRIFT_FACTOR
+                    + _exact("safety_btc_blocks") * _RATIO_BPS,
                 ),
                 name="%(app_label)s_%(class)s_collateral_outlasts_loan",
             ),
             models.CheckConstraint(
+                condition=Q(accept_cutoff_blocks__gte=1, accept_cutoff_blocks__lt=F("offer_window_blocks")),
+                name="%(app_label)s_%(class)s_accept_cutoff_in_offer_window",
+            ),
+            models.CheckConstraint(
                 condition=Q(min_amount_wei__gt=0, max_amount_wei__gte=F("min_amount_wei"))
-                & Q(processing_fee_wei__gte=0),
+                & Q(max_amount_wei__lte=MAX_AMOUNT_WEI, processing_fee_wei__gte=0),
                 name="%(app_label)s_%(class)s_amount_bounds",
             ),
             models.CheckConstraint(
-                condition=Q(bond_percent__lte=100, origination_fee_bps__lte=10000, blocks_per_year__gt=0)
-                & Q(evm_blocks_per_btc_block__gt=0, min_collateral_ratio_percent__gte=100)
+                # Refusing a repayment must cost the lender.
+                condition=Q(bond_percent__gte=1, bond_percent__lte=100),
+                name="%(app_label)s_%(class)s_bond_in_range",
+            ),
+            models.CheckConstraint(
+                # The collateral never exceeds amount + bond: above it L would gain by refusing a repayment.
+                condition=Q(
+                    min_collateral_ratio_bps__gte=BPS,
+                    min_collateral_ratio_bps__lte=Value(BPS) + F("bond_percent") * Value(100),
+                ),
+                name="%(app_label)s_%(class)s_collateral_ratio_capped",
+            ),
+            models.CheckConstraint(
+                condition=Q(origination_fee_bps__lte=10000, interest_bps__lte=10000, blocks_per_year__gt=0)
+                & Q(evm_blocks_per_btc_block__gt=0)
                 & Q(offer_window_blocks__gt=0, loan_duration_blocks__gt=0, repayment_window_blocks__gt=0),
                 name="%(app_label)s_%(class)s_rates_in_range",
             ),

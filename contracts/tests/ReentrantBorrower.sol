@@ -11,7 +11,8 @@ interface ILoan {
         bytes32 borrowerHash,
         bytes32 escrowTxid,
         uint32 escrowVout,
-        uint64 escrowSats
+        uint64 escrowSats,
+        uint256 shownParametersVersion
     ) external payable returns (uint256);
     function cancelRequest(uint256 loanId) external;
     function acceptLoanOffer(uint256 loanId, bytes32 borrowerPreimage) external;
@@ -81,9 +82,12 @@ contract ReentrantBorrower {
         bytes32 borrowerHash,
         bytes32 escrowTxid,
         uint32 escrowVout,
-        uint64 escrowSats
+        uint64 escrowSats,
+        uint256 shownParametersVersion
     ) external payable onlyOperator returns (uint256) {
-        return loan.requestLoan{value: msg.value}(amount, borrowerBtcPubkey, borrowerHash, escrowTxid, escrowVout, escrowSats);
+        return loan.requestLoan{value: msg.value}(
+            amount, borrowerBtcPubkey, borrowerHash, escrowTxid, escrowVout, escrowSats, shownParametersVersion
+        );
     }
 
     function cancel(uint256 loanId) external onlyOperator {

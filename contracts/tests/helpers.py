@@ -54,7 +54,7 @@ class Params:
     escrow_timelock_btc_blocks: int = 100
     loan_duration_blocks: int = 540_000
     repayment_window_blocks: int = 1500
-    collateral_timelock_btc_blocks: int = 27150
+    collateral_timelock_btc_blocks: int = 30_000
     evm_blocks_per_btc_block: int = 20
     safety_btc_blocks: int = 6
     processing_fee_wei: int = 10**15
@@ -64,7 +64,9 @@ class Params:
     blocks_per_year: int = 1_051_200
     min_amount_wei: int = 5 * 10**15
     max_amount_wei: int = 100 * 10**18
-    min_collateral_ratio_percent: int = 100
+    min_collateral_ratio_bps: int = 10_000
+    drift_margin_bps: int = 1_000
+    accept_cutoff_blocks: int = 250
     lender_btc_pubkey: bytes = bytes.fromhex("64b4b84f42da9bdb84f7eda2de12524516686e73849645627fb7a034c79c81c8")
 
     def as_tuple(self) -> tuple:
@@ -82,7 +84,8 @@ class Params:
 
 DEFAULT_PARAMS = Params()
 # Short windows so that every deadline can be reached with anvil_mine in a few milliseconds.
-# Ordering rules: 1*20 > 10 + 5; 10*20 = 200 > 40 + 12 + 6*20 = 172.
+# Ordering rules with m = 1.1: 1*20 = 20 > (10 + 5) * 1.1 = 16.5; 10*20 = 200 > (40 + 12) * 1.1 + 6*20 = 177.2;
+# accept cutoff 2 in [1, t_B - 1].
 FAST_PARAMS = Params(
     offer_window_blocks=10,
     request_to_offer_allowance_blocks=5,
@@ -90,6 +93,7 @@ FAST_PARAMS = Params(
     loan_duration_blocks=40,
     repayment_window_blocks=12,
     collateral_timelock_btc_blocks=10,
+    accept_cutoff_blocks=2,
 )
 
 
@@ -237,6 +241,10 @@ class Deployment:
     def parameters(self) -> dict:
         return as_dict(self.loan.functions.parameters().call())
 
+    def version(self) -> int:
+        """The parameters version in force (what a borrower is shown now)."""
+        return self.loan.functions.parametersVersion().call()
+
     def status(self, loan_id: int) -> Status:
         return Status(self.loan_struct(loan_id)["status"])
 
@@ -299,8 +307,10 @@ class LoanFlow:
         return self.dep.chain
 
     def request(self, fee: int | None = None) -> LoanFlow:
+        """Request under the parameters in force (the version it shows is the one in force now)."""
         fee = self.dep.parameters()["processingFeeWei"] if fee is None else fee
-        call = self.fns.requestLoan(self.amount, BORROWER_XONLY, self.h_b, ESCROW_TXID, 1, 2_000_000)
+        version = self.dep.version()
+        call = self.fns.requestLoan(self.amount, BORROWER_XONLY, self.h_b, ESCROW_TXID, 1, 2_000_000, version)
         self.receipts["request"] = self.chain.transact(call, self.borrower, fee)
         self.loan_id = self.dep.loan.functions.loanCount().call()
         return self

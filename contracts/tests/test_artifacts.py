@@ -16,7 +16,7 @@ from contracts.tests.helpers import BUILD_DIR, CONTRACTS_DIR, load_artifact
 REPO_ROOT = CONTRACTS_DIR.parent
 NODE = shutil.which("node")
 
-PARAMS = "(uint64,uint64,uint32,uint64,uint64,uint32,uint32,uint32,uint256,uint16,uint16,uint16,uint64,uint256,uint256,uint16,bytes32)"  # noqa: E501
+PARAMS = "(uint64,uint64,uint32,uint64,uint64,uint32,uint32,uint32,uint256,uint16,uint16,uint16,uint64,uint256,uint256,uint16,uint16,uint64,bytes32)"  # noqa: E501
 LOAN = (
     "(address,address,uint8,uint256,uint256,uint256,uint256,bytes32,bytes32,bytes32,bytes32,bytes32,uint32,uint64,"
     f"uint64,uint64,uint64,uint64,uint256,{PARAMS})"
@@ -56,7 +56,7 @@ LOAN_INTERFACE = {
     f"function getLoan(uint256 loanId) returns ({LOAN})",
     "function lockedBalance() returns (uint256)",
     "function requestLoan(uint256 amount,bytes32 borrowerBtcPubkey,bytes32 borrowerHash,bytes32 escrowTxid,"
-    "uint32 escrowVout,uint64 escrowSats) returns (uint256)",
+    "uint32 escrowVout,uint64 escrowSats,uint256 shownParametersVersion) returns (uint256)",
     "function cancelRequest(uint256 loanId)",
     "function commitLenderHash(uint256 loanId,bytes32 lenderHash)",
     "function extendLoanOffer(uint256 loanId)",
@@ -94,6 +94,7 @@ LOAN_INTERFACE = {
     "error WrongPreimage()",
     "error InvalidParameters(string reason)",
     "error PayoutFailed(address to,uint256 amount)",
+    "error ParametersVersionMismatch(uint256 shown,uint256 inForce)",
     "error OwnableUnauthorizedAccount(address account)",
     "error ReentrancyGuardReentrantCall()",
 }
@@ -114,7 +115,9 @@ PARAM_NAMES = [
     "blocksPerYear",
     "minAmountWei",
     "maxAmountWei",
-    "minCollateralRatioPercent",
+    "minCollateralRatioBps",
+    "driftMarginBps",
+    "acceptCutoffBlocks",
     "lenderBtcPubkey",
 ]
 LOAN_NAMES = [

@@ -137,6 +137,7 @@ def test_flaw_06_parameter_updates_never_touch_a_running_loan(fast, people):
     snapshot_before = fast.loan_struct(flow.loan_id)
     harsher = p.with_(
         offer_window_blocks=2,
+        accept_cutoff_blocks=1,
         loan_duration_blocks=3,
         repayment_window_blocks=2,
         bond_percent=100,

@@ -18,7 +18,8 @@ AMOUNT = 10**17
 
 def copy_request(dep, sender: str, flow: LoanFlow) -> int:
     """`sender` sends exactly the arguments of `flow.request()` (as seen in the mempool); returns the new id."""
-    call = dep.loan.functions.requestLoan(flow.amount, BORROWER_XONLY, flow.h_b, ESCROW_TXID, 1, 2_000_000)
+    version = dep.version()
+    call = dep.loan.functions.requestLoan(flow.amount, BORROWER_XONLY, flow.h_b, ESCROW_TXID, 1, 2_000_000, version)
     dep.chain.transact(call, sender, dep.params.processing_fee_wei)
     return dep.loan.functions.loanCount().call()
 
@@ -105,7 +106,7 @@ def test_a_hash_that_backed_an_offer_can_never_be_requested_again(fast, people, 
             chain.transact(f.markAsDefaulted(flow.loan_id), people.lender)
     assert f.hashUsed(flow.h_b).call() and f.hashUsed(flow.h_l).call()
     for h in (flow.h_b, flow.h_l):  # neither the loan's hB nor its hL
-        call = f.requestLoan(AMOUNT, BORROWER_XONLY, h, ESCROW_TXID, 1, 2_000_000)
+        call = f.requestLoan(AMOUNT, BORROWER_XONLY, h, ESCROW_TXID, 1, 2_000_000, 1)
         for who in (people.borrower, people.borrower2, people.stranger):
             refused(fast, call, who, fast.err("HashAlreadyUsed", h), p.processing_fee_wei)
 

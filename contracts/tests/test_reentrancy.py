@@ -26,7 +26,7 @@ def request_via(fast, attacker, people) -> tuple[int, bytes, bytes]:
     p_b, h_b = new_preimage()
     fee = fast.params.processing_fee_wei
     fast.chain.transact(
-        attacker.functions.request(AMOUNT, BORROWER_XONLY, h_b, ESCROW_TXID, 0, 1000), people.stranger, fee
+        attacker.functions.request(AMOUNT, BORROWER_XONLY, h_b, ESCROW_TXID, 0, 1000, 1), people.stranger, fee
     )
     loan_id = fast.loan.functions.loanCount().call()
     assert fast.loan_struct(loan_id)["borrower"] == attacker.address

@@ -200,7 +200,7 @@ def test_every_call_refused_in_every_other_status(fast, people):
 
 def test_request_fee_must_be_exact(fast, people):
     fee = fast.params.processing_fee_wei
-    call = fast.loan.functions.requestLoan(AMOUNT, BORROWER_XONLY, new_preimage()[1], ESCROW_TXID, 0, 1000)
+    call = fast.loan.functions.requestLoan(AMOUNT, BORROWER_XONLY, new_preimage()[1], ESCROW_TXID, 0, 1000, 1)
     for sent in (0, fee - 1, fee + 1, 2 * fee):
         refused(fast, call, people.borrower, fast.err("WrongValue", fee, sent), sent)
 
@@ -209,7 +209,7 @@ def test_request_amount_bounds_are_inclusive(fast, people):
     p = fast.params
     f = fast.loan.functions
     for amount in (0, p.min_amount_wei - 1, p.max_amount_wei + 1, 2**256 - 1):
-        call = f.requestLoan(amount, BORROWER_XONLY, new_preimage()[1], ESCROW_TXID, 0, 1000)
+        call = f.requestLoan(amount, BORROWER_XONLY, new_preimage()[1], ESCROW_TXID, 0, 1000, 1)
         refused(
             fast,
             call,
@@ -233,7 +233,7 @@ def test_request_zero_fields(fast, people, field):
     }
     args[field] = 0 if field == "escrowSats" else b"\x00" * 32
     call = fast.loan.functions.requestLoan(
-        AMOUNT, args["borrowerBtcPubkey"], args["borrowerHash"], args["escrowTxid"], 0, args["escrowSats"]
+        AMOUNT, args["borrowerBtcPubkey"], args["borrowerHash"], args["escrowTxid"], 0, args["escrowSats"], 1
     )
     refused(fast, call, people.borrower, fast.err("ZeroValue", field), fast.params.processing_fee_wei)
 
@@ -249,7 +249,7 @@ def test_borrower_hash_is_reserved_by_the_offer_not_by_the_request(fast, people)
     assert again.loan_id == flow.loan_id + 1 and not f.hashUsed(flow.h_b).call()
     again.offer()
     assert f.hashUsed(flow.h_b).call()
-    call = f.requestLoan(AMOUNT, BORROWER_XONLY, flow.h_b, ESCROW_TXID, 0, 1000)
+    call = f.requestLoan(AMOUNT, BORROWER_XONLY, flow.h_b, ESCROW_TXID, 0, 1000, 1)
     for who in (people.borrower, people.borrower2):
         refused(fast, call, who, fast.err("HashAlreadyUsed", flow.h_b), fast.params.processing_fee_wei)
 
@@ -275,7 +275,7 @@ def test_commit_lender_hash_checks(fast, people):
             fast.err("LenderHashAlreadySet", first.loan_id))  # fmt: skip
     # The same lender hash for a second loan is refused, and so is a borrower reusing a lender hash.
     refused(fast, f.commitLenderHash(second.loan_id, first.h_l), people.lender, fast.err("HashAlreadyUsed", first.h_l))
-    call = f.requestLoan(AMOUNT, BORROWER_XONLY, first.h_l, ESCROW_TXID, 0, 1000)
+    call = f.requestLoan(AMOUNT, BORROWER_XONLY, first.h_l, ESCROW_TXID, 0, 1000, 1)
     refused(fast, call, people.borrower, fast.err("HashAlreadyUsed", first.h_l), fast.params.processing_fee_wei)
 
 

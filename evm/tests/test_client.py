@@ -21,7 +21,7 @@ from evm.client import (
     rootstock_checksum_address,
     wait_for_receipt,
 )
-from evm.errors import ContractRevert, InvalidArgument, RpcError, TransactionFailed
+from evm.errors import BorrowerStepRefused, ContractRevert, InvalidArgument, RpcError, TransactionFailed
 from evm.testing import gas_cost, new_secret
 
 pytestmark = pytest.mark.integration
@@ -150,19 +150,34 @@ def test_a_late_accept_is_refused_before_anything_reveals_the_preimage(
     w3, deployment, loan_client, borrower, loan_flow, evm_mine
 ):
     loan_id, p_b, _ = loan_flow.offered(AMOUNT)
-    deadline = loan_client.get_loan(loan_id).offer_deadline_block
+    terms = loan_flow.terms[loan_id]
+    loan = loan_client.get_loan(loan_id)
+    deadline, cutoff = loan.offer_deadline_block, loan.params.accept_cutoff_blocks
+    assert loan.last_accept_start_block == deadline - cutoff == loan.offer_block + 750
     nonce = w3.eth.get_transaction_count(borrower.address)
 
-    evm_mine(deadline - w3.eth.block_number - 11)  # 10 blocks left (next block .. deadline - 1)
-    with pytest.raises(InvalidArgument, match=rf"closes at block {deadline}: only 10 blocks left, fewer than the 20"):
-        loan_client.accept_loan_offer(loan_id, p_b, sender=borrower.address)
+    # The accept would be mined in head + 1. With head + 1 = deadline - cutoff, exactly `cutoff` blocks are left
+    # (deadline - cutoff .. deadline - 1): still allowed. One block later only cutoff - 1 are: refused.
+    evm_mine(loan.last_accept_start_block - 1 - w3.eth.block_number)
+    assert loan_client.accept_loan_offer(loan_id, p_b, terms=terms, sender=borrower.address).gas
+    evm_mine(1)
+    with pytest.raises(BorrowerStepRefused) as refused:
+        loan_client.accept_loan_offer(loan_id, p_b, terms=terms, sender=borrower.address)
+    assert refused.value.reason == "accept_cutoff"
+    assert f"closes at block {deadline}: an accept sent now could be mined in 249 blocks at most" in str(refused.value)
 
     # The head is one block before the deadline: a dry run at "latest" would pass, but the transaction would be
-    # mined at the deadline and revert. The dry run simulates the pending block, so it is refused.
-    evm_mine(10)
-    assert w3.eth.block_number == deadline - 1
+    # mined at the deadline and revert. The dry run simulates the pending block, so even an accept built without the
+    # client's checks is refused before it is sent.
+    evm_mine(deadline - 1 - w3.eth.block_number)
+    forced = PreparedTransaction(
+        to=deployment.loan_address,
+        data=loan_client.loan.encode_abi("acceptLoanOffer", args=[loan_id, p_b]),
+        value=0,
+        chain_id=31337,
+    )
     with pytest.raises(ContractRevert, match=rf"^TooLate: loan {loan_id} closed at block {deadline}$"):
-        loan_client.send(loan_client.accept_loan_offer(loan_id, p_b, min_blocks_left=0), borrower)
+        loan_client.send(forced, borrower)
     assert w3.eth.get_transaction_count(borrower.address) == nonce  # nothing was broadcast: pB stays secret
     assert loan_client.get_loan(loan_id).status is LoanStatus.OFFERED
 
@@ -223,6 +238,7 @@ def test_browser_wallet_path_signs_prepared_transactions_and_sends_them_raw(w3, 
         escrow_txid="0x" + new_secret()[1].hex(),
         escrow_vout=0,
         escrow_sats=2_100_000,
+        parameters_version=1,
         sender=borrower.address,
     )
     assert prepared.gas is not None and prepared.value == FEE and prepared.chain_id == 31337
@@ -321,7 +337,7 @@ def test_wrong_caller_wrong_value_and_wrong_preimage_are_decoded_and_change_noth
     # The client refuses a wrong preimage before anything leaves the server (a reverted accept still leaks it).
     loan_client.send(offer, lender)
     with pytest.raises(InvalidArgument, match="does not hash"):
-        loan_client.accept_loan_offer(loan_id, new_secret()[0])
+        loan_client.accept_loan_offer(loan_id, new_secret()[0], terms=loan_flow.terms[loan_id])
     # ... and the contract would refuse it too.
     forged = PreparedTransaction(
         to=deployment.loan_address,
@@ -388,6 +404,7 @@ def test_bad_arguments_are_refused_before_anything_is_sent(w3, deployment, loan_
         "escrow_txid": b"\x04" * 32,
         "escrow_vout": 0,
         "escrow_sats": 1,
+        "parameters_version": 1,
         "sender": borrower.address,
     } | changes
     with pytest.raises(InvalidArgument, match=message):
@@ -487,6 +504,7 @@ def test_an_account_without_funds_gets_a_clear_error_and_nothing_is_sent(w3, dep
         escrow_txid=b"\x04" * 32,
         escrow_vout=0,
         escrow_sats=1,
+        parameters_version=1,
     )
     with pytest.raises(RpcError, match=r"^eth_call failed: Insufficient funds"):
         loan_client.send(prepared, empty)

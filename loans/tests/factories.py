@@ -13,9 +13,8 @@ from loans.models import PARAMETER_FIELDS, ContractDeployment, Loan, ProtocolPar
 _sequence = itertools.count(1)
 
 # PROTOCOL.md's defaults, from the one place that knows them.
-DEFAULT_PARAMETERS: dict[str, Any] = {
-    name: getattr(OnChainParameters(lender_btc_pubkey=b"\x01" * 32), name) for name in PARAMETER_FIELDS
-}
+DEFAULT_CHAIN_PARAMETERS = OnChainParameters(lender_btc_pubkey=b"\x01" * 32)
+DEFAULT_PARAMETERS: dict[str, Any] = {name: getattr(DEFAULT_CHAIN_PARAMETERS, name) for name in PARAMETER_FIELDS}
 
 
 def hex32() -> str:

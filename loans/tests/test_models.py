@@ -6,7 +6,15 @@ from django.db import IntegrityError, connection, transaction
 
 from loans.models import EvmEvent, Loan, LoanStatusChange, ProtocolParameters
 
-from .factories import DEFAULT_PARAMETERS, hex32, make_deployment, make_loan, make_parameters, make_user
+from .factories import (
+    DEFAULT_CHAIN_PARAMETERS,
+    DEFAULT_PARAMETERS,
+    hex32,
+    make_deployment,
+    make_loan,
+    make_parameters,
+    make_user,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -47,11 +55,11 @@ class TestEvmEventNaturalKey:
 
 class TestMoney:
     def test_wei_round_trips_as_an_exact_int_up_to_uint256(self):
-        top = 2**256 - 1
-        parameters = make_parameters(max_amount_wei=top)
+        top = 2**256 - 1  # the processing fee is a uint256 without a cap (max_amount_wei stops at 2^128 - 1)
+        parameters = make_parameters(processing_fee_wei=top)
         parameters.refresh_from_db()
-        assert parameters.max_amount_wei == top
-        assert type(parameters.max_amount_wei) is int
+        assert parameters.processing_fee_wei == top
+        assert type(parameters.processing_fee_wei) is int
 
     def test_float_wei_is_refused(self):
         with pytest.raises(TypeError, match="never floats"):
@@ -77,40 +85,117 @@ class TestMoney:
             make_loan(amount_wei=10**17, repayment_wei=10**17 - 1)
 
 
+# Every rule of the contract's `_validate` at its exact edge, both sides: (valid at the edge, one step over, the
+# constraint). With PROTOCOL.md's defaults (ratio 20, drift margin 1000 bps: m = 11000 / 10000), in integers:
+# t_0 · 200000 > (t_B + allowance) · 11000 and t_1 · 200000 > (t_D + t_L) · 11000 + safety · 200000 (the derivations
+# are in contracts/tests/test_parameters.py, which proves the contract draws the same edges).
+PARAMETER_BOUNDARIES = [
+    ({"escrow_timelock_btc_blocks": 65_535}, {"escrow_timelock_btc_blocks": 65_536}, "timelocks_fit_bip68"),
+    ({"collateral_timelock_btc_blocks": 65_535}, {"collateral_timelock_btc_blocks": 65_536}, "timelocks_fit_bip68"),
+    (
+        {"escrow_timelock_btc_blocks": 200, "collateral_timelock_btc_blocks": 65_535, "drift_margin_bps": 10_000},
+        {"escrow_timelock_btc_blocks": 200, "collateral_timelock_btc_blocks": 65_535, "drift_margin_bps": 10_001},
+        "drift_margin_in_range",
+    ),
+    ({"escrow_timelock_btc_blocks": 61}, {"escrow_timelock_btc_blocks": 60}, "escrow_outlasts_offer"),
+    ({"request_to_offer_allowance_blocks": 818}, {"request_to_offer_allowance_blocks": 819}, "escrow_outlasts_offer"),
+    (
+        {"offer_window_blocks": 899, "escrow_timelock_btc_blocks": 55},
+        {"offer_window_blocks": 900, "escrow_timelock_btc_blocks": 55},  # 11000000 = 11000000: not greater
+        "escrow_outlasts_offer",
+    ),
+    (
+        {"collateral_timelock_btc_blocks": 65_535, "drift_margin_bps": 8181},
+        {"collateral_timelock_btc_blocks": 65_535, "drift_margin_bps": 8182},
+        "escrow_outlasts_offer",
+    ),
+    (
+        {"collateral_timelock_btc_blocks": 29_789},
+        {"collateral_timelock_btc_blocks": 29_788},
+        "collateral_outlasts_loan",
+    ),
+    ({"safety_btc_blocks": 217}, {"safety_btc_blocks": 218}, "collateral_outlasts_loan"),
+    ({"loan_duration_blocks": 543_845}, {"loan_duration_blocks": 543_846}, "collateral_outlasts_loan"),
+    ({"repayment_window_blocks": 5345}, {"repayment_window_blocks": 5346}, "collateral_outlasts_loan"),
+    ({"drift_margin_bps": 1078}, {"drift_margin_bps": 1079}, "collateral_outlasts_loan"),
+    ({"evm_blocks_per_btc_block": 20}, {"evm_blocks_per_btc_block": 19}, "collateral_outlasts_loan"),
+    (
+        {"collateral_timelock_btc_blocks": 29_706, "loan_duration_blocks": 538_499},
+        {"collateral_timelock_btc_blocks": 29_706, "loan_duration_blocks": 538_500},  # both sides 5941200000
+        "collateral_outlasts_loan",
+    ),
+    ({"accept_cutoff_blocks": 1}, {"accept_cutoff_blocks": 0}, "accept_cutoff_in_offer_window"),
+    ({"accept_cutoff_blocks": 999}, {"accept_cutoff_blocks": 1000}, "accept_cutoff_in_offer_window"),
+    ({"offer_window_blocks": 251}, {"offer_window_blocks": 250}, "accept_cutoff_in_offer_window"),
+    ({"min_amount_wei": 1}, {"min_amount_wei": 0}, "amount_bounds"),
+    ({"min_amount_wei": 100 * 10**18}, {"min_amount_wei": 100 * 10**18 + 1}, "amount_bounds"),
+    ({"max_amount_wei": 2**128 - 1}, {"max_amount_wei": 2**128}, "amount_bounds"),
+    ({"bond_percent": 1}, {"bond_percent": 0}, "bond_in_range"),
+    ({"bond_percent": 100}, {"bond_percent": 101}, "bond_in_range"),
+    ({"min_collateral_ratio_bps": 10_000}, {"min_collateral_ratio_bps": 9_999}, "collateral_ratio_capped"),
+    ({"min_collateral_ratio_bps": 11_000}, {"min_collateral_ratio_bps": 11_001}, "collateral_ratio_capped"),
+    (
+        {"bond_percent": 1, "min_collateral_ratio_bps": 10_100},
+        {"bond_percent": 1, "min_collateral_ratio_bps": 10_101},
+        "collateral_ratio_capped",
+    ),
+    (
+        {"bond_percent": 100, "min_collateral_ratio_bps": 20_000},
+        {"bond_percent": 100, "min_collateral_ratio_bps": 20_001},
+        "collateral_ratio_capped",
+    ),
+    ({"origination_fee_bps": 10_000}, {"origination_fee_bps": 10_001}, "rates_in_range"),
+    ({"interest_bps": 10_000}, {"interest_bps": 10_001}, "rates_in_range"),
+    ({"blocks_per_year": 1}, {"blocks_per_year": 0}, "rates_in_range"),
+    ({"loan_duration_blocks": 1}, {"loan_duration_blocks": 0}, "rates_in_range"),
+    ({"repayment_window_blocks": 1}, {"repayment_window_blocks": 0}, "rates_in_range"),
+]
+
+
 class TestParameterRules:
     def test_defaults_satisfy_every_rule(self):
         parameters = make_parameters()
         parameters.full_clean()
+        assert (parameters.min_collateral_ratio_bps, parameters.drift_margin_bps) == (10_000, 1_000)
+        assert (parameters.accept_cutoff_blocks, parameters.collateral_timelock_btc_blocks) == (250, 30_000)
 
     @pytest.mark.parametrize(
-        "overrides, constraint",
-        [
-            # t_0 · ratio must exceed t_B + allowance: 100·20 = 2000 is not > 1900 + 100.
-            ({"offer_window_blocks": 1900}, "escrow_outlasts_offer"),
-            # t_1 · ratio must exceed t_D + t_L + safety·ratio: 27150·20 = 543000 is not > 541380 + 1500 + 120.
-            ({"loan_duration_blocks": 541_380}, "collateral_outlasts_loan"),
-            ({"escrow_timelock_btc_blocks": 65_536, "offer_window_blocks": 10}, "timelocks_fit_bip68"),
-            ({"collateral_timelock_btc_blocks": 65_536}, "timelocks_fit_bip68"),
-            ({"min_amount_wei": 0}, "amount_bounds"),
-            ({"min_amount_wei": 10**19, "max_amount_wei": 10**18}, "amount_bounds"),
-            ({"bond_percent": 101}, "rates_in_range"),
-            ({"origination_fee_bps": 10_001}, "rates_in_range"),
-        ],
+        ("edge", "over", "constraint"), PARAMETER_BOUNDARIES, ids=[str(over) for _, over, _ in PARAMETER_BOUNDARIES]
     )
-    def test_rule_breaking_parameters_are_refused(self, overrides, constraint):
+    def test_each_rule_at_its_exact_edge(self, edge, over, constraint):
+        """The edge is stored; one step over is refused by the database, naming the rule."""
         with pytest.raises(IntegrityError, match=constraint), transaction.atomic():
-            make_parameters(**overrides)
+            make_parameters(**over)
         assert ProtocolParameters.objects.count() == 0
+        make_parameters(**edge)
+        # The loan's own copy of the parameters obeys the same rules.
+        with pytest.raises(IntegrityError, match=f"loans_loan_{constraint}"), transaction.atomic():
+            make_loan(**over)
+        make_loan(**edge)
 
-    def test_boundary_of_the_escrow_rule_is_exclusive(self):
-        # 2000 > 1899 + 100 holds; 2000 > 1900 + 100 does not (tested above).
-        make_parameters(offer_window_blocks=1899)
+    @pytest.mark.parametrize(("edge", "over", "constraint"), PARAMETER_BOUNDARIES)
+    def test_the_python_mirror_draws_the_same_edges(self, edge, over, constraint):
+        assert DEFAULT_CHAIN_PARAMETERS.replace(**edge).problems() == []
+        assert DEFAULT_CHAIN_PARAMETERS.replace(**over).problems() != []
+
+    def test_huge_values_are_refused_by_the_rule_not_by_an_integer_overflow(self):
+        # The ordering rules compare NUMERIC products: t_D = 2^63 - 1 times m does not overflow a bigint.
+        with pytest.raises(IntegrityError, match="collateral_outlasts_loan"), transaction.atomic():
+            make_parameters(loan_duration_blocks=2**63 - 1)
+        with pytest.raises(IntegrityError, match="escrow_outlasts_offer"), transaction.atomic():
+            make_parameters(request_to_offer_allowance_blocks=2**63 - 1)
+        top = make_parameters(evm_blocks_per_btc_block=2**31 - 1)  # every product far above 2^63
+        assert top.evm_blocks_per_btc_block == 2**31 - 1
 
     def test_full_clean_reports_the_rule_before_any_write(self):
         parameters = ProtocolParameters(
             version=99, lender_btc_pubkey=hex32(), **{**DEFAULT_PARAMETERS, "offer_window_blocks": 5000}
         )
         with pytest.raises(ValidationError, match="escrow_outlasts_offer"):
+            parameters.full_clean()
+        parameters.offer_window_blocks = 1000
+        parameters.bond_percent = 0
+        with pytest.raises(ValidationError, match="bond_in_range"):
             parameters.full_clean()
 
 
