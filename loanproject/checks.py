@@ -6,6 +6,8 @@
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from bitcoin.errors import FeeError
+from bitcoin.loan import parse_fee_rate_text
 from bitcoin.networks import NETWORKS
 
 BITCOIN_NETWORKS = tuple(NETWORKS)  # mainnet, testnet, signet, regtest
@@ -47,6 +49,13 @@ def check_chain_configuration(app_configs=None, **kwargs):
     for name in ("BITCOIN_CONFIRMATIONS", "EVM_CONFIRMATIONS", "EVM_BLOCKS_PER_BTC_BLOCK"):
         if getattr(settings, name) < 1:
             errors.append(Error(f"{name} must be at least 1", id="loans.E005"))
+    try:
+        low = parse_fee_rate_text(settings.BITCOIN_MIN_FEE_RATE_SAT_VB, "BITCOIN_MIN_FEE_RATE_SAT_VB")
+        high = parse_fee_rate_text(settings.BITCOIN_MAX_FEE_RATE_SAT_VB, "BITCOIN_MAX_FEE_RATE_SAT_VB")
+        if low > high:
+            raise FeeError("BITCOIN_MIN_FEE_RATE_SAT_VB is above BITCOIN_MAX_FEE_RATE_SAT_VB")
+    except FeeError as error:
+        errors.append(Error(str(error), hint="Fee rates are decimal sat/vB, 0 < min <= max.", id="loans.E006"))
     return errors
 
 

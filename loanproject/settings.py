@@ -199,6 +199,10 @@ BITCOIN_RPC_COOKIE_FILE = env("BITCOIN_RPC_COOKIE_FILE", "")  # bitcoind's .cook
 BITCOIN_RPC_TIMEOUT = env_int("BITCOIN_RPC_TIMEOUT", 10)
 BITCOIN_CONFIRMATIONS = env_int("BITCOIN_CONFIRMATIONS", 1 if BITCOIN_NETWORK == "regtest" else 3)
 BTCNODE_DATA_DIR = Path(env("BTCNODE_DATA_DIR", str(VAR_DIR / "btcnode")))
+# Bounds on every loan transaction's fee rate (sat/vB, decimal strings): the lender refuses a pre-signed TX_1
+# outside them and the borrower's tools sign nothing outside them (they travel in the loan file).
+BITCOIN_MIN_FEE_RATE_SAT_VB = env("BITCOIN_MIN_FEE_RATE_SAT_VB", "1")
+BITCOIN_MAX_FEE_RATE_SAT_VB = env("BITCOIN_MAX_FEE_RATE_SAT_VB", "500")
 
 # EVM: Rootstock in production (chain id 30; testnet 31); anvil (31337) in development.
 EVM_RPC_URL = env("EVM_RPC_URL", "http://127.0.0.1:8545")

@@ -40,3 +40,11 @@ def test_deploy_checks_want_confirmations_on_mainnet(settings):
 def test_zero_confirmations_are_refused(settings):
     settings.EVM_CONFIRMATIONS = 0
     assert "loans.E005" in check_ids()
+
+
+@pytest.mark.parametrize(("low", "high"), [("0", "10"), ("2", "1"), ("1.0e", "5"), ("1", "20000")])
+def test_fee_rate_bounds_must_make_sense(settings, low, high):
+    settings.BITCOIN_MIN_FEE_RATE_SAT_VB, settings.BITCOIN_MAX_FEE_RATE_SAT_VB = low, high
+    assert "loans.E006" in check_ids()
+    settings.BITCOIN_MIN_FEE_RATE_SAT_VB, settings.BITCOIN_MAX_FEE_RATE_SAT_VB = "1", "1"
+    assert "loans.E006" not in check_ids()
