@@ -33,10 +33,4 @@ DJANGO_SECRET_KEY=check-only $py manage.py check --fail-level WARNING
 echo "== contract artifacts match their sources"
 node contracts/compile.js --check
 echo "== pytest"
-if [ $# -gt 0 ]; then
-    exec .venv/bin/pytest "$@"
-fi
-.venv/bin/pytest -m "not own_process"
-echo "== pytest: tests that need a process of their own"
-# Only the file is collected, so nothing the rest of the suite imports can reach it.
-exec .venv/bin/pytest -m own_process contracts/tests/test_property.py
+exec .venv/bin/pytest "$@"
