@@ -13,6 +13,11 @@ Two ways to make a call, one preparation:
 
 Reads return dataclasses: `get_loan(id) -> Loan` (status as `LoanStatus`, bytes32 as `bytes`), `parameters()`,
 `loan_count()`, `locked_balance()`.
+
+The borrower's side binds the terms B was shown (PROTOCOL.md): `request_loan` names the parameters version, and
+`accept_loan_offer` (and, given `terms=`, `attempt_repayment`, `withdraw_repayment_attempt`, `cancel_request`) first
+checks the loan's snapshot against `evm.terms.BorrowerTerms`, and the accept cutoff from the loan's own parameters,
+refusing with `BorrowerStepRefused(reason)` before anything is signed or sent.
 """
 
 from __future__ import annotations
