@@ -6,7 +6,6 @@ Loans change state only through `loans.services` (driven by the chains), never b
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from .admin_site import is_operator
 from .models import (
     BitcoinTransaction,
     BorrowerSignature,
@@ -17,6 +16,7 @@ from .models import (
     ProtocolParameters,
     User,
 )
+from .permissions import is_operator
 
 
 class OperatorViewOnly:

@@ -2,9 +2,7 @@
 
 from django.contrib import admin
 
-
-def is_operator(user) -> bool:
-    return bool(user.is_active and (user.is_superuser or getattr(user, "role", None) == "operator"))
+from .permissions import is_operator
 
 
 class OperatorAdminSite(admin.AdminSite):

@@ -67,10 +67,6 @@ class User(AbstractUser):
             models.UniqueConstraint(Lower("evm_address"), name="user_evm_address_unique_ci"),
         ]
 
-    @property
-    def is_operator(self) -> bool:
-        return self.role == self.Role.OPERATOR
-
 
 class ParameterSet(models.Model):
     """Every parameter of PROTOCOL.md. A `ProtocolParameters` version holds one set; each `Loan` holds a copy."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
@@ -19,6 +19,7 @@ from evm.deploy import Deployment
 from evm.parameters import ProtocolParameters as OnChainParameters
 
 from .models import PARAMETER_FIELDS, ContractDeployment, EvmEvent, Loan, LoanStatusChange, ProtocolParameters, User
+from .permissions import can_set_parameters, require
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,7 @@ def loan_status_transition(
 
 def protocol_parameters_create(*, actor: User, note: str = "", **values: Any) -> ProtocolParameters:
     """Append a new version of the protocol parameters. Existing loans keep their own snapshot."""
-    if not (actor.is_superuser or actor.role in {User.Role.OPERATOR, User.Role.LENDER}):
-        raise PermissionDenied("only an operator or the lender may set protocol parameters")
+    require(can_set_parameters(actor), "only an operator or the lender may set protocol parameters")
     with transaction.atomic():
         # Lock the newest version so two concurrent writers cannot take the same number.
         list(ProtocolParameters.objects.select_for_update().order_by("-version")[:1])
