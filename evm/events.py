@@ -74,7 +74,8 @@ class ChainEvent:
 
     def record(self, chain_id: int) -> dict[str, Any]:
         """What to persist, keyed by the natural key (chain_id, tx_hash, log_index); hashes as hex without 0x.
-        `loan_id` is the on-chain loan id (None for events that are not about one loan)."""
+        `contract_loan_id` is the contract's loan id (None for events that are not about one loan); it is not named
+        `loan_id`, which is the database's foreign key to the app's loan (`EvmEvent.loan`)."""
         return {
             "chain_id": chain_id,
             "contract_address": self.address,
@@ -84,7 +85,7 @@ class ChainEvent:
             "log_index": self.log_index,
             "name": self.event_name,
             "args": self.json_arguments(),
-            "loan_id": getattr(self, "loan_id", None),
+            "contract_loan_id": getattr(self, "loan_id", None),
         }
 
 

@@ -9,6 +9,8 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from .models import (
     BitcoinTransaction,
     BorrowerSignature,
+    ChainBlock,
+    ChainCursor,
     ContractDeployment,
     EvmEvent,
     Loan,
@@ -87,20 +89,30 @@ class ReadOnlyInline(OperatorViewOnly, admin.TabularInline):
 
 class LoanStatusChangeInline(ReadOnlyInline):
     model = LoanStatusChange
-    fields = ["created_at", "from_status", "to_status", "actor", "cause", "evm_event"]
+    fields = ["created_at", "side", "from_status", "to_status", "actor", "cause", "evm_event", "bitcoin_transaction"]
     readonly_fields = fields
 
 
 class BitcoinTransactionInline(ReadOnlyInline):
     model = BitcoinTransaction
-    fields = ["role", "txid", "confirmations", "block_height", "block_hash"]
+    fields = ["role", "txid", "vout", "value_sats", "block_height", "block_hash", "applied_at"]
     readonly_fields = fields
 
 
 @admin.register(Loan)
 class LoanAdmin(OperatorReadOnlyAdmin):
-    list_display = ["id", "contract_loan_id", "status", "borrower", "amount_wei", "escrow_sats", "created_at"]
-    list_filter = ["status", "deployment__chain_id", "parameters__version", "created_at"]
+    list_display = [
+        "id",
+        "contract_loan_id",
+        "status",
+        "bitcoin_status",
+        "borrower",
+        "amount_wei",
+        "escrow_sats",
+        "closed_at",
+        "created_at",
+    ]
+    list_filter = ["status", "bitcoin_status", "deployment__chain_id", "parameters__version", "created_at"]
     search_fields = ["borrower__username", "borrower__evm_address", "escrow_txid", "borrower_hash", "lender_hash"]
     list_select_related = ["borrower"]
     date_hierarchy = "created_at"
@@ -109,8 +121,8 @@ class LoanAdmin(OperatorReadOnlyAdmin):
 
 @admin.register(LoanStatusChange)
 class LoanStatusChangeAdmin(OperatorReadOnlyAdmin):
-    list_display = ["loan", "from_status", "to_status", "actor", "cause", "created_at"]
-    list_filter = ["to_status", "from_status", "created_at"]
+    list_display = ["loan", "side", "from_status", "to_status", "actor", "cause", "created_at"]
+    list_filter = ["side", "to_status", "from_status", "created_at"]
     list_select_related = ["loan", "actor"]
 
 
@@ -123,16 +135,16 @@ class BorrowerSignatureAdmin(OperatorReadOnlyAdmin):
 
 @admin.register(BitcoinTransaction)
 class BitcoinTransactionAdmin(OperatorReadOnlyAdmin):
-    list_display = ["txid", "role", "loan", "confirmations", "block_height", "updated_at"]
-    list_filter = ["role", "confirmations"]
+    list_display = ["txid", "role", "loan", "block_height", "applied_at", "updated_at"]
+    list_filter = ["role", "applied_at"]
     search_fields = ["txid", "block_hash"]
     list_select_related = ["loan"]
 
 
 @admin.register(EvmEvent)
 class EvmEventAdmin(OperatorReadOnlyAdmin):
-    list_display = ["name", "chain_id", "block_number", "log_index", "loan", "tx_hash"]
-    list_filter = ["name", "chain_id"]
+    list_display = ["name", "chain_id", "block_number", "log_index", "loan", "tx_hash", "applied_at", "orphaned_at"]
+    list_filter = ["name", "chain_id", "applied_at", "orphaned_at"]
     search_fields = ["tx_hash", "block_hash"]
     list_select_related = ["loan"]
 
@@ -141,3 +153,14 @@ class EvmEventAdmin(OperatorReadOnlyAdmin):
 class ContractDeploymentAdmin(OperatorReadOnlyAdmin):
     list_display = ["chain_id", "loan_contract_address", "ether_swap_address", "block_number", "created_at"]
     list_filter = ["chain_id"]
+
+
+@admin.register(ChainCursor)
+class ChainCursorAdmin(OperatorReadOnlyAdmin):
+    list_display = ["chain", "block_number", "block_hash", "updated_at"]
+
+
+@admin.register(ChainBlock)
+class ChainBlockAdmin(OperatorReadOnlyAdmin):
+    list_display = ["chain", "number", "hash", "parent_hash"]
+    list_filter = ["chain"]

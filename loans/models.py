@@ -4,8 +4,9 @@ Rules that hold here (see ARCHITECTURE.md):
 - Money is an integer: satoshis in `BigIntegerField`, wei in `WeiField` (NUMERIC(78, 0), read back as `int`).
 - Every external fact has a unique natural key: `(chain_id, tx_hash, log_index)` for EVM logs, `txid` for Bitcoin
   transactions, `(escrow_txid, escrow_vout)` for an escrow outpoint.
-- Models hold no business logic. Every write goes through `loans.services`; the status of a loan changes only in
-  `loans.services.loan_status_transition`, which appends a `LoanStatusChange` row in the same transaction.
+- Models hold no business logic. Every write goes through `loans.services`; a loan's status on either chain
+  changes only in `loans.services.transitions.loan_status_transition`, which appends a `LoanStatusChange` row in
+  the same transaction.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ LOAN_STATUSES = [
     "repaid", "cancelled", "offer_expired", "defaulted", "repayment_refunded",
 ]  # fmt: skip
 BTC_TX_ROLES = ["escrow_funding", "collateral_lock", "escrow_exit", "collateral_release", "collateral_capture"]
+BITCOIN_STATUSES = ["none", "escrow_confirmed", "collateral_locked", "released", "exited", "captured"]
+STATUS_SIDES = ["contract", "bitcoin"]
+CHAINS = ["evm", "bitcoin"]
 
 
 class User(AbstractUser):
@@ -222,10 +226,21 @@ class Loan(ParameterSet):
         DEFAULTED = "defaulted", "Defaulted"
         REPAYMENT_REFUNDED = "repayment_refunded", "Repayment refunded"
 
+    class BitcoinStatus(models.TextChoices):
+        """Where the loan's bitcoin is, as final (confirmed to BITCOIN_CONFIRMATIONS) transactions show it."""
+
+        NONE = "none", "No escrow yet"
+        ESCROW_CONFIRMED = "escrow_confirmed", "Escrow confirmed"
+        COLLATERAL_LOCKED = "collateral_locked", "Collateral locked (TX_1)"
+        RELEASED = "released", "Collateral released (TX_release)"
+        EXITED = "exited", "Escrow reclaimed (TX_exit)"
+        CAPTURED = "captured", "Collateral captured (TX_capture)"
+
     TERMINAL_STATUSES = frozenset(
         {Status.REPAID, Status.CANCELLED, Status.OFFER_EXPIRED, Status.DEFAULTED, Status.REPAYMENT_REFUNDED}
     )
-    # The only transitions there are; loans.services.loan_status_transition enforces them, the audit table too.
+    TERMINAL_BITCOIN_STATUSES = frozenset({BitcoinStatus.RELEASED, BitcoinStatus.EXITED, BitcoinStatus.CAPTURED})
+    # The only transitions there are, per side; loans.services.transitions enforces them, the audit table too.
     ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
         Status.DRAFT: frozenset({Status.REQUESTED}),
         Status.REQUESTED: frozenset({Status.OFFERED, Status.CANCELLED}),
@@ -233,13 +248,26 @@ class Loan(ParameterSet):
         Status.ACTIVE: frozenset({Status.REPAYMENT_IN_PROGRESS, Status.DEFAULTED}),
         Status.REPAYMENT_IN_PROGRESS: frozenset({Status.REPAID, Status.REPAYMENT_REFUNDED}),
     }
+    ALLOWED_BITCOIN_TRANSITIONS: dict[str, frozenset[str]] = {
+        BitcoinStatus.NONE: frozenset({BitcoinStatus.ESCROW_CONFIRMED}),
+        BitcoinStatus.ESCROW_CONFIRMED: frozenset({BitcoinStatus.COLLATERAL_LOCKED, BitcoinStatus.EXITED}),
+        BitcoinStatus.COLLATERAL_LOCKED: frozenset({BitcoinStatus.RELEASED, BitcoinStatus.CAPTURED}),
+    }
 
     borrower = models.ForeignKey(User, on_delete=models.PROTECT, related_name="borrowed_loans")
     lender = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="lent_loans")
     parameters = models.ForeignKey(
         ProtocolParameters, on_delete=models.PROTECT, related_name="loans", help_text="The version snapshotted."
     )
-    status = models.CharField(max_length=32, choices=Status.choices, default=Status.DRAFT)
+    status = models.CharField(
+        max_length=32, choices=Status.choices, default=Status.DRAFT, help_text="The contract's state machine."
+    )
+    bitcoin_status = models.CharField(
+        max_length=32, choices=BitcoinStatus.choices, default=BitcoinStatus.NONE, help_text="The Bitcoin side."
+    )
+    closed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Both chains settled: the contract terminal and the bitcoin paid out."
+    )
 
     # EVM side
     deployment = models.ForeignKey(ContractDeployment, on_delete=models.PROTECT, related_name="loans")
@@ -281,6 +309,7 @@ class Loan(ParameterSet):
         constraints = [
             *ParameterSet.Meta.constraints,
             models.CheckConstraint(condition=Q(status__in=LOAN_STATUSES), name="loan_status_valid"),
+            models.CheckConstraint(condition=Q(bitcoin_status__in=BITCOIN_STATUSES), name="loan_bitcoin_status_valid"),
             models.CheckConstraint(
                 condition=Q(amount_wei__gt=0, bond_wei__gte=0, repayment_wei__gte=F("amount_wei")),
                 name="loan_wei_amounts_valid",
@@ -332,7 +361,12 @@ class Loan(ParameterSet):
 
     @property
     def is_terminal(self) -> bool:
+        """The contract's status is terminal (the Bitcoin side may still have to settle: see ``is_closed``)."""
         return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed_at is not None
 
     @property
     def offer_deadline_evm_block(self) -> int | None:
@@ -351,29 +385,41 @@ class Loan(ParameterSet):
 
 
 class LoanStatusChange(models.Model):
-    """Append-only audit trail: one row per status change, written by the transition that made it."""
+    """Append-only audit trail: one row per status change on either side, written by the transition that made it."""
+
+    class Side(models.TextChoices):
+        CONTRACT = "contract", "Contract"
+        BITCOIN = "bitcoin", "Bitcoin"
 
     loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="status_changes")
-    from_status = models.CharField(max_length=32, choices=Loan.Status.choices)
-    to_status = models.CharField(max_length=32, choices=Loan.Status.choices)
+    side = models.CharField(max_length=16, choices=Side.choices, default=Side.CONTRACT)
+    from_status = models.CharField(max_length=32, choices=Loan.Status.choices + Loan.BitcoinStatus.choices)
+    to_status = models.CharField(max_length=32, choices=Loan.Status.choices + Loan.BitcoinStatus.choices)
     actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     cause = models.CharField(max_length=200, help_text="What made it happen: a user action or a chain fact.")
     evm_event = models.ForeignKey(
         "EvmEvent", null=True, blank=True, on_delete=models.PROTECT, related_name="status_changes"
+    )
+    bitcoin_transaction = models.ForeignKey(
+        "BitcoinTransaction", null=True, blank=True, on_delete=models.PROTECT, related_name="status_changes"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
-            # The state machine has no cycles: a loan enters each status once and leaves each status once.
-            models.UniqueConstraint(fields=["loan", "to_status"], name="status_change_enters_once"),
-            models.UniqueConstraint(fields=["loan", "from_status"], name="status_change_leaves_once"),
+            # Neither state machine has cycles: on each side a loan enters each status once and leaves it once.
+            models.UniqueConstraint(fields=["loan", "side", "to_status"], name="status_change_enters_once"),
+            models.UniqueConstraint(fields=["loan", "side", "from_status"], name="status_change_leaves_once"),
             models.CheckConstraint(
                 condition=Q(
                     *[
-                        Q(from_status=old, to_status=new)
-                        for old, targets in sorted(Loan.ALLOWED_TRANSITIONS.items())
+                        Q(side=side, from_status=old, to_status=new)
+                        for side, table in (
+                            ("contract", Loan.ALLOWED_TRANSITIONS),
+                            ("bitcoin", Loan.ALLOWED_BITCOIN_TRANSITIONS),
+                        )
+                        for old, targets in sorted(table.items())
                         for new in sorted(targets)
                     ],
                     _connector=Q.OR,
@@ -383,7 +429,7 @@ class LoanStatusChange(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.loan_id}: {self.from_status} → {self.to_status}"
+        return f"{self.loan_id} {self.side}: {self.from_status} → {self.to_status}"
 
     def save(self, *args, **kwargs):
         if self.pk is not None and not self._state.adding:
@@ -425,7 +471,12 @@ class BorrowerSignature(models.Model):
 
 
 class BitcoinTransaction(models.Model):
-    """A Bitcoin transaction of a loan, as the node reports it."""
+    """A Bitcoin transaction of a loan as the watcher found it in a block (also ones the platform did not send).
+
+    Confirmations are derived from heights (the watcher's tip height - ``block_height`` + 1), never stored.
+    ``block_height`` is None while the transaction is unconfirmed (after a reorg, until a block holds it again).
+    A fact is applied to the loan once, when final (``applied_at``).
+    """
 
     class Role(models.TextChoices):
         ESCROW_FUNDING = "escrow_funding", "TX_0 escrow funding"
@@ -436,11 +487,16 @@ class BitcoinTransaction(models.Model):
 
     loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="bitcoin_transactions")
     role = models.CharField(max_length=32, choices=Role.choices)
-    txid = Hex32Field(unique=True)
+    txid = Hex32Field()
+    vout = models.PositiveIntegerField(null=True, blank=True, help_text="Escrow funding: the escrow output's index.")
+    value_sats = models.BigIntegerField(null=True, blank=True, help_text="Escrow funding: the escrow output's value.")
     raw_hex = models.TextField(blank=True)
-    confirmations = models.PositiveIntegerField(default=0)
+    revealed_preimage = Hex32Field(
+        null=True, blank=True, help_text="The preimage its witness reveals: pB (TX_1) or pL (TX_release)."
+    )
     block_hash = Hex32Field(null=True, blank=True)
     block_height = models.PositiveIntegerField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True, help_text="When the final fact moved the loan.")
     first_seen_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -450,13 +506,20 @@ class BitcoinTransaction(models.Model):
             models.CheckConstraint(condition=Q(txid__regex=HEX_TXID), name="btc_tx_txid_format"),
             models.CheckConstraint(condition=Q(role__in=BTC_TX_ROLES), name="btc_tx_role_valid"),
             models.CheckConstraint(
-                # Confirmed means in a block: confirmations and block go together.
-                condition=Q(confirmations=0, block_hash__isnull=True, block_height__isnull=True)
-                | Q(confirmations__gt=0, block_hash__isnull=False, block_height__isnull=False),
-                name="btc_tx_confirmation_consistent",
+                # In a block means both its hash and its height.
+                condition=Q(block_hash__isnull=True, block_height__isnull=True)
+                | Q(block_hash__isnull=False, block_height__isnull=False),
+                name="btc_tx_block_consistent",
             ),
-            models.UniqueConstraint(fields=["loan", "role"], name="btc_tx_one_per_role"),
+            models.CheckConstraint(
+                condition=(Q(role="escrow_funding") & Q(vout__isnull=False, value_sats__gt=0))
+                | (~Q(role="escrow_funding") & Q(vout__isnull=True, value_sats__isnull=True)),
+                name="btc_tx_funding_has_output",
+            ),
+            # Natural key: a transaction plays one role for a loan (a funding transaction may fund two loans).
+            models.UniqueConstraint(fields=["loan", "txid"], name="btc_tx_natural_key"),
         ]
+        indexes = [models.Index(fields=["block_height"], name="btc_tx_height_idx")]
 
     def __str__(self) -> str:
         return f"{self.get_role_display()} {self.txid[:12]}…"
@@ -474,6 +537,10 @@ class EvmEvent(models.Model):
     name = models.CharField(max_length=64)
     args = models.JSONField(help_text="Decoded arguments; integers as decimal strings, bytes as hex.")
     loan = models.ForeignKey(Loan, null=True, blank=True, on_delete=models.PROTECT, related_name="evm_events")
+    applied_at = models.DateTimeField(null=True, blank=True, help_text="When the final fact moved the loan.")
+    orphaned_at = models.DateTimeField(
+        null=True, blank=True, help_text="Its block left the chain (reorg); cleared if the log is mined again."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -485,3 +552,42 @@ class EvmEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @{self.block_number}:{self.log_index}"
+
+
+class ChainCursor(models.Model):
+    """How far a watcher has followed its chain: the last block it processed (number, hash, parent hash)."""
+
+    class Chain(models.TextChoices):
+        EVM = "evm", "EVM"
+        BITCOIN = "bitcoin", "Bitcoin"
+
+    chain = models.CharField(max_length=16, choices=Chain.choices, unique=True)
+    block_number = models.PositiveBigIntegerField()
+    block_hash = Hex32Field()
+    parent_hash = Hex32Field()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(chain__in=CHAINS), name="chain_cursor_chain_valid")]
+
+    def __str__(self) -> str:
+        return f"{self.chain} at {self.block_number}"
+
+
+class ChainBlock(models.Model):
+    """A recent block a watcher processed, kept to find the fork point when the chain reorganises."""
+
+    chain = models.CharField(max_length=16, choices=ChainCursor.Chain.choices)
+    number = models.PositiveBigIntegerField()
+    hash = Hex32Field()
+    parent_hash = Hex32Field()
+
+    class Meta:
+        ordering = ["chain", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "number"], name="chain_block_unique"),
+            models.CheckConstraint(condition=Q(chain__in=CHAINS), name="chain_block_chain_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain} block {self.number}"

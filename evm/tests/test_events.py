@@ -157,9 +157,9 @@ def test_lifecycle_events_are_decoded_in_order_with_their_arguments(
             "escrow_sats": "1500000",
             "parameters_version": "1",
         },
-        "loan_id": loan_id,
+        "contract_loan_id": loan_id,
     }
-    assert by_name["LoanContractSet"][0].record(31337)["loan_id"] is None
+    assert by_name["LoanContractSet"][0].record(31337)["contract_loan_id"] is None
 
 
 @pytest.mark.integration

@@ -32,7 +32,7 @@ def loan_with_facts(operator):
     loan = make_loan(escrow_txid=hex32(), escrow_vout=0, escrow_sats=250_000)
     loan_status_transition(loan_id=loan.pk, to_status="requested", cause="LoanRequested", actor=operator)
     BitcoinTransaction.objects.create(
-        loan=loan, role="escrow_funding", txid=loan.escrow_txid, raw_hex="02", confirmations=3,
+        loan=loan, role="escrow_funding", txid=loan.escrow_txid, vout=0, value_sats=250_000, raw_hex="02",
         block_hash=hex32(), block_height=101,
     )  # fmt: skip
     EvmEvent.objects.create(

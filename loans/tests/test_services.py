@@ -56,7 +56,7 @@ def test_a_refused_transition_changes_nothing(start, target):
 
 def test_unknown_status_and_empty_cause_are_refused():
     loan = make_loan()
-    with pytest.raises(services.TransitionError, match="unknown loan status"):
+    with pytest.raises(services.TransitionError, match="unknown contract status"):
         services.loan_status_transition(loan_id=loan.pk, to_status="lost", cause="x")
     with pytest.raises(services.TransitionError, match="needs a cause"):
         services.loan_status_transition(loan_id=loan.pk, to_status="requested", cause="  ")
@@ -140,7 +140,7 @@ def test_a_transition_is_broadcast_to_the_loan_group_only_after_commit(settings,
     assert len(callbacks) == 1  # nothing sent while the transaction is open
     callbacks[0]()
     message = async_to_sync(layer.receive)(channel)
-    assert message == {"type": "loan.status", "loan_id": loan.pk, "status": "requested"}
+    assert message == {"type": "loan.status", "loan_id": loan.pk, "side": "contract", "status": "requested"}
 
 
 def test_a_refused_transition_broadcasts_nothing(django_capture_on_commit_callbacks):
