@@ -565,6 +565,10 @@ class ChainCursor(models.Model):
     block_number = models.PositiveBigIntegerField()
     block_hash = Hex32Field()
     parent_hash = Hex32Field()
+    tip_number = models.PositiveBigIntegerField(null=True, blank=True, help_text="The chain's head at the last run.")
+    failures = models.PositiveIntegerField(default=0, help_text="Runs failed in a row (node down, ...).")
+    last_error = models.TextField(blank=True)
+    retry_after = models.DateTimeField(null=True, blank=True, help_text="Backoff: no run before this.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

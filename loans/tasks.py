@@ -1,0 +1,24 @@
+"""django-q2 entry points. Each calls one watcher or service; none holds logic of its own.
+
+``manage.py sync_chains --schedule`` registers the schedules (idempotent). ``Q_CLUSTER['retry']`` is greater
+than its ``timeout``, so a slow run is never started twice; the watchers' own lock makes overlapping runs skip.
+"""
+
+from __future__ import annotations
+
+from .sync.bitcoin import sync_bitcoin
+from .sync.evm import sync_evm
+
+#: (schedule name, task path, minutes between runs)
+SCHEDULES = (
+    ("sync EVM chain", "loans.tasks.sync_evm_task", 1),
+    ("sync Bitcoin chain", "loans.tasks.sync_bitcoin_task", 1),
+)
+
+
+def sync_evm_task() -> str:
+    return str(sync_evm())
+
+
+def sync_bitcoin_task() -> str:
+    return str(sync_bitcoin())
