@@ -2,7 +2,9 @@
 
 ``loan_status_transition`` is the private primitive under the named services (``evm_facts``, ``bitcoin_facts``,
 the user actions): they decide *what* happened and call it; it enforces *whether* the state machine allows it.
-A loan is closed (``closed_at``) in the same transaction that settles its second chain.
+A loan is closed (``closed_at``) in the same transaction that settles its second chain, and reopened if a late
+fact unsettles it (a request cancelled before its escrow was funded is closed; a funding seen afterwards reopens
+it until the escrow is reclaimed).
 """
 
 from __future__ import annotations
@@ -93,8 +95,11 @@ def loan_status_transition(
                 raise TransitionError(f"{name} cannot be changed alongside a transition")
             setattr(loan, name, value)
             update_fields.append(name)
-        if loan.closed_at is None and is_settled(loan):
-            loan.closed_at = timezone.now()
+        settled = is_settled(loan)
+        if settled != (loan.closed_at is not None):
+            # Closed when both chains settle; reopened if a late fact unsettles it (an escrow funded after its
+            # request was cancelled must still come back to the borrower).
+            loan.closed_at = timezone.now() if settled else None
             update_fields.append("closed_at")
         loan.full_clean(validate_unique=False, validate_constraints=False)
         loan.save(update_fields=update_fields)
