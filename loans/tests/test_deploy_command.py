@@ -50,3 +50,35 @@ def test_refuses_the_dev_key_off_the_dev_chain(settings, tmp_path, monkeypatch):
         with pytest.raises(CommandError, match="EVM_DEPLOYER_PRIVATE_KEY"):
             call_command("deploy_contracts", lender_btc_pubkey=LENDER_KEY, output=tmp_path / "d.json")
     assert not ContractDeployment.objects.exists()
+
+
+def test_devstack_redeploys_a_deployment_recorded_from_older_contracts(
+    settings, anvil, evm_snapshot, tmp_path, monkeypatch
+):
+    """A developer's var/deployment.json from before a contract change is replaced, not fatal."""
+    from loans.management.commands.devstack import Command as Devstack
+
+    monkeypatch.delenv("EVM_DEPLOYER_PRIVATE_KEY", raising=False)
+    settings.EVM_RPC_URL, settings.EVM_CHAIN_ID = anvil.url, anvil.chain_id
+    settings.VAR_DIR, settings.EVM_DEPLOYMENT_FILE = tmp_path, tmp_path / "deployment.json"
+    call_command(
+        "deploy_contracts", lender_btc_pubkey=LENDER_KEY, output=settings.EVM_DEPLOYMENT_FILE, stdout=io.StringIO()
+    )
+    record = json.loads(settings.EVM_DEPLOYMENT_FILE.read_text())
+    first = record["contracts"]["BtcCollateralLoan"]["address"]
+
+    devstack = Devstack(stdout=io.StringIO())
+    devstack.ensure_deployment()  # today's contracts, code on chain: kept
+    assert json.loads(settings.EVM_DEPLOYMENT_FILE.read_text())["contracts"]["BtcCollateralLoan"]["address"] == first
+
+    record["contracts"]["BtcCollateralLoan"]["bytecode_sha256"] = "00" * 32  # made from other sources
+    settings.EVM_DEPLOYMENT_FILE.write_text(json.dumps(record))
+    devstack.ensure_deployment()
+    second = json.loads(settings.EVM_DEPLOYMENT_FILE.read_text())["contracts"]["BtcCollateralLoan"]["address"]
+    assert second != first and "other contract sources" in devstack.stdout.getvalue()
+
+    del record["parameters"]["drift_margin_bps"]  # an older format no longer loads
+    settings.EVM_DEPLOYMENT_FILE.write_text(json.dumps(record))
+    devstack.ensure_deployment()
+    third = json.loads(settings.EVM_DEPLOYMENT_FILE.read_text())["contracts"]["BtcCollateralLoan"]["address"]
+    assert third not in (first, second) and "older contracts" in devstack.stdout.getvalue()

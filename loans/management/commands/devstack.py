@@ -24,8 +24,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from bitcoin.keys import PrivateKey
 from bitcoin.rpc import BitcoinRPCError
 from evm.anvil import DEV_CHAIN_ID, AnvilNode
+from evm.artifacts import load_artifacts
 from evm.connection import connect
 from evm.deploy import load_deployment
+from evm.errors import EvmError
 from loans import chains
 from loans.services import contract_deployment_record
 
@@ -143,16 +145,28 @@ class Command(BaseCommand):
         raise CommandError("the Bitcoin node did not answer within 60 s")
 
     def ensure_deployment(self) -> None:
-        """Deploy once per anvil state; a recorded deployment whose code is gone (new state) is redeployed."""
+        """Deploy once per anvil state. A recorded deployment is redeployed (development only) when its code is
+        gone (a new anvil state), or when it was made from other contract sources than today's artifacts (the
+        contracts changed since; an old record may not even load)."""
         path = Path(settings.EVM_DEPLOYMENT_FILE)
+        replace = False
         if path.exists():
-            deployment = load_deployment(path)
-            w3 = connect(settings.EVM_RPC_URL, expected_chain_id=settings.EVM_CHAIN_ID)
-            if w3.eth.get_code(deployment.loan_address):
-                self.stdout.write(f"contracts already deployed at {deployment.loan_address}")
-                contract_deployment_record(deployment=deployment)
-                return
-        call_command("deploy_contracts", lender_btc_pubkey=self.dev_lender_pubkey())
+            try:
+                deployment = load_deployment(path)
+            except EvmError as error:
+                self.stdout.write(f"the recorded deployment is from older contracts ({error}): redeploying")
+                deployment, replace = None, True
+            if deployment is not None:
+                w3 = connect(settings.EVM_RPC_URL, expected_chain_id=settings.EVM_CHAIN_ID)
+                current = load_artifacts().loan.bytecode_sha256
+                if deployment.loan_bytecode_sha256 != current:
+                    self.stdout.write("the recorded deployment is from other contract sources: redeploying")
+                    replace = True
+                elif w3.eth.get_code(deployment.loan_address):
+                    self.stdout.write(f"contracts already deployed at {deployment.loan_address}")
+                    contract_deployment_record(deployment=deployment)
+                    return
+        call_command("deploy_contracts", lender_btc_pubkey=self.dev_lender_pubkey(), replace=replace)
 
     def dev_lender_pubkey(self) -> str:
         """The development lender's x-only key; its secret stays in var/dev-lender.key (0600), dev only."""
