@@ -2,7 +2,8 @@
 
 import pytest
 
-# btc_node / btc_rpc / btc_fund / btc_mine (the embedded regtest node) and anvil / w3 / deployment / evm_mine.
+# btc_node / btc_rpc / btc_fund / btc_mine / btc_reorg (the embedded regtest node) and
+# anvil / w3 / deployment / evm_mine / evm_reorg.
 pytest_plugins = ["bitcoin.testing", "evm.testing"]
 
 

@@ -8,24 +8,35 @@ Fixtures:
 * `btc_rpc`: a `BitcoinRPC` client for it.
 * `btc_fund`: `btc_fund(script_pubkey_or_address, sats, confirmations=1) -> FundedOutput`.
 * `btc_mine`: `btc_mine(n) -> list[block hashes]`.
+* `btc_reorg`: `btc_reorg(depth, txs=None) -> BtcReorg`: the last `depth` blocks are replaced by a competing
+  branch of `depth + 1` blocks from the fork point, submitted with `submitblock` (so the node reorganises as Bitcoin
+  Core does: the orphaned blocks' transactions go back to the mempool unless the new branch confirms or conflicts
+  with them). `txs` (raw transactions: hex, bytes, `bitcoin.regtest.serialize.Tx` or
+  `bitcoin.transactions.Transaction`) go in the branch's first block, so a test can re-confirm a transaction in
+  another block, leave it unconfirmed (back in the mempool) or drop it for good (the branch confirms a conflict).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import selectors
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from bitcoin.regtest.address import address_to_script
+from bitcoin.regtest.mining import assemble_block
+from bitcoin.regtest.serialize import Block, Tx
 from bitcoin.rpc import BitcoinRPC, btc_to_sats, sats_to_btc
+from bitcoin.transactions import Transaction
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 60.0
@@ -192,6 +203,97 @@ def fund_output(rpc: BitcoinRPC, script_pubkey: bytes | str, sats: int, confirma
     return FundedOutput(txid, vout, sats, script, height)
 
 
+RawTx = str | bytes | Tx | Transaction
+
+
+@dataclass(frozen=True)
+class BtcReorg:
+    """What a reorg replaced: blocks `fork_height + 1 ..` of the old chain (`orphaned`) by `branch` (one block
+    longer), hashes in display order, lowest first."""
+
+    fork_height: int
+    fork_hash: str
+    orphaned: tuple[str, ...]
+    branch: tuple[str, ...]
+
+    @property
+    def tip_hash(self) -> str:
+        """The new tip."""
+        return self.branch[-1]
+
+
+def _as_regtest_tx(tx: RawTx) -> Tx:
+    if isinstance(tx, Tx):
+        return tx
+    if isinstance(tx, Transaction):
+        return Tx.from_bytes(tx.serialize())
+    if isinstance(tx, bytes):
+        return Tx.from_bytes(tx)
+    if isinstance(tx, str):
+        return Tx.from_hex(tx)
+    raise TypeError(f"not a raw transaction: {type(tx).__name__}")
+
+
+def build_branch(
+    rpc: BitcoinRPC,
+    fork_hash: str,
+    length: int,
+    txs: Sequence[RawTx] | None = None,
+    *,
+    coinbase_script: bytes | None = None,
+) -> list[Block]:
+    """`length` valid blocks on top of `fork_hash` (the first one carrying `txs`, fees left unclaimed), not
+    submitted. Coinbases pay `coinbase_script` (default: the faucet, as `mine_blocks` does) and carry a random
+    extranonce, so two branches built from the same block in the same second still differ."""
+    header = rpc.getblockheader(fork_hash)
+    assert isinstance(header, dict)
+    script = coinbase_script or address_to_script(faucet_address(rpc))
+    first_txs = [_as_regtest_tx(tx) for tx in txs or ()]
+    prev, height = bytes.fromhex(fork_hash)[::-1], int(header["height"])
+    # Each block's time must exceed the median time past of the 11 before it: stay above every time so far.
+    latest = max(int(header["time"]), int(header.get("mediantime", 0)))
+    extranonce = secrets.randbits(32)
+    blocks = []
+    for i in range(length):
+        height += 1
+        latest = max(latest + 1, int(time.time()))
+        block = assemble_block(
+            prev_hash=prev,
+            height=height,
+            block_time=latest,
+            coinbase_script=script,
+            txs=first_txs if i == 0 else [],
+            fees=0,
+            extranonce=extranonce + i,
+        )
+        blocks.append(block)
+        prev = block.hash
+    return blocks
+
+
+def reorg_chain(rpc: BitcoinRPC, depth: int, txs: Sequence[RawTx] | None = None) -> BtcReorg:
+    """Replace the last `depth` blocks by a branch of `depth + 1` blocks from the fork point (the first one
+    carrying `txs`), submitted block by block with `submitblock`; the node switches when the branch gets more
+    work. Raises if a block is refused or the node did not end on the branch's tip."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    tip_height = rpc.getblockcount()
+    if depth > tip_height:
+        raise ValueError(f"cannot replace {depth} blocks of a chain of height {tip_height}")
+    fork_height = tip_height - depth
+    fork_hash = rpc.getblockhash(fork_height)
+    orphaned = tuple(rpc.getblockhash(height) for height in range(fork_height + 1, tip_height + 1))
+    blocks = build_branch(rpc, fork_hash, depth + 1, txs)
+    for height, block in enumerate(blocks, start=fork_height + 1):
+        reason = rpc.submitblock(block.serialize().hex())
+        if reason is not None:
+            raise RuntimeError(f"the competing block at height {height} was refused: {reason}")
+    branch = tuple(block.hash[::-1].hex() for block in blocks)
+    if rpc.getbestblockhash() != branch[-1]:
+        raise RuntimeError(f"the node did not switch to the competing branch (tip {rpc.getbestblockhash()})")
+    return BtcReorg(fork_height, fork_hash, orphaned, branch)
+
+
 @pytest.fixture(scope="session")
 def btc_node() -> Iterator[RegtestProcess]:
     """A regtest node for the whole test session, with a mature faucet."""
@@ -231,3 +333,13 @@ def btc_mine(btc_rpc: BitcoinRPC) -> Callable[..., list[str]]:
         return mine_blocks(btc_rpc, n, address)
 
     return mine
+
+
+@pytest.fixture
+def btc_reorg(btc_rpc: BitcoinRPC) -> Callable[..., BtcReorg]:
+    """`btc_reorg(depth, txs=None) -> BtcReorg`: replace the last `depth` blocks by a longer competing branch."""
+
+    def reorg(depth: int, txs: Sequence[RawTx] | None = None) -> BtcReorg:
+        return reorg_chain(btc_rpc, depth, txs)
+
+    return reorg

@@ -6,14 +6,20 @@ Register project-wide with `pytest_plugins = ["evm.testing"]` in the root confte
 Fixtures: `anvil` (AnvilNode), `w3`, `dev_accounts`, `deployer` = `lender` (account 0), `borrower` (1),
 `stranger` (2), `deployment` (a `Deployment`, state reverted after each test), `loan_client`
 (`LoanContractClient` for it), `lender_btc_pubkey`, `evm_mine(blocks)`, `loan_flow` (`LoanFlow`: drives a loan
-through its states with real transactions, sent with the personas' keys).
+through its states with real transactions, sent with the personas' keys), `evm_reorg(depth, txs=None)`.
+
+Reorgs: anvil 1.7 has `anvil_reorg(depth, [[tx, block_offset], ...])`: it replaces the last `depth` blocks by as
+many new blocks (same head number, new hashes), drops the replaced blocks' transactions (they do not return to the
+pool) and mines the given signed transactions into the new blocks. It also discards every `evm_snapshot` taken at
+or above the fork point, so `evm_reorg` refuses to replace blocks older than its test (the test's snapshot must
+survive for the revert). `anvil_rollback(depth)` only removes blocks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -25,6 +31,7 @@ from .client import LoanContractClient, LoanStatus
 from .connection import connect
 from .deploy import Deployment, deploy_contracts
 from .deploy import dev_accounts as _dev_accounts
+from .events import BlockRef, get_block_ref
 from .parameters import ProtocolParameters
 from .terms import BorrowerTerms
 
@@ -118,6 +125,75 @@ def loan_client(w3: Web3, deployment: Deployment) -> LoanContractClient:
 @pytest.fixture
 def evm_mine(w3: Web3) -> Callable[[int], None]:
     return lambda blocks=1: mine(w3, blocks)
+
+
+@dataclass(frozen=True)
+class EvmReorg:
+    """What a reorg replaced: the blocks above the fork (`orphaned`, lowest first) by `branch` (the same heights,
+    other hashes); `head` is the new head."""
+
+    orphaned: tuple[BlockRef, ...]
+    branch: tuple[BlockRef, ...]
+
+    @property
+    def head(self) -> BlockRef:
+        return self.branch[-1]
+
+    @property
+    def fork_number(self) -> int:
+        return self.branch[0].number - 1
+
+
+# A transaction for a reorg's new blocks: signed raw bytes (or their hex), or the hash of a transaction the node
+# knows (its raw form is read before the reorg drops it); with a block offset (0 = the first new block), or 0.
+ReorgTx = bytes | str | tuple[bytes | str, int]
+
+
+def _raw_transaction(w3: Web3, tx: bytes | str) -> str:
+    raw = bytes.fromhex(tx.removeprefix("0x")) if isinstance(tx, str) else bytes(tx)
+    if len(raw) == 32:  # a transaction hash (no signed transaction is that short)
+        found = rpc(w3, "eth_getRawTransactionByHash", ["0x" + raw.hex()])
+        if not found:
+            raise ValueError(f"the node does not know transaction 0x{raw.hex()}")
+        return str(found)
+    return "0x" + raw.hex()
+
+
+def reorg_chain(w3: Web3, depth: int, txs: Sequence[ReorgTx] | None = None, *, floor: int = 0) -> EvmReorg:
+    """Replace the last `depth` blocks with new ones (`anvil_reorg`) carrying `txs`; every replaced height gets
+    a new hash. Blocks at or below `floor` are never replaced."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    head = int(w3.eth.block_number)
+    if head - depth < floor:
+        raise ValueError(
+            f"depth {depth} would replace block {head - depth + 1} or older, at or below block {floor}: "
+            "anvil_reorg would discard the evm_snapshot this test is reverted to"
+        )
+    pairs = []
+    for item in txs or ():
+        tx, offset = item if isinstance(item, tuple) else (item, 0)
+        if not 0 <= offset < depth:
+            raise ValueError(f"block offset {offset} is not one of the {depth} new blocks")
+        pairs.append([_raw_transaction(w3, tx), offset])
+    orphaned = tuple(get_block_ref(w3, number) for number in range(head - depth + 1, head + 1))
+    rpc(w3, "anvil_reorg", [depth, pairs])
+    branch = tuple(get_block_ref(w3, ref.number) for ref in orphaned)
+    if any(new.hash == old.hash for new, old in zip(branch, orphaned, strict=True)):
+        raise RuntimeError("anvil_reorg left a block hash unchanged")
+    return EvmReorg(orphaned, branch)
+
+
+@pytest.fixture
+def evm_reorg(w3: Web3, evm_snapshot: None) -> Callable[..., EvmReorg]:
+    """`evm_reorg(depth, txs=None) -> EvmReorg`: replace the last `depth` blocks (mined by this test: older ones
+    are refused, see the module docstring) by new blocks carrying `txs` (see `ReorgTx`)."""
+    floor = int(w3.eth.block_number)
+
+    def reorg(depth: int, txs: Sequence[ReorgTx] | None = None) -> EvmReorg:
+        return reorg_chain(w3, depth, txs, floor=floor)
+
+    return reorg
 
 
 def gas_cost(receipt) -> int:

@@ -14,9 +14,9 @@ from bitcoin.keys import PrivateKey
 from bitcoin.loan import LoanFacts
 from bitcoin.regtest.address import address_to_script, encode_segwit
 from bitcoin.regtest.mining import assemble_block
-from bitcoin.regtest.serialize import Block, OutPoint, Tx, TxIn, TxOut
+from bitcoin.regtest.serialize import OutPoint, Tx, TxIn, TxOut
 from bitcoin.rpc import BitcoinRPC, RPCError, btc_to_sats
-from bitcoin.testing import FundedOutput, RegtestProcess, fund_output, mine_blocks
+from bitcoin.testing import FundedOutput, RegtestProcess, build_branch, fund_output, mine_blocks
 from bitcoin.transactions import OutPoint as LoanOutPoint
 from bitcoin.transactions import PreparedSpend, build_exit, build_tx1
 
@@ -253,28 +253,6 @@ def test_bad_requests_get_clear_errors(btc_rpc: BitcoinRPC) -> None:
 
 
 # -- reorg ------------------------------------------------------------------------------------------------------
-
-
-def build_branch(rpc: BitcoinRPC, fork_hash: str, length: int, txs: list[Tx] | None = None) -> list[Block]:
-    """`length` blocks on top of `fork_hash` (the first one carrying `txs`), not submitted."""
-    header = rpc.getblockheader(fork_hash)
-    prev, height, times = bytes.fromhex(fork_hash)[::-1], header["height"], [header["time"]]
-    blocks = []
-    for i in range(length):
-        height += 1
-        block_time = max(max(times) + 1, int(time.time()))
-        block = assemble_block(
-            prev_hash=prev,
-            height=height,
-            block_time=block_time,
-            coinbase_script=OP_TRUE_P2WSH,
-            txs=txs if (txs and i == 0) else [],
-            fees=0,
-            extranonce=0xFEED + i,
-        )
-        blocks.append(block)
-        prev, times = block.hash, [*times, block_time]
-    return blocks
 
 
 def test_reorg_unconfirms_and_indexes_follow(btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput]) -> None:
