@@ -3,10 +3,17 @@ once, and every test runs inside an `evm_snapshot` that is reverted afterwards (
 
 Register project-wide with `pytest_plugins = ["evm.testing"]` in the root conftest (or `-p evm.testing`).
 
-Fixtures: `anvil` (AnvilNode), `w3`, `dev_accounts`, `deployer` = `lender` (account 0), `borrower` (1),
-`stranger` (2), `deployment` (a `Deployment`, state reverted after each test), `loan_client`
-(`LoanContractClient` for it), `lender_btc_pubkey`, `evm_mine(blocks)`, `loan_flow` (`LoanFlow`: drives a loan
-through its states with real transactions, sent with the personas' keys), `evm_reorg(depth, txs=None)`.
+Fixtures: `anvil` (AnvilNode), `w3`, `dev_accounts`, the personas' EVM accounts `lender_account` (account 0:
+the deployer and the contracts' owner), `borrower_account` (1), `stranger_account` (2), `operator_account` (3),
+`deployment` (a `Deployment`, state reverted after each test), `loan_client` (`LoanContractClient` for it),
+`lender_btc_pubkey`, `evm_mine(blocks)`, `loan_flow` (`LoanFlow`: drives a loan through its states with real
+transactions, sent with the lender's and the borrower's accounts), `evm_reorg(depth, txs=None)`.
+
+Personas: one per party. Here a persona is its EVM account (`*_account`); `loans/tests` bundles each with its
+Django user and Bitcoin key (`borrower_persona`, ...), and there `borrower`, `lender` and `operator` are the
+personas' Django users. So everything in this module depends on the `*_account` names only; `deployer`,
+`lender`, `borrower` and `stranger` are the evm suite's short aliases of them (a suite that names a Django user
+`borrower` no longer hands `loan_flow` that user instead of the account).
 
 Reorgs: anvil 1.7 has `anvil_reorg(depth, [[tx, block_offset], ...])`: it replaces the last `depth` blocks by as
 many new blocks (same head number, new hashes), drops the replaced blocks' transactions (they do not return to the
@@ -72,23 +79,49 @@ def dev_accounts() -> list[LocalAccount]:
 
 
 @pytest.fixture(scope="session")
-def deployer(dev_accounts) -> LocalAccount:
+def lender_account(dev_accounts) -> LocalAccount:
+    """The lender: deploys the contracts and owns them (commits hL, offers, accepts repayments)."""
     return dev_accounts[0]
 
 
 @pytest.fixture(scope="session")
-def lender(dev_accounts) -> LocalAccount:
-    return dev_accounts[0]
-
-
-@pytest.fixture(scope="session")
-def borrower(dev_accounts) -> LocalAccount:
+def borrower_account(dev_accounts) -> LocalAccount:
     return dev_accounts[1]
 
 
 @pytest.fixture(scope="session")
-def stranger(dev_accounts) -> LocalAccount:
+def stranger_account(dev_accounts) -> LocalAccount:
+    """Someone else on the chain (copies requests from the mempool, pokes at other people's loans)."""
     return dev_accounts[2]
+
+
+@pytest.fixture(scope="session")
+def operator_account(dev_accounts) -> LocalAccount:
+    """The desk's operator (runs the admin; no role in the contracts)."""
+    return dev_accounts[3]
+
+
+# The evm suite's short names for the accounts above (see the module docstring).
+
+
+@pytest.fixture(scope="session")
+def deployer(lender_account) -> LocalAccount:
+    return lender_account
+
+
+@pytest.fixture(scope="session")
+def lender(lender_account) -> LocalAccount:
+    return lender_account
+
+
+@pytest.fixture(scope="session")
+def borrower(borrower_account) -> LocalAccount:
+    return borrower_account
+
+
+@pytest.fixture(scope="session")
+def stranger(stranger_account) -> LocalAccount:
+    return stranger_account
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +130,8 @@ def lender_btc_pubkey() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def _session_deployment(w3: Web3, deployer: LocalAccount, lender_btc_pubkey: bytes) -> Deployment:
-    return deploy_contracts(w3, deployer, ProtocolParameters(lender_btc_pubkey=lender_btc_pubkey))
+def _session_deployment(w3: Web3, lender_account: LocalAccount, lender_btc_pubkey: bytes) -> Deployment:
+    return deploy_contracts(w3, lender_account, ProtocolParameters(lender_btc_pubkey=lender_btc_pubkey))
 
 
 @pytest.fixture
@@ -267,5 +300,7 @@ class LoanFlow:
 
 
 @pytest.fixture
-def loan_flow(loan_client: LoanContractClient, lender: LocalAccount, borrower: LocalAccount) -> LoanFlow:
-    return LoanFlow(loan_client, lender, borrower)
+def loan_flow(
+    loan_client: LoanContractClient, lender_account: LocalAccount, borrower_account: LocalAccount
+) -> LoanFlow:
+    return LoanFlow(loan_client, lender_account, borrower_account)
