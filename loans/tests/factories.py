@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
+from eth_account.signers.local import LocalAccount
+
+from bitcoin.keys import PrivateKey
 from evm.parameters import ProtocolParameters as OnChainParameters
 from loans.models import PARAMETER_FIELDS, ContractDeployment, Loan, ProtocolParameters, User
 
@@ -32,6 +36,32 @@ def make_user(role: str = User.Role.BORROWER, **fields: Any) -> User:
     fields.setdefault("username", f"{role}-{n}")
     fields.setdefault("evm_address", evm_address())
     return User.objects.create_user(role=role, password="correct horse battery staple", **fields)
+
+
+@dataclass(frozen=True)
+class Persona:
+    """One party, whole: the Django user (its ``evm_address`` is the account's), the EVM account that signs its
+    contract calls (an anvil key) and its Bitcoin key (x-only public key on its loans)."""
+
+    user: User
+    account: LocalAccount
+    btc_key: PrivateKey
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    @property
+    def btc_pubkey(self) -> str:
+        """The x-only public key, as the database holds it (64 hex characters)."""
+        return self.btc_key.xonly_pubkey.hex()
+
+
+def make_persona(role: str, account: LocalAccount, btc_key: PrivateKey | None = None, **fields: Any) -> Persona:
+    """A persona for ``account``: a user with ``role`` and the account's address, and ``btc_key`` (a fresh one by
+    default)."""
+    user = make_user(role, evm_address=account.address, **fields)
+    return Persona(user=user, account=account, btc_key=btc_key or PrivateKey.generate())
 
 
 def make_parameters(**overrides: Any) -> ProtocolParameters:
