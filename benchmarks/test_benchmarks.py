@@ -45,3 +45,10 @@ def test_evm_benchmark_prints_rates():
     assert "deploy both contracts and link them:" in output
     assert re.search(rf"send requestLoan .* +{FIGURE} /s", output), output
     assert re.search(rf"fetch_events .*\({FIGURE} events/s\)", output), output
+
+
+@pytest.mark.integration
+def test_sync_benchmark_prints_bitcoin_blocks_followed_per_second():
+    output = run("bench_sync.py", "--chain", "bitcoin", "--loans", "4", "--blocks", "10")
+    assert re.search(rf"bitcoin: 10 blocks followed with 4 open loans, .*: +{FIGURE} blocks/s", output), output
+    assert re.search(rf"bitcoin: 7 final loan transactions applied .*: +{FIGURE} /s", output), output

@@ -11,7 +11,8 @@ outside the cursor's backoff:
    money may have moved on its strength, so an operator decides (the error stays in the cursor's ``last_error``).
 2. **Follow.** Each block above the cursor, up to the node's tip (at most ``max_blocks`` per run), is read with
    ``getblockhash`` and ``getblock`` (verbosity 2): the only calls, so a run costs the same on mainnet as on
-   regtest (no ``scantxoutset``, no wallet, no index beyond Bitcoin Core's defaults). In it the watcher records,
+   regtest (no ``scantxoutset``, no wallet, no index beyond Bitcoin Core's defaults); the next block is read in a
+   thread while the current one is written (``BlockReader``). In it the watcher records,
    for every watched loan, each output paying the loan's escrow script (its funding: outpoint and value) and each
    input spending the loan's escrow or collateral outpoint, whoever built it, classified by the leaf its witness
    reveals (TX_1 / TX_exit / TX_release / TX_capture, ``bitcoin.chain.parse_loan_spend``) with the preimage it
@@ -46,6 +47,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
@@ -303,6 +305,36 @@ def _read_block(rpc: BitcoinRPC, height: int) -> tuple[Block, Mapping[str, Any]]
     return block, raw
 
 
+class BlockReader:
+    """Reads the next block in a thread while the current one is written to the database, so the node's work
+    (and the JSON decoding) overlaps the database's. Only the RPC client runs in the thread; a block read ahead
+    is checked against the cursor like any other (a branch switch in between shows as a parent mismatch)."""
+
+    def __init__(self, rpc: BitcoinRPC) -> None:
+        self.rpc = rpc
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bitcoin-block-reader")
+        self.ahead: tuple[int, Future[tuple[Block, Mapping[str, Any]] | None]] | None = None
+
+    def read(self, height: int, *, prefetch: bool) -> tuple[Block, Mapping[str, Any]] | None:
+        if self.ahead is not None and self.ahead[0] == height:
+            future = self.ahead[1]
+        else:
+            if self.ahead is not None:
+                self.ahead[1].cancel()
+            future = self.pool.submit(_read_block, self.rpc, height)
+        self.ahead = None
+        found = future.result()
+        if prefetch and found is not None:
+            self.ahead = (height + 1, self.pool.submit(_read_block, self.rpc, height + 1))
+        return found
+
+    def __enter__(self) -> BlockReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _follow(
     block: Block, raw: Mapping[str, Any], watch: WatchSet, cursor: ChainCursor | None, tip: int
 ) -> tuple[ChainCursor, int]:
@@ -310,8 +342,11 @@ def _follow(
     parent = block.previous_hash or NO_PARENT
     with transaction.atomic():
         recorded = _record_block(block, raw, watch)
-        ChainBlock.objects.update_or_create(
-            chain=CHAIN, number=block.height, defaults={"hash": block.hash, "parent_hash": parent}
+        ChainBlock.objects.bulk_create(  # one upsert: a row left at this height by a lost cursor is replaced
+            [ChainBlock(chain=CHAIN, number=block.height, hash=block.hash, parent_hash=parent)],
+            update_conflicts=True,
+            unique_fields=["chain", "number"],
+            update_fields=["hash", "parent_hash"],
         )
         if cursor is None:
             cursor = ChainCursor(chain=CHAIN)
@@ -435,23 +470,26 @@ def _run(
     rewind_if_reorged()
     watch = watch_set()
     height = cursor.block_number + 1 if cursor is not None else _first_height(tip, start_height)
+    last = tip if max_blocks is None else min(tip, height + max_blocks - 1)
     followed = recorded = 0
-    while height <= tip and (max_blocks is None or followed < max_blocks):
-        found = _read_block(rpc, height)
-        if found is not None and (cursor is None or found[0].previous_hash == cursor.block_hash):
-            block, raw = found
-            cursor, count = _follow(block, raw, watch, cursor, tip)
-            recorded += count
-            followed += 1
-            height += 1
-            continue
-        # The block does not extend the cursor (or the chain got shorter): the branch changed under this run.
-        before = rewinds
-        rewind_if_reorged()
-        if rewinds == before:  # the cursor is still on the chain: a shorter chain, or a switch mid-read
-            break  # the next run looks again
-        assert cursor is not None
-        height = cursor.block_number + 1
+    with BlockReader(rpc) as reader:
+        while height <= last:
+            found = reader.read(height, prefetch=height < last)
+            if found is not None and (cursor is None or found[0].previous_hash == cursor.block_hash):
+                block, raw = found
+                cursor, count = _follow(block, raw, watch, cursor, tip)
+                recorded += count
+                followed += 1
+                height += 1
+                continue
+            # The block does not extend the cursor (or the chain got shorter): the branch changed under this run.
+            before = rewinds
+            rewind_if_reorged()
+            if rewinds == before:  # the cursor is still on the chain: a shorter chain, or a switch mid-read
+                break  # the next run looks again
+            assert cursor is not None
+            height = cursor.block_number + 1
+            last = tip if max_blocks is None else min(tip, height + max_blocks - followed - 1)
 
     applied, refused = 0, ()
     if cursor is not None:
