@@ -193,7 +193,7 @@ def _watched(loan: Loan) -> WatchedLoan:
 
 
 def watch_set() -> WatchSet:
-    """Every loan the watcher follows, with its scripts and outpoints (four queries, whatever the number)."""
+    """Every loan the watcher follows, with its scripts and outpoints (two queries, whatever the number)."""
     open_loans = Q(closed_at__isnull=True)
     # Closed with nothing locked on Bitcoin: a late funding must still be seen (it reopens the loan).
     nothing_locked = Q(bitcoin_status=Loan.BitcoinStatus.NONE, status__in=NOTHING_LOCKED)
