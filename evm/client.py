@@ -23,7 +23,6 @@ refusing with `BorrowerStepRefused(reason)` before anything is signed or sent.
 from __future__ import annotations
 
 import enum
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from .errors import (
     revert_data_from_exception,
     revert_data_from_rpc_error,
 )
+from .nonces import PROCESS_NONCES, NonceAllocator
 from .parameters import FIELDS, UINT32, UINT64, ProtocolParameters, as_bytes32, as_uint
 from .terms import BorrowerTerms, check_loan_terms
 
@@ -380,15 +380,6 @@ def _rpc(w3: Web3, method: str, params: list[Any]) -> dict[str, Any]:
     return response
 
 
-_address_locks: dict[str, threading.Lock] = {}
-_address_locks_guard = threading.Lock()
-
-
-def _lock_for(address: str) -> threading.Lock:
-    with _address_locks_guard:
-        return _address_locks.setdefault(address, threading.Lock())
-
-
 # A lost nonce race (another sender took the nonce first): safe to re-sign with a fresh nonce.
 _NONCE_RACE_MARKERS = ("nonce too low", "replacement transaction underpriced")
 # The node already has this exact signed transaction: it is ours, re-signing with a new nonce would pay twice.
@@ -405,14 +396,16 @@ def send(
     gas_price: int | None = None,
     check: bool = True,
     timeout: float = DEFAULT_RECEIPT_TIMEOUT,
+    nonces: NonceAllocator | None = None,
 ) -> TxReceipt:
     """Sign `prepared` with `account`, send it and wait for the receipt.
 
     - `check` (default): dry-run first, so a revert raises `ContractRevert` without spending gas.
     - `legacy`: type 0 with `gasPrice` (default: on Rootstock, chain ids 30/31); otherwise EIP-1559.
-    - Nonce: the node's pending count, taken under a per-address lock held until the node has the transaction,
-      so concurrent sends from one process do not collide; a lost race ("nonce too low") is retried.
-      Run one process per server key (the worker), or the races move between processes.
+    - Nonce: from `nonces` (`evm.nonces`), under a lease on the sender held until the node has the transaction:
+      by default a per-process lock and the node's pending count (one sending process); with several processes
+      pass a shared allocator (`loans.nonces.DatabaseNonceAllocator`). A lost race ("nonce too low") is
+      re-signed with a higher nonce; "already known" is never re-signed (that would pay twice).
     - Raises `ContractRevert` (with `tx_hash`) when the transaction was mined but reverted.
     """
     decoder = decoder or revert_decoder()
@@ -441,29 +434,33 @@ def send(
         tx["maxPriorityFeePerGas"] = priority
         tx["maxFeePerGas"] = 2 * base_fee + priority
 
-    tx_hash = _sign_and_submit(w3, tx, account)
+    tx_hash = _sign_and_submit(w3, tx, account, nonces or PROCESS_NONCES)
     receipt = wait_for_receipt(w3, tx_hash, timeout=timeout)
     if receipt["status"] != 1:
         raise _explain_failure(w3, prepared, sender, decoder, receipt, tx_hash, gas)
     return receipt
 
 
-def _sign_and_submit(w3: Web3, tx: dict[str, Any], account: LocalAccount) -> bytes:
+def _sign_and_submit(w3: Web3, tx: dict[str, Any], account: LocalAccount, nonces: NonceAllocator) -> bytes:
     attempts = 3
-    with _lock_for(account.address):
+    with nonces.lease(w3, int(tx["chainId"]), account.address) as lease:
         for attempt in range(attempts):
-            tx["nonce"] = int(w3.eth.get_transaction_count(account.address, "pending"))
+            nonce = tx["nonce"] = lease.next_nonce()
             signed = account.sign_transaction(tx)
             try:
-                return bytes(w3.eth.send_raw_transaction(signed.raw_transaction))
+                tx_hash = bytes(w3.eth.send_raw_transaction(signed.raw_transaction))
             except Web3RPCError as exc:
                 message = str(exc).lower()
                 if any(marker in message for marker in _ALREADY_KNOWN_MARKERS):
+                    lease.accepted(nonce, bytes(signed.hash))
                     return bytes(signed.hash)
                 if attempt + 1 < attempts and any(marker in message for marker in _NONCE_RACE_MARKERS):
+                    lease.taken(nonce)
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 raise TransactionFailed(f"the node refused the transaction: {exc}") from exc
+            lease.accepted(nonce, tx_hash)
+            return tx_hash
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -505,6 +502,7 @@ class LoanContractClient:
     ether_swap_address: str | None = None
     artifacts: Artifacts = field(default_factory=load_artifacts)
     legacy: bool | None = None  # None: legacy on Rootstock only
+    nonces: NonceAllocator | None = None  # None: evm.nonces.PROCESS_NONCES (one sending process)
 
     def __post_init__(self) -> None:
         self.loan_address = as_address(self.loan_address, "loan contract address")
@@ -856,7 +854,7 @@ class LoanContractClient:
         gas_price: int | None = None,
         timeout: float = DEFAULT_RECEIPT_TIMEOUT,
     ) -> TxReceipt:
-        """See `evm.client.send`; uses this client's decoder and legacy setting."""
+        """See `evm.client.send`; uses this client's decoder, legacy setting and nonce allocator."""
         return send(
             self.w3,
             prepared,
@@ -866,6 +864,7 @@ class LoanContractClient:
             gas_price=gas_price,
             check=check,
             timeout=timeout,
+            nonces=self.nonces,
         )
 
     def loan_id_from_receipt(self, receipt: TxReceipt) -> int:

@@ -7,6 +7,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loanproject.settings")
 django_asgi_app = get_asgi_application()
 
+from loans.vault import require_keys  # noqa: E402
+
+require_keys()  # no vault key with DEBUG off: refuse to serve (loans.vault)
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from loans.routing import websocket_urlpatterns  # noqa: E402

@@ -69,3 +69,44 @@ def check_production_chain_settings(app_configs=None, **kwargs):
     if settings.EVM_CHAIN_ID == ROOTSTOCK_MAINNET and settings.EVM_CONFIRMATIONS < 6:
         warnings.append(Warning("EVM_CONFIRMATIONS below 6 on Rootstock mainnet", id="loans.W002"))
     return warnings
+
+
+@register(Tags.security, deploy=True)
+def check_vault_key_present(app_configs=None, **kwargs):
+    """No vault key with DEBUG off: `check --deploy` fails, and the web and worker entry points refuse to start
+    (`loans.vault.require_keys`). Deploy-only so that makemigrations and the CI's checks need no key."""
+    if settings.LOAN_VAULT_KEYS_FILE or settings.LOAN_VAULT_KEYS or settings.LOAN_VAULT_DEV_KEYS_ALLOWED:
+        return []
+    return [
+        Error(
+            "no vault key: the lender's keys and preimages cannot be encrypted at rest",
+            hint="Set LOAN_VAULT_KEYS_FILE (one Fernet key a line, newest first) or LOAN_VAULT_KEYS "
+            '(comma-separated); make one with: python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())"',
+            id="loans.E007",
+        )
+    ]
+
+
+@register(Tags.security)
+def check_vault_keys(app_configs=None, **kwargs):
+    """Configured vault keys are Fernet keys, and their file is not readable by others. Never prints a key."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from loans import vault
+
+    if not (settings.LOAN_VAULT_KEYS_FILE or settings.LOAN_VAULT_KEYS):
+        return []  # the development key (generated on first use) or none (E007)
+    try:
+        vault.keyring()
+    except ImproperlyConfigured as error:
+        return [Error(str(error), id="loans.E008")]
+    if settings.LOAN_VAULT_KEYS_FILE and not vault.check_keys_file_mode(settings.LOAN_VAULT_KEYS_FILE):
+        return [
+            Warning(
+                f"the vault keys file {settings.LOAN_VAULT_KEYS_FILE} is readable by other users",
+                hint="chmod 600 it (or 400), owned by the user the app runs as.",
+                id="loans.W003",
+            )
+        ]
+    return []

@@ -211,3 +211,13 @@ EVM_CONFIRMATIONS = env_int("EVM_CONFIRMATIONS", 1 if EVM_CHAIN_ID == 31337 else
 EVM_BLOCKS_PER_BTC_BLOCK = env_int("EVM_BLOCKS_PER_BTC_BLOCK", 20)
 EVM_RPC_TIMEOUT = env_int("EVM_RPC_TIMEOUT", 10)
 EVM_DEPLOYMENT_FILE = Path(env("EVM_DEPLOYMENT_FILE", str(VAR_DIR / "deployment.json")))
+
+# --- Secrets at rest (loans.vault) -------------------------------------------------------------------------
+# Fernet keys, newest first: the newest encrypts, every one decrypts; `manage.py rotate_vault_keys` re-encrypts
+# everything under the newest. LOAN_VAULT_KEYS_FILE (one key a line, e.g. a Docker secret) wins over
+# LOAN_VAULT_KEYS (comma-separated). With neither, only DEBUG and the tests get a generated development key under
+# VAR_DIR; otherwise nothing is sealed or unsealed and the system check loans.E007 stops manage.py.
+LOAN_VAULT_KEYS = env("LOAN_VAULT_KEYS", "")
+LOAN_VAULT_KEYS_FILE = env("LOAN_VAULT_KEYS_FILE", "")
+LOAN_VAULT_DEV_KEYS_ALLOWED = DEBUG or UNDER_PYTEST
+LOAN_VAULT_DEV_KEYS_FILE = VAR_DIR / "vault.keys"

@@ -13,6 +13,9 @@ from .models import (
     ChainCursor,
     ContractDeployment,
     EvmEvent,
+    EvmNonce,
+    LenderKey,
+    LenderPreimage,
     Loan,
     LoanStatusChange,
     ProtocolParameters,
@@ -164,3 +167,43 @@ class ChainCursorAdmin(OperatorReadOnlyAdmin):
 class ChainBlockAdmin(OperatorReadOnlyAdmin):
     list_display = ["chain", "number", "hash", "parent_hash"]
     list_filter = ["chain"]
+
+
+# The lender's secrets: metadata only. No sealed column is in any list, page, search or filter (``fields`` is
+# explicit, so a column added later is not shown by default); operators see which key exists and which vault key
+# sealed it, nothing more.
+
+
+@admin.register(LenderKey)
+class LenderKeyAdmin(OperatorReadOnlyAdmin):
+    list_display = ["public_id", "kind", "lender", "vault_key", "created_at"]
+    list_filter = ["kind"]
+    list_select_related = ["lender"]
+    fields = ["lender", "kind", "public_id", "vault_key", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description="vault key id")
+    def vault_key(self, obj: LenderKey) -> str:
+        return obj.private_key.key_id
+
+
+@admin.register(LenderPreimage)
+class LenderPreimageAdmin(OperatorReadOnlyAdmin):
+    list_display = ["loan", "lender_hash", "vault_key", "created_by", "created_at"]
+    list_select_related = ["loan", "created_by"]
+    fields = ["loan", "lender_hash", "vault_key", "created_by", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description="hL (sha256 of pL)")
+    def lender_hash(self, obj: LenderPreimage) -> str | None:
+        return obj.loan.lender_hash
+
+    @admin.display(description="vault key id")
+    def vault_key(self, obj: LenderPreimage) -> str:
+        return obj.preimage.key_id
+
+
+@admin.register(EvmNonce)
+class EvmNonceAdmin(OperatorReadOnlyAdmin):
+    list_display = ["address", "chain_id", "next_nonce", "last_tx_hash", "updated_at"]
+    list_filter = ["chain_id"]

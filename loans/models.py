@@ -595,3 +595,81 @@ class ChainBlock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} block {self.number}"
+
+
+# --- The lender's secrets (loans.vault) and the EVM sender's nonces ------------------------------------------------
+# Appended here on purpose: ciphertext only (``SealedField``), never a plaintext column. Written by
+# ``loans.services.lender_secrets`` and ``loans.nonces`` only.
+
+from .vault import SealedField  # noqa: E402 - the vault needs nothing above; kept beside the models that use it
+
+
+class LenderKey(models.Model):
+    """One private key of the lender's, sealed (``loans.vault``), found by its public part.
+
+    One row per key, owned by the lender user (not one per deployment): the keys outlive deployments and
+    parameter versions. A Bitcoin key is picked by the loan's own ``lender_btc_pubkey`` (xL, snapshotted per loan,
+    so a running loan still finds its key after a new parameters version names another), the EVM key by the
+    address that owns the deployment; an old key stays as long as a loan may need it.
+    """
+
+    class Kind(models.TextChoices):
+        BITCOIN = "bitcoin", "Bitcoin (x-only key)"
+        EVM = "evm", "EVM account"
+
+    lender = models.ForeignKey(User, on_delete=models.PROTECT, related_name="lender_keys")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    public_id = models.CharField(
+        max_length=66, help_text="Bitcoin: the x-only public key (64 hex). EVM: the checksummed address."
+    )
+    private_key = SealedField(help_text="Ciphertext only (Fernet); the vault key that sealed it is its key id.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "public_id"], name="lender_key_unique_public"),
+            models.CheckConstraint(
+                condition=Q(kind="bitcoin", public_id__regex=HEX32_PATTERN)
+                | Q(kind="evm", public_id__regex=EVM_ADDRESS_PATTERN),
+                name="lender_key_public_format",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} key {self.public_id}"
+
+
+class LenderPreimage(models.Model):
+    """pL of one loan, made on the server and sealed; hL = sha256(pL) is ``Loan.lender_hash``, in clear."""
+
+    loan = models.OneToOneField(Loan, on_delete=models.PROTECT, related_name="lender_secret")
+    preimage = SealedField(help_text="Ciphertext only (Fernet).")
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"lender preimage of loan {self.loan_id}"
+
+
+class EvmNonce(models.Model):
+    """The next nonce of one server-held EVM account on one chain, allocated under this row's lock
+    (``loans.nonces.DatabaseNonceAllocator``), so several workers sending with one key never sign a nonce twice."""
+
+    chain_id = models.PositiveBigIntegerField()
+    address = models.CharField(max_length=42, validators=[validate_evm_address])
+    next_nonce = models.PositiveBigIntegerField(default=0)
+    last_tx_hash = Hex32Field(null=True, blank=True, help_text="The last transaction the node accepted.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "address"], name="evm_nonce_unique_sender"),
+            models.CheckConstraint(condition=Q(address__regex=EVM_ADDRESS_PATTERN), name="evm_nonce_address_format"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} on chain {self.chain_id}: next nonce {self.next_nonce}"

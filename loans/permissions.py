@@ -39,6 +39,18 @@ def can_set_parameters(user: object) -> bool:
     return is_operator(user) or is_lender(user)
 
 
+def can_prepare_lender_hash(user: object, loan: Loan) -> bool:
+    """pL is made for a loan by the lender (the loan's own, once it names one) or an operator; nobody else."""
+    if is_operator(user):
+        return True
+    return is_lender(user) and (loan.lender_id is None or getattr(user, "pk", None) == loan.lender_id)
+
+
+def can_manage_lender_keys(user: object, lender: User) -> bool:
+    """The lender's keys are stored by that lender or an operator."""
+    return is_operator(user) or (is_lender(user) and getattr(user, "pk", None) == lender.pk)
+
+
 def require(allowed: bool, message: str) -> None:
     """Raise ``PermissionDenied(message)`` unless ``allowed``."""
     if not allowed:

@@ -14,6 +14,7 @@ from ..errors import ChainFactError, DeepReorgError, LoanServiceError, Transitio
 from .bitcoin_facts import bitcoin_block_disconnect, bitcoin_transaction_apply, bitcoin_transaction_record
 from .deployments import contract_deployment_record
 from .evm_facts import evm_event_apply
+from .lender_secrets import lender_hash_commit_prepare
 from .parameters import protocol_parameters_create, protocol_parameters_matching
 from .transitions import loan_group_name, loan_status_transition
 
@@ -27,6 +28,7 @@ __all__ = [
     "bitcoin_transaction_record",
     "contract_deployment_record",
     "evm_event_apply",
+    "lender_hash_commit_prepare",
     "loan_group_name",
     "loan_status_transition",
     "protocol_parameters_create",
