@@ -490,6 +490,8 @@ class BitcoinTransaction(models.Model):
     txid = Hex32Field()
     vout = models.PositiveIntegerField(null=True, blank=True, help_text="Escrow funding: the escrow output's index.")
     value_sats = models.BigIntegerField(null=True, blank=True, help_text="Escrow funding: the escrow output's value.")
+    spent_txid = Hex32Field(null=True, blank=True, help_text="A spend: the outpoint it spends (escrow or collateral).")
+    spent_vout = models.PositiveIntegerField(null=True, blank=True)
     raw_hex = models.TextField(blank=True)
     revealed_preimage = Hex32Field(
         null=True, blank=True, help_text="The preimage its witness reveals: pB (TX_1) or pL (TX_release)."
@@ -515,6 +517,11 @@ class BitcoinTransaction(models.Model):
                 condition=(Q(role="escrow_funding") & Q(vout__isnull=False, value_sats__gt=0))
                 | (~Q(role="escrow_funding") & Q(vout__isnull=True, value_sats__isnull=True)),
                 name="btc_tx_funding_has_output",
+            ),
+            models.CheckConstraint(
+                condition=(Q(role="escrow_funding") & Q(spent_txid__isnull=True, spent_vout__isnull=True))
+                | (~Q(role="escrow_funding") & Q(spent_txid__isnull=False, spent_vout__isnull=False)),
+                name="btc_tx_spend_has_outpoint",
             ),
             # Natural key: a transaction plays one role for a loan (a funding transaction may fund two loans).
             models.UniqueConstraint(fields=["loan", "txid"], name="btc_tx_natural_key"),

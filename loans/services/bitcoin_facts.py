@@ -14,6 +14,8 @@ from collections.abc import Callable
 from django.db import transaction
 from django.utils import timezone
 
+from bitcoin.transactions import COLLATERAL_OUTPUT_INDEX, OutPoint
+
 from ..errors import ChainFactError, DeepReorgError
 from ..models import BitcoinTransaction, Loan
 from .transitions import loan_status_transition
@@ -31,11 +33,13 @@ def bitcoin_transaction_record(
     block_height: int,
     vout: int | None = None,
     value_sats: int | None = None,
+    spent: OutPoint | None = None,
     revealed_preimage: str | None = None,
     raw_hex: str = "",
 ) -> BitcoinTransaction:
     """Store a loan's transaction as found in a block, once (natural key: loan and txid); a transaction seen
-    again in another block (after a reorg) moves to that block."""
+    again in another block (after a reorg) moves to that block. A funding gives ``vout`` and ``value_sats`` of
+    the escrow output; a spend gives the outpoint it ``spent``."""
     with transaction.atomic():
         recorded = BitcoinTransaction.objects.select_for_update().filter(loan=loan, txid=txid).first()
         if recorded is None:
@@ -45,6 +49,8 @@ def bitcoin_transaction_record(
                 txid=txid,
                 vout=vout,
                 value_sats=value_sats,
+                spent_txid=None if spent is None else spent.txid,
+                spent_vout=None if spent is None else spent.vout,
                 revealed_preimage=revealed_preimage,
                 raw_hex=raw_hex,
                 block_hash=block_hash,
@@ -118,8 +124,29 @@ def escrow_funding_confirmed(*, row: BitcoinTransaction) -> Loan:
     return _move(row, Loan.BitcoinStatus.ESCROW_CONFIRMED, escrow_btc_height=row.block_height)
 
 
+def _spends_the_loans_output(row: BitcoinTransaction) -> bool:
+    """A spend moves the loan only if it spends the loan's own escrow (TX_1, TX_exit) or the collateral output of
+    the loan's final TX_1 (TX_release, TX_capture): the same escrow script may hold a stray second payment, and a
+    cancelled loan's escrow may serve a new request."""
+    loan = row.loan
+    if row.role in (Role.COLLATERAL_LOCK, Role.ESCROW_EXIT):
+        expected = (loan.escrow_txid, loan.escrow_vout)
+    else:
+        lock = loan.bitcoin_transactions.filter(role=Role.COLLATERAL_LOCK, applied_at__isnull=False).first()
+        expected = (lock.txid if lock else None, COLLATERAL_OUTPUT_INDEX)
+    if (row.spent_txid, row.spent_vout) == expected:
+        return True
+    logger.warning(
+        "loan %s: %s %s spends %s:%s, not the loan's output", loan.pk, row.role, row.txid, row.spent_txid,
+        row.spent_vout, extra={"loan_id": loan.pk},
+    )  # fmt: skip
+    return False
+
+
 def collateral_lock_confirmed(*, row: BitcoinTransaction) -> Loan:
     """TX_1 is final: the collateral is locked; its witness revealed pB (kept if the EVM side has not yet)."""
+    if not _spends_the_loans_output(row):
+        return row.loan
     changes: dict[str, object] = {"collateral_btc_height": row.block_height}
     if row.loan.borrower_preimage is None and row.revealed_preimage is not None:
         changes["borrower_preimage"] = row.revealed_preimage
@@ -127,11 +154,15 @@ def collateral_lock_confirmed(*, row: BitcoinTransaction) -> Loan:
 
 
 def escrow_exit_confirmed(*, row: BitcoinTransaction) -> Loan:
+    if not _spends_the_loans_output(row):
+        return row.loan
     return _move(row, Loan.BitcoinStatus.EXITED)
 
 
 def collateral_release_confirmed(*, row: BitcoinTransaction) -> Loan:
     """TX_release is final: the borrower has the collateral back; its witness revealed pL."""
+    if not _spends_the_loans_output(row):
+        return row.loan
     changes: dict[str, object] = {}
     if row.loan.lender_preimage is None and row.revealed_preimage is not None:
         changes["lender_preimage"] = row.revealed_preimage
@@ -139,6 +170,8 @@ def collateral_release_confirmed(*, row: BitcoinTransaction) -> Loan:
 
 
 def collateral_capture_confirmed(*, row: BitcoinTransaction) -> Loan:
+    if not _spends_the_loans_output(row):
+        return row.loan
     return _move(row, Loan.BitcoinStatus.CAPTURED)
 
 

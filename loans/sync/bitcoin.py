@@ -272,7 +272,7 @@ def _record_block(block: Block, raw: Mapping[str, Any], watch: WatchSet) -> int:
                         )
                         continue
                     preimage = None if spend.preimage is None else spend.preimage.hex()
-                    _record(watched, role, block, tx, raw_tx, revealed_preimage=preimage)
+                    _record(watched, role, block, tx, raw_tx, revealed_preimage=preimage, spent=txin.outpoint)
                     recorded += 1
                     if role == Role.COLLATERAL_LOCK and len(tx.outputs) > COLLATERAL_VOUT:
                         watch.watch_collateral(tx.outpoint(COLLATERAL_VOUT), watched)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bitcoin.transactions import OutPoint
 from loans import services
 from loans.errors import ChainFactError, DeepReorgError, TransitionError
 from loans.models import BitcoinTransaction, EvmEvent, Loan, LoanStatusChange
@@ -235,9 +236,15 @@ def test_an_orphaned_event_is_never_applied() -> None:
 
 
 def _record(loan: Loan, role: str, height: int = 110, **fields) -> BitcoinTransaction:
+    loan.refresh_from_db()
     if role == "escrow_funding":
         fields.setdefault("vout", loan.escrow_vout if loan.escrow_vout is not None else 0)
         fields.setdefault("value_sats", loan.escrow_sats or 1_500_000)
+    elif role in ("collateral_lock", "escrow_exit"):
+        fields.setdefault("spent", OutPoint(loan.escrow_txid, loan.escrow_vout))
+    else:
+        lock = loan.bitcoin_transactions.filter(role="collateral_lock").first()
+        fields.setdefault("spent", OutPoint(lock.txid if lock else hex32(), 1))
     return services.bitcoin_transaction_record(
         loan=loan,
         role=role,
@@ -391,3 +398,18 @@ def test_a_late_escrow_funding_reopens_a_cancelled_loan_until_the_escrow_is_recl
     assert loan.is_closed  # nothing locked on Bitcoin
     assert not _btc_apply(_record(loan, "escrow_funding")).is_closed  # funded after all: B must get it back
     assert _btc_apply(_record(loan, "escrow_exit")).is_closed
+
+
+def test_a_spend_of_another_output_to_the_same_script_moves_nothing() -> None:
+    """A stray second payment to the escrow address, spent by its owner: not the loan's escrow, no transition."""
+    loan = _requested_loan(escrow_txid="e1" * 32, escrow_vout=1, escrow_sats=1_500_000)
+    _btc_apply(_record(loan, "escrow_funding"))
+    stray_exit = _record(loan, "escrow_exit", spent=OutPoint("e9" * 32, 0))
+    assert _btc_apply(stray_exit).bitcoin_status == "escrow_confirmed"
+    lock = _btc_apply(_record(loan, "collateral_lock"))
+    assert lock.bitcoin_status == "collateral_locked"
+    # A "release" of some other TX_1's output 1 moves nothing; the loan's own does.
+    assert _btc_apply(_record(loan, "collateral_release", spent=OutPoint("f0" * 32, 1))).bitcoin_status == (
+        "collateral_locked"
+    )
+    assert _btc_apply(_record(loan, "collateral_release")).bitcoin_status == "released"

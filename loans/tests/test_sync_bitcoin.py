@@ -690,8 +690,9 @@ def test_the_watch_set_is_built_with_a_fixed_number_of_queries(django_assert_max
     loans = [make_chain_loan() for _ in range(30)]
     for n, loan in enumerate(loans[:10]):
         BitcoinTransaction.objects.create(
-            loan=loan.loan, role="collateral_lock", txid=f"{n:064x}", block_hash="ab" * 32, block_height=5
-        )
+            loan=loan.loan, role="collateral_lock", txid=f"{n:064x}", block_hash="ab" * 32, block_height=5,
+            spent_txid="cd" * 32, spent_vout=n,
+        )  # fmt: skip
     with django_assert_max_num_queries(2):
         watched = watch_set()
     assert watched.loans == 30
