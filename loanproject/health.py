@@ -108,9 +108,36 @@ def dependency_checks() -> dict[str, dict]:
     }
 
 
+def watcher_states() -> dict[str, dict]:
+    """Each chain watcher's cursor: how far it followed, the chain's head it saw, and its failures in a row with
+    the last error and the backoff. Reported, not a readiness condition: a stuck watcher does not make the web
+    process unable to serve (the operator alerts of issue 11 act on it)."""
+    from loans.models import ChainCursor
+
+    try:
+        cursors = list(ChainCursor.objects.all())
+    except Exception as exc:  # the database check above reports the cause
+        return {"error": {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}}
+    return {
+        cursor.chain: {
+            "ok": cursor.failures == 0,
+            "block": cursor.block_number,
+            "head": cursor.tip_number,
+            "lag_blocks": None if cursor.tip_number is None else max(0, cursor.tip_number - cursor.block_number),
+            "failures": cursor.failures,
+            "last_error": cursor.last_error if cursor.failures else "",
+            "retry_after": cursor.retry_after.isoformat() if cursor.failures and cursor.retry_after else None,
+        }
+        for cursor in cursors
+    }
+
+
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = dependency_checks()
     ready = all(check["ok"] for check in checks.values())
-    return JsonResponse({"status": "ready" if ready else "down", "checks": checks}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ready" if ready else "down", "checks": checks, "watchers": watcher_states()},
+        status=200 if ready else 503,
+    )

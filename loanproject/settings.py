@@ -201,6 +201,8 @@ BITCOIN_CONFIRMATIONS = env_int("BITCOIN_CONFIRMATIONS", 1 if BITCOIN_NETWORK ==
 BTCNODE_DATA_DIR = Path(env("BTCNODE_DATA_DIR", str(VAR_DIR / "btcnode")))
 # Bounds on every loan transaction's fee rate (sat/vB, decimal strings): the lender refuses a pre-signed TX_1
 # outside them and the borrower's tools sign nothing outside them (they travel in the loan file).
+# The Bitcoin watcher's first run starts here (a height); unset: 144 blocks (about a day) below the node's tip.
+BITCOIN_SYNC_START_HEIGHT = env_int("BITCOIN_SYNC_START_HEIGHT", 0) or None
 BITCOIN_MIN_FEE_RATE_SAT_VB = env("BITCOIN_MIN_FEE_RATE_SAT_VB", "1")
 BITCOIN_MAX_FEE_RATE_SAT_VB = env("BITCOIN_MAX_FEE_RATE_SAT_VB", "500")
 
@@ -210,6 +212,8 @@ EVM_CHAIN_ID = env_int("EVM_CHAIN_ID", 31337)
 EVM_CONFIRMATIONS = env_int("EVM_CONFIRMATIONS", 1 if EVM_CHAIN_ID == 31337 else 12)
 EVM_BLOCKS_PER_BTC_BLOCK = env_int("EVM_BLOCKS_PER_BTC_BLOCK", 20)
 EVM_RPC_TIMEOUT = env_int("EVM_RPC_TIMEOUT", 10)
+# The EVM watcher reads logs in chunks of at most this many blocks (halved when a node refuses a range).
+EVM_SCAN_CHUNK_BLOCKS = env_int("EVM_SCAN_CHUNK_BLOCKS", 1000)
 EVM_DEPLOYMENT_FILE = Path(env("EVM_DEPLOYMENT_FILE", str(VAR_DIR / "deployment.json")))
 
 # --- Secrets at rest (loans.vault) -------------------------------------------------------------------------

@@ -105,3 +105,28 @@ def test_readyz_refuses_a_bitcoin_node_on_another_network(client, settings, btc_
     bitcoin = client.get(reverse("readyz")).json()["checks"]["bitcoin_node"]
     assert bitcoin["ok"] is False
     assert "node is on 'regtest', this app is configured for 'testnet'" in bitcoin["detail"]
+
+
+@pytest.mark.django_db
+def test_readyz_reports_each_watcher_with_its_failures_and_backoff(client, settings):
+    from django.utils import timezone
+
+    from loans.models import ChainCursor
+
+    settings.BITCOIN_RPC_URL = settings.EVM_RPC_URL = closed_port_url()
+    ChainCursor.objects.create(
+        chain="evm", block_number=90, block_hash="ab" * 32, parent_hash="cd" * 32, tip_number=100
+    )
+    retry = timezone.now()
+    ChainCursor.objects.create(
+        chain="bitcoin", block_number=7, block_hash="ef" * 32, parent_hash="01" * 32, tip_number=7, failures=3,
+        last_error="NodeUnavailableError: connection refused", retry_after=retry,
+    )  # fmt: skip
+    watchers = client.get(reverse("readyz")).json()["watchers"]
+    assert watchers["evm"] == {
+        "ok": True, "block": 90, "head": 100, "lag_blocks": 10, "failures": 0, "last_error": "", "retry_after": None,
+    }  # fmt: skip
+    assert watchers["bitcoin"]["ok"] is False
+    assert watchers["bitcoin"]["failures"] == 3
+    assert watchers["bitcoin"]["last_error"] == "NodeUnavailableError: connection refused"
+    assert watchers["bitcoin"]["retry_after"] == retry.isoformat()

@@ -442,7 +442,7 @@ def apply_final_transactions(*, final_height: int) -> tuple[int, tuple[Refusal, 
 
 def _first_height(tip: int, start_height: int | None) -> int:
     if start_height is None:
-        start_height = getattr(settings, "BITCOIN_SYNC_START_HEIGHT", None)
+        start_height = settings.BITCOIN_SYNC_START_HEIGHT
     if start_height is None:
         start_height = tip - FIRST_RUN_BLOCKS_BELOW_TIP
     return min(max(0, int(start_height)), tip)
