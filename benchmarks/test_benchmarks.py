@@ -52,3 +52,10 @@ def test_sync_benchmark_prints_bitcoin_blocks_followed_per_second():
     output = run("bench_sync.py", "--chain", "bitcoin", "--loans", "4", "--blocks", "10")
     assert re.search(rf"bitcoin: 10 blocks followed with 4 open loans, .*: +{FIGURE} blocks/s", output), output
     assert re.search(rf"bitcoin: 7 final loan transactions applied .*: +{FIGURE} /s", output), output
+
+
+@pytest.mark.integration
+def test_sync_benchmark_prints_evm_events_ingested_per_second():
+    output = run("bench_sync.py", "--events", "40", "--app-events", "10")
+    assert re.search(rf"evm: 4[0-9] events ingested \(scan, decode, store, apply.*: +{FIGURE} events/s", output), output
+    assert re.search(rf"evm: 10 events moving app loans .*: +{FIGURE} events/s", output), output
