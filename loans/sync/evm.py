@@ -252,7 +252,7 @@ def _store_events(rows: Sequence[Mapping[str, Any]], chain_id: int) -> tuple[int
     inside the chunk's transaction."""
     if not rows:
         return 0, 0
-    if connection.vendor == "postgresql":
+    if connection.vendor in ONE_STATEMENT_VENDORS:
         return _upsert_events_postgresql(rows, chain_id)
     existing = {
         (tx_hash, log_index): (pk, block_hash, orphaned_at, applied_at)
@@ -275,6 +275,8 @@ def _store_events(rows: Sequence[Mapping[str, Any]], chain_id: int) -> tuple[int
     return len(new), len(revived)
 
 
+#: Where events are stored with one statement per chunk (elsewhere: a query for the stored ones, then bulk writes).
+ONE_STATEMENT_VENDORS = frozenset({"postgresql"})
 REVIVED_FIELDS = ["contract_address", "block_number", "block_hash", "name", "args", "orphaned_at"]
 _UPSERT = """
 INSERT INTO {table} (chain_id, contract_address, block_number, block_hash, tx_hash, log_index, name, args, created_at)

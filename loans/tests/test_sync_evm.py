@@ -9,7 +9,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 import requests
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
@@ -19,6 +19,7 @@ from evm.errors import NodeUnavailable
 from loans.errors import DeepReorgError
 from loans.models import ChainBlock, ChainCursor, EvmEvent, Loan, LoanStatusChange
 from loans.services import protocol_parameters_matching
+from loans.sync import evm as evm_sync
 from loans.sync.evm import UNSCANNED, sync_evm
 from loans.sync.locks import _key
 
@@ -232,6 +233,45 @@ def test_a_refused_event_is_logged_holds_its_loan_back_and_does_not_stop_the_oth
     assert (caught_up.refused, caught_up.held, caught_up.moved) == ((), 0, 2)
     assert (fresh(mismatched).status, mismatched.contract_loan_id) == ("requested", mismatched_id)
     assert mismatched.lender_hash is not None and not unapplied.exists()
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["postgresql", "portable"])
+def test_storing_keeps_one_row_per_log_and_revives_an_orphaned_one_in_its_new_block(monkeypatch, one_statement):
+    if not one_statement:
+        monkeypatch.setattr(evm_sync, "ONE_STATEMENT_VENDORS", frozenset())
+
+    def row(tx: str, block: int, block_hash: str, **args) -> dict:
+        return {
+            "chain_id": 31337, "contract_address": "0x" + "12" * 20, "block_number": block, "block_hash": block_hash,
+            "tx_hash": tx, "log_index": 0, "name": "LoanRequestCancelled", "args": {"loan_id": "1", **args},
+        }  # fmt: skip
+
+    a, b, c = (hex32() for _ in range(3))
+    old_block, new_block = hex32(), hex32()
+    with transaction.atomic():
+        assert evm_sync._store_events([row(a, 5, old_block), row(b, 5, old_block), row(c, 5, old_block)], 31337) == (
+            3, 0,
+        )  # fmt: skip
+    EvmEvent.objects.filter(tx_hash=a).update(orphaned_at=timezone.now())  # its block left the chain
+    EvmEvent.objects.filter(tx_hash=c).update(applied_at=timezone.now())
+    before = {e.tx_hash: e for e in EvmEvent.objects.all()}
+
+    with transaction.atomic():  # a mined again in another block; b and c seen again as they were; a new one
+        stored = evm_sync._store_events(
+            [row(a, 7, new_block, loan_id="2"), row(b, 5, old_block), row(c, 5, old_block), row(hex32(), 7, new_block)],
+            31337,
+        )
+    assert stored == (1, 1)
+    revived = EvmEvent.objects.get(tx_hash=a)
+    assert (revived.pk, revived.block_number, revived.block_hash, revived.orphaned_at, revived.args) == (
+        before[a].pk, 7, new_block, None, {"loan_id": "2"},
+    )  # fmt: skip
+    for tx in (b, c):
+        after = EvmEvent.objects.get(tx_hash=tx)
+        assert (after.block_hash, after.applied_at, after.created_at) == (
+            before[tx].block_hash, before[tx].applied_at, before[tx].created_at,
+        )  # fmt: skip
+    assert EvmEvent.objects.count() == 4
 
 
 # -- once, and only when final -----------------------------------------------------------------------------------
