@@ -42,6 +42,14 @@ def fresh(loan: Loan) -> Loan:
     return loan
 
 
+def test_loan_flow_signs_with_the_personas_accounts(loan_flow, borrower_persona, lender_persona, borrower, lender):
+    # In this suite `borrower` and `lender` are Django users; loan_flow still gets the EVM accounts, the same
+    # personas' (the fixture-name collision the watcher's tests first ran into).
+    assert loan_flow.borrower is borrower_persona.account and loan_flow.lender is lender_persona.account
+    assert (borrower.evm_address, lender.evm_address) == (loan_flow.borrower.address, loan_flow.lender.address)
+    assert lender_persona.btc_key.xonly_pubkey == loan_flow.client.parameters().lender_btc_pubkey
+
+
 # -- every contract event --------------------------------------------------------------------------------------
 
 
