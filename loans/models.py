@@ -680,3 +680,62 @@ class EvmNonce(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address} on chain {self.chain_id}: next nonce {self.next_nonce}"
+
+
+# --- The API's doors: Sign-In with Ethereum nonces, wallets' bearer tokens, Idempotency-Key records ---------------
+# Written by ``loans.services.accounts`` and ``loans.services.idempotency`` only.
+
+
+class SiweNonce(models.Model):
+    """A nonce the server issued for one EIP-4361 message: used at most once (``used_at``, set by a compare-and-set
+    update) and only before ``expires_at``."""
+
+    nonce = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(nonce__regex=r"^[0-9A-Za-z]{8,64}$"), name="siwe_nonce_format")
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="siwe_nonce_expiry_idx")]
+
+    def __str__(self) -> str:
+        return f"nonce {self.nonce[:6]}…"
+
+
+class ApiToken(models.Model):
+    """A wallet's bearer token: only its SHA-256 is stored; revocable (``revoked_at``) and expiring."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    key_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the token, hex.")
+    prefix = models.CharField(max_length=8, help_text="The token's first characters, to tell tokens apart.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(key_hash__regex=HEX32_PATTERN), name="api_token_hash_format")]
+
+    def __str__(self) -> str:
+        return f"token {self.prefix}… of user {self.user_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a signed-in caller's POST with an Idempotency-Key: the same key and body get it
+    again, the same key with another body is refused (``idempotency_key_reused``)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    status_code = models.PositiveSmallIntegerField()
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} key {self.key}"

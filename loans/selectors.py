@@ -15,8 +15,11 @@ mined before one may hold the spend are ``max(0, h + t - (tip + 1))``; 0 means i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from .models import BitcoinTransaction, ChainCursor, Loan
+from django.db.models import QuerySet
+
+from .models import BitcoinTransaction, ChainCursor, EvmEvent, Loan, LoanStatusChange, ProtocolParameters
 
 Role = BitcoinTransaction.Role
 
@@ -104,3 +107,90 @@ def loan_timelocks(*, loan: Loan, tip_height: int | None = None) -> LoanTimelock
             tip_height=tip,
         ),
     )
+
+
+# --- The API's reads ----------------------------------------------------------------------------------------------
+
+
+def evm_followed_block() -> int | None:
+    """The last EVM block the watcher followed, or None before its first run."""
+    return ChainCursor.objects.filter(chain=ChainCursor.Chain.EVM).values_list("block_number", flat=True).first()
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """An EVM deadline: the first block at which the step is no longer open (``block``) and the blocks still to be
+    mined before it, seen from the watcher's followed block (0: the next block is the deadline, or it passed;
+    None while unknown)."""
+
+    block: int | None
+    blocks_remaining: int | None
+
+    @classmethod
+    def of(cls, *, block: int | None, head: int | None) -> Deadline:
+        if block is None or head is None:
+            return cls(block, None)
+        return cls(block, max(0, block - (head + 1)))
+
+
+@dataclass(frozen=True)
+class LoanDeadlines:
+    head: int | None
+    offer: Deadline
+    repayment: Deadline
+    acceptance: Deadline
+
+
+def loan_deadlines(*, loan: Loan, head: int | None = None) -> LoanDeadlines:
+    """The loan's three EVM deadlines (offer window, loan duration, repayment window), from ``head`` or the
+    watcher's followed block."""
+    head = evm_followed_block() if head is None else head
+    return LoanDeadlines(
+        head=head,
+        offer=Deadline.of(block=loan.offer_deadline_evm_block, head=head),
+        repayment=Deadline.of(block=loan.repayment_deadline_evm_block, head=head),
+        acceptance=Deadline.of(block=loan.acceptance_deadline_evm_block, head=head),
+    )
+
+
+def loans_visible_to(*, user: object) -> QuerySet[Loan]:
+    """The loans ``user`` may see (``permissions.can_view_loan``): all for the lender and operators, the user's
+    own for a borrower, none for anyone else; with what a list shows joined in."""
+    from .permissions import is_lender, is_operator
+
+    loans = Loan.objects.select_related("borrower", "lender", "parameters", "deployment")
+    if is_lender(user) or is_operator(user):
+        return loans
+    if getattr(user, "is_active", False) and getattr(user, "pk", None) is not None:
+        return loans.filter(borrower_id=user.pk)
+    return loans.none()
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One thing that happened to a loan: an audit row, a contract event or a Bitcoin transaction."""
+
+    at: datetime
+    kind: str  # "status_change", "evm_event", "bitcoin_transaction"
+    item: object
+
+
+def loan_timeline(*, loan: Loan) -> list[TimelineEntry]:
+    """The loan's audit trail, contract events and Bitcoin transactions, oldest first (three queries)."""
+    entries = [
+        TimelineEntry(change.created_at, "status_change", change)
+        for change in LoanStatusChange.objects.filter(loan=loan).select_related("actor")
+    ]
+    entries += [TimelineEntry(event.created_at, "evm_event", event) for event in EvmEvent.objects.filter(loan=loan)]
+    entries += [
+        TimelineEntry(tx.first_seen_at, "bitcoin_transaction", tx)
+        for tx in BitcoinTransaction.objects.filter(loan=loan)
+    ]
+    order = {"evm_event": 0, "bitcoin_transaction": 1, "status_change": 2}  # a fact before the change it made
+    entries.sort(key=lambda entry: (entry.at, order[entry.kind], entry.item.pk))
+    return entries
+
+
+def parameters_in_force() -> ProtocolParameters | None:
+    """The newest protocol parameters version (the one new loans take), or None before the first."""
+    return ProtocolParameters.objects.order_by("-version").first()

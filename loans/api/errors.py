@@ -1,0 +1,132 @@
+"""Every API error has one shape, ``{"code", "message", "fields"}``; ``code`` is stable and documented.
+
+``fields`` maps a request field to its messages (validation errors only, otherwise ``{}``). The services' codes
+(``LoanServiceError.code``, ``BorrowerStepRefused.reason``) pass through unchanged. docs/api-errors.md lists every
+code; ``ERROR_CODES`` below is that list, and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from evm.errors import BorrowerStepRefused
+from evm.terms import REFUSAL_REASONS
+
+from ..errors import LoanServiceError
+from ..services.accounts import SIGN_IN_CODES, SignInRefused
+from ..services.idempotency import IDEMPOTENCY_CODES, IdempotencyError
+
+# DRF's own exceptions, by class, to our codes (a subclass is found by its nearest listed base).
+_DRF_CODES: dict[type[exceptions.APIException], str] = {
+    exceptions.ValidationError: "invalid",
+    exceptions.ParseError: "malformed_request",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "rate_limited",
+}
+
+# HTTP status of a service refusal: a conflict with the loan's current state is 409, a refused request 422.
+SERVICE_STATUS: dict[str, int] = {
+    "wrong_state": status.HTTP_409_CONFLICT,
+    "deep_reorg": status.HTTP_409_CONFLICT,
+    "idempotency_key_in_use": status.HTTP_409_CONFLICT,
+    "idempotency_key_invalid": status.HTTP_400_BAD_REQUEST,
+    "account_disabled": status.HTTP_403_FORBIDDEN,
+    **{code: status.HTTP_401_UNAUTHORIZED for code in SIGN_IN_CODES if code != "account_disabled"},
+}
+
+GENERIC_CODES: tuple[str, ...] = (*_DRF_CODES.values(), "server_error")
+SERVICE_CODES: tuple[str, ...] = (
+    "refused",
+    "wrong_state",
+    "chain_fact_mismatch",
+    "deep_reorg",
+    "escrow_value_mismatch",
+    "not_confirmed",
+    "escrow_mismatch",
+    "lender_hash_elsewhere",
+    "no_lender_preimage",
+    "lender_preimage_not_due",
+    "lender_secret_mismatch",
+    "invalid_key",
+    "not_a_lender",
+    "key_exists",
+    "no_lender_key",
+)
+ERROR_CODES: tuple[str, ...] = (
+    *GENERIC_CODES,
+    *SERVICE_CODES,
+    *SIGN_IN_CODES,
+    *IDEMPOTENCY_CODES,
+    *REFUSAL_REASONS,
+)
+
+
+def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "fields": fields or {}}
+
+
+def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested validation detail as ``{"field" or "field.sub" or "field.0": [messages]}``."""
+    if isinstance(detail, dict):
+        out: dict[str, list[str]] = {}
+        for name, value in detail.items():
+            key = f"{prefix}.{name}" if prefix else str(name)
+            out.update(_flatten(value, "" if key == "non_field_errors" and not prefix else key))
+        return out
+    if isinstance(detail, list) and detail and all(not isinstance(item, (dict, list)) for item in detail):
+        return {prefix or "non_field_errors": [str(item) for item in detail]}
+    if isinstance(detail, list):
+        out = {}
+        for index, value in enumerate(detail):
+            out.update(_flatten(value, f"{prefix}.{index}" if prefix else str(index)))
+        return out
+    return {prefix or "non_field_errors": [str(detail)]}
+
+
+def _drf_code(exc: exceptions.APIException) -> str:
+    for klass in type(exc).__mro__:
+        if klass in _DRF_CODES:
+            return _DRF_CODES[klass]
+    return "error"
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every error, whatever raised it, as ``{code, message, fields}``."""
+    if isinstance(exc, (LoanServiceError, IdempotencyError, SignInRefused)):
+        return Response(
+            error_body(exc.code, str(exc.args[0])),
+            status=SERVICE_STATUS.get(exc.code, status.HTTP_422_UNPROCESSABLE_ENTITY),
+        )
+    if isinstance(exc, BorrowerStepRefused):
+        fields = {name: [str(exc.args[0])] for name in exc.fields}
+        return Response(error_body(exc.reason, str(exc.args[0]), fields), status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # a bug: Django's 500 page and the error log, never a traceback in JSON
+    assert isinstance(exc, exceptions.APIException)
+    code = _drf_code(exc)
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = error_body(code, "The request is not valid; see fields.", _flatten(exc.detail))
+    elif isinstance(exc, exceptions.Throttled):
+        response.data = error_body(
+            code, f"Too many requests; retry in {exc.wait:.0f} s." if exc.wait else str(exc.detail)
+        )
+    else:
+        response.data = error_body(code, str(exc.detail))
+    return response

@@ -1,0 +1,25 @@
+"""/api/v1/: the reads, Sign-In with Ethereum, the OpenAPI schema and its docs page (served from our own static
+files, drf-spectacular-sidecar: no CDN)."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import auth, views
+
+app_name = "api"
+
+urlpatterns = [
+    path("loans/", views.LoanList.as_view(), name="loan-list"),
+    path("loans/<int:pk>/", views.LoanDetail.as_view(), name="loan-detail"),
+    path("loans/<int:pk>/timeline/", views.LoanTimeline.as_view(), name="loan-timeline"),
+    path("parameters/", views.ParametersInForce.as_view(), name="parameters"),
+    path("auth/nonce", auth.NonceView.as_view(), name="auth-nonce"),
+    path("auth/siwe", auth.SignInView.as_view(), name="auth-siwe"),
+    path("auth/logout", auth.LogoutView.as_view(), name="auth-logout"),
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[], authentication_classes=[]),
+        name="docs",
+    ),
+]

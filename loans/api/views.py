@@ -1,0 +1,169 @@
+"""The reads of /api/v1/: loans (the caller's own unless lender or operator), one loan with both chains' state,
+its timeline, the parameters in force. Who sees what is ``loans.selectors.loans_visible_to`` (the same rule as
+``loans.permissions.can_view_loan``); a loan the caller may not see is 404, as one that does not exist."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import selectors
+from ..models import Loan
+from ..permissions import can_view_loan, require
+from .serializers import (
+    BitcoinTransactionSerializer,
+    ErrorSerializer,
+    EvmEventSerializer,
+    LoanDetailSerializer,
+    LoanListSerializer,
+    ParameterSetSerializer,
+    ParametersInForceSerializer,
+    StatusChangeSerializer,
+    TimelineEntrySerializer,
+)
+
+READ_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer, 429: ErrorSerializer}
+
+
+def _visible_loan(request: Request, pk: int) -> Loan:
+    loan = get_object_or_404(selectors.loans_visible_to(user=request.user), pk=pk)
+    require(can_view_loan(request.user, loan), "you may not see this loan")
+    return loan
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("status", enum=Loan.Status.values, description="Only loans in this status.")],
+    responses={200: LoanListSerializer(many=True), **READ_ERRORS},
+)
+class LoanList(generics.ListAPIView):
+    """Loans, newest first: the caller's own, or every loan for the lender and operators."""
+
+    serializer_class = LoanListSerializer
+
+    def get_queryset(self):
+        loans = selectors.loans_visible_to(user=self.request.user)
+        status = self.request.query_params.get("status")
+        if status is not None:
+            if status not in Loan.Status.values:
+                raise ValidationError({"status": [f"not a loan status: {status!r}"]})
+            loans = loans.filter(status=status)
+        return loans.order_by("-created_at", "-id")
+
+
+@extend_schema(responses={200: LoanDetailSerializer, **READ_ERRORS})
+class LoanDetail(APIView):
+    """One loan with both chains' state: each EVM deadline as a block and the blocks left, each Bitcoin timelock
+    as the height it matures at and the blocks left, seen from the watchers' followed blocks."""
+
+    def get(self, request: Request, pk: int) -> Response:
+        loan = _visible_loan(request, pk)
+        deadlines = selectors.loan_deadlines(loan=loan)
+        timelocks = selectors.loan_timelocks(loan=loan)
+        transactions = list(loan.bitcoin_transactions.order_by("first_seen_at", "id"))
+        data = {
+            "loan": LoanListSerializer(loan).data,
+            "evm": {
+                "status": loan.status,
+                "chain_id": loan.deployment.chain_id,
+                "loan_contract_address": loan.deployment.loan_contract_address,
+                "contract_loan_id": loan.contract_loan_id,
+                "followed_block": deadlines.head,
+                "requested_block": loan.requested_evm_block,
+                "offered_block": loan.offered_evm_block,
+                "activated_block": loan.activated_evm_block,
+                "repayment_block": loan.repayment_evm_block,
+                "offer_deadline": vars(deadlines.offer),
+                "repayment_deadline": vars(deadlines.repayment),
+                "acceptance_deadline": vars(deadlines.acceptance),
+                "amount_wei": str(loan.amount_wei),
+                "repayment_wei": str(loan.repayment_wei),
+                "bond_wei": str(loan.bond_wei),
+                "borrower_hash": loan.borrower_hash,
+                "lender_hash": loan.lender_hash,
+                "borrower_preimage": loan.borrower_preimage,
+                "lender_preimage": loan.lender_preimage,
+            },
+            "bitcoin": {
+                "status": loan.bitcoin_status,
+                "followed_height": timelocks.tip_height,
+                "borrower_btc_pubkey": loan.borrower_btc_pubkey,
+                "lender_btc_pubkey": loan.lender_btc_pubkey,
+                "escrow_txid": loan.escrow_txid,
+                "escrow_vout": loan.escrow_vout,
+                "escrow_sats": _amount(loan.escrow_sats),
+                "collateral_sats": _amount(loan.collateral_sats),
+                "origination_fee_sats": _amount(loan.origination_fee_sats),
+                "escrow_height": timelocks.exit.output_height,
+                "collateral_height": timelocks.capture.output_height,
+                "exit_timelock": _timelock(timelocks.exit),
+                "capture_timelock": _timelock(timelocks.capture),
+                "transactions": BitcoinTransactionSerializer(
+                    transactions, many=True, context={"btc_tip": timelocks.tip_height}
+                ).data,
+            },
+            "terms": ParameterSetSerializer(loan).data,
+        }
+        return Response(data)
+
+
+def _amount(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _timelock(path: selectors.TimelockPath) -> dict:
+    return {
+        "timelock_blocks": path.timelock_blocks,
+        "output_height": path.output_height,
+        "mature_height": path.mature_height,
+        "blocks_remaining": path.blocks_remaining,
+    }
+
+
+_ENTRY_SERIALIZERS = {
+    "status_change": StatusChangeSerializer,
+    "evm_event": EvmEventSerializer,
+    "bitcoin_transaction": BitcoinTransactionSerializer,
+}
+
+
+@extend_schema(responses={200: TimelineEntrySerializer(many=True), **READ_ERRORS})
+class LoanTimeline(APIView):
+    """What happened to the loan, oldest first: status changes (the audit trail, both sides), contract events and
+    Bitcoin transactions. Each entry has ``at``, ``kind`` and the item under the key named by ``kind``."""
+
+    def get(self, request: Request, pk: int) -> Response:
+        loan = _visible_loan(request, pk)
+        btc_tip = selectors.bitcoin_followed_height()
+        entries = [
+            {
+                "at": entry.at,
+                "kind": entry.kind,
+                entry.kind: _ENTRY_SERIALIZERS[entry.kind](entry.item, context={"btc_tip": btc_tip}).data,
+            }
+            for entry in selectors.loan_timeline(loan=loan)
+        ]
+        return Response(entries)
+
+
+@extend_schema(responses={200: ParametersInForceSerializer, **READ_ERRORS})
+class ParametersInForce(APIView):
+    """The protocol parameters version new loans take (amounts in wei as decimal strings, durations in blocks)."""
+
+    def get(self, request: Request) -> Response:
+        parameters = selectors.parameters_in_force()
+        if parameters is None:
+            raise NotFound("no protocol parameters have been set yet")
+        return Response(
+            {
+                "version": parameters.version,
+                "lender_btc_pubkey": parameters.lender_btc_pubkey,
+                "created_at": parameters.created_at,
+                "note": parameters.note,
+                "terms": ParameterSetSerializer(parameters).data,
+            }
+        )
