@@ -30,6 +30,8 @@ echo "== migrations are complete"
 DATABASE_URL=sqlite:///:memory: DJANGO_SECRET_KEY=check-only $py manage.py makemigrations --check --dry-run
 echo "== system checks"
 DJANGO_SECRET_KEY=check-only $py manage.py check --fail-level WARNING
+echo "== OpenAPI schema"
+DJANGO_SECRET_KEY=check-only $py manage.py spectacular --validate --fail-on-warn --file /dev/null
 echo "== contract artifacts match their sources"
 node contracts/compile.js --check
 echo "== pytest"
