@@ -474,8 +474,9 @@ def test_a_node_that_goes_down_backs_off_is_named_by_readyz_and_nothing_is_lost(
     settings.EVM_RPC_URL = dead_url
     response = client.get("/readyz")
     assert response.status_code == 503
-    evm_node = response.json()["checks"]["evm_node"]
+    evm_node, watcher = response.json()["checks"]["evm_node"], response.json()["watchers"]["evm"]
     assert not evm_node["ok"] and dead_url in evm_node["detail"]
+    assert (watcher["ok"], watcher["failures"], watcher["last_error"]) == (False, 1, cursor.last_error)
 
     ChainCursor.objects.update(retry_after=timezone.now())  # time passes
     with pytest.raises(NodeUnavailable):

@@ -1,14 +1,13 @@
 """The EVM watcher killed with SIGKILL at random points and restarted: every event is stored once and every
 transition applied once.
 
-``sync_chains --chain evm`` runs as a child process against anvil and the test database while the chain holds many
-events of the app's loans (requested and cancelled, offered, repaid with both preimages revealed), and grows between
-restarts. The child runs the management command with small chunks and small apply batches (one setting and one
-module constant changed before it starts), so that there are many commits to be killed between and inside. Each
-round kills it (-9) at a point chosen at random: once the cursor has passed a random block, once a random number of
-events have been applied, or after a random delay. A final ``manage.py sync_chains --chain evm --once`` finishes the
-work, and the database must hold exactly the logs on the chain, each once, each applied once, with each loan's audit
-trail its path.
+``manage.py sync_chains --chain evm`` runs as a child process against anvil and the test database while the chain
+holds many events of the app's loans (requested and cancelled, offered, repaid with both preimages revealed), and
+grows between restarts. Chunks of two blocks (``EVM_SCAN_CHUNK_BLOCKS``) make many commits to be killed between;
+the final events of a run are applied in one transaction, which a kill rolls back whole. Each round kills the child
+(-9) at a point chosen at random: once the cursor has passed a random block, once a run has applied events, or
+after a random delay. A final ``manage.py sync_chains --chain evm --once`` finishes the work, and the database must
+hold exactly the logs on the chain, each once, each applied once, with each loan's audit trail its path.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from django.db import connection
 
 from evm.events import fetch_events
 from loans.models import ChainCursor, EvmEvent, LoanStatusChange
+from loans.sync.locks import _key
 
 from .conftest import Desk
 from .test_sync_evm import fresh, trail
@@ -36,20 +36,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 ROUNDS = 6
 CHUNK_BLOCKS = 2
-APPLY_BATCH = 4
-#: The child: ``sync_chains --chain evm`` with small chunks and batches (argv: chunk blocks, apply batch).
-CHILD = """
-import os, sys
-import django
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loanproject.settings")
-django.setup()
-from django.conf import settings
-from django.core.management import call_command
-import loans.sync.evm
-settings.EVM_SCAN_CHUNK_BLOCKS = int(sys.argv[1])
-loans.sync.evm.APPLY_BATCH = int(sys.argv[2])
-call_command("sync_chains", "--chain", "evm", "--interval", "0.2")
-"""
 PATHS = {
     "cancel": ["requested", "cancelled"],
     "offered": ["requested", "offered"],
@@ -72,7 +58,7 @@ def _database_url() -> str:
 
 
 class Watcher:
-    """The EVM watcher in a child process, killed with SIGKILL."""
+    """``manage.py sync_chains --chain evm`` in a child process, killed with SIGKILL."""
 
     def __init__(self, rpc_url: str, log: Path) -> None:
         self.env = {
@@ -81,19 +67,17 @@ class Watcher:
             "EVM_RPC_URL": rpc_url,
             "EVM_CHAIN_ID": "31337",
             "EVM_CONFIRMATIONS": "1",
+            "EVM_SCAN_CHUNK_BLOCKS": str(CHUNK_BLOCKS),
             "LOG_LEVEL": "WARNING",
         }
         self.log = log
+        self.command = [sys.executable, str(Path(django_settings.BASE_DIR) / "manage.py"), "sync_chains"]
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", CHILD, str(CHUNK_BLOCKS), str(APPLY_BATCH)],
-                cwd=django_settings.BASE_DIR,
-                env=self.env,
-                stdout=log,
-                stderr=log,
+                [*self.command, "--chain", "evm", "--interval", "0.2"], env=self.env, stdout=log, stderr=log
             )
 
     def kill(self) -> None:
@@ -106,14 +90,7 @@ class Watcher:
     def once(self) -> str:
         """``manage.py sync_chains --chain evm --once``, to the end."""
         result = subprocess.run(
-            [
-                sys.executable,
-                str(Path(django_settings.BASE_DIR) / "manage.py"),
-                "sync_chains",
-                "--chain",
-                "evm",
-                "--once",
-            ],
+            [*self.command, "--chain", "evm", "--once"],
             env=self.env,
             capture_output=True,
             text=True,
@@ -128,6 +105,18 @@ def _state() -> tuple[int, int, int]:
     """(cursor block, stored events, applied events), as committed."""
     block = ChainCursor.objects.filter(chain="evm").values_list("block_number", flat=True).first() or 0
     return block, EvmEvent.objects.count(), EvmEvent.objects.filter(applied_at__isnull=False).count()
+
+
+def _run_lock_held() -> bool:
+    """Whether a watcher run holds the EVM run lock (``loans.sync.locks``: a PostgreSQL advisory lock)."""
+    key = _key("evm")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
+            [(key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF],
+        )
+        return bool(cursor.fetchone()[0])
 
 
 def _wait(condition, watcher: Watcher, timeout: float = 60.0) -> None:
@@ -173,28 +162,33 @@ def test_killed_at_random_points_and_restarted_it_stores_every_event_once_and_ap
 
     watcher = Watcher(anvil.url, tmp_path / "watcher.log")
     kills = []
-    # The first kill lands while blocks are left to scan, the second while events are left to apply; then at random.
-    triggers = ["block", "applied", *(rng.choice(["block", "applied", "delay"]) for _ in range(ROUNDS - 2))]
+    # Kills land mid-scan ("block": once the cursor passed a random block), mid-apply ("apply": a run holds the lock
+    # with the scan done, so it is applying the final events in one transaction, which the kill rolls back whole),
+    # or once a run has applied everything ("done").
+    triggers = ["block", "apply", "done", "apply", *(rng.choice(["block", "apply", "done"]) for _ in range(ROUNDS - 4))]
     for round_, trigger in enumerate(triggers):
         head = desk.w3.eth.block_number
-        block, stored, applied = _state()
+        block, stored, _ = _state()
         watcher.start()
         if trigger == "block" and block < head - 10:
             target = rng.randrange(block + 1, head - 5)
             _wait(lambda target=target: _state()[0] >= target, watcher)
-        elif trigger == "applied" and applied < stored + 10:
-            target = rng.randrange(applied + 1, applied + 10)
-            _wait(lambda target=target: _state()[2] >= target, watcher)
+        elif trigger in ("apply", "block"):
+            _wait(lambda head=head: _run_lock_held() and _state()[0] >= head, watcher)
+            time.sleep(rng.uniform(0, 0.5))
         else:
-            time.sleep(rng.uniform(0.5, 4.0))
+            _wait(lambda head=head: _state()[0] >= head and _state()[1] == _state()[2], watcher)
+            time.sleep(rng.uniform(0, 0.3))
         watcher.kill()
         kills.append((round_, trigger, head, *_state()))
         if steps:
             steps.pop(0)()
     print("kills (round, trigger, head, cursor, stored, applied):", *kills, sep="\n  ")
     assert any(cursor < head for _, _, head, cursor, _, _ in kills), "no kill while blocks were left to scan"
-    assert any(applied < stored for *_, stored, applied in kills), "no kill left events to apply"
-    assert len({(cursor, applied) for *_, cursor, _, applied in kills}) > 1, "no progress between kills"
+    assert any(trigger == "apply" and applied < stored for _, trigger, _, _, stored, applied in kills), (
+        "no kill while the final events were being applied"
+    )
+    assert any(0 < applied == stored for *_, stored, applied in kills), "no run finished between kills"
 
     output = watcher.once()
     assert output.startswith("evm: scanned"), output
