@@ -81,8 +81,6 @@ from .locks import exclusive_run
 logger = logging.getLogger(__name__)
 
 CHAIN = ChainCursor.Chain.EVM
-#: Blocks per ``eth_getLogs`` call unless ``chunk_size`` or ``settings.EVM_SCAN_CHUNK_BLOCKS`` says otherwise.
-DEFAULT_CHUNK_BLOCKS = 1000
 #: Final events applied per database transaction.
 APPLY_BATCH = 1000
 #: Stored blocks kept to find a fork point (one per scanned chunk).
@@ -657,14 +655,14 @@ def sync_evm(
 ) -> EvmSyncReport:
     """One run of the EVM watcher (see the module docstring). ``w3`` defaults to ``settings.EVM_RPC_URL`` (checked
     against ``settings.EVM_CHAIN_ID``), ``deployment`` to every deployment recorded on that chain,
-    ``confirmations`` to ``settings.EVM_CONFIRMATIONS``, ``chunk_size`` to ``settings.EVM_SCAN_CHUNK_BLOCKS`` or
-    ``DEFAULT_CHUNK_BLOCKS``."""
+    ``confirmations`` to ``settings.EVM_CONFIRMATIONS``, ``chunk_size`` (blocks per ``eth_getLogs``) to
+    ``settings.EVM_SCAN_CHUNK_BLOCKS``."""
     started = time.perf_counter()
     confirmations = settings.EVM_CONFIRMATIONS if confirmations is None else confirmations
     if isinstance(confirmations, bool) or not isinstance(confirmations, int) or confirmations < 1:
         raise ValueError(f"confirmations must be a positive integer, got {confirmations!r}")
     if chunk_size is None:
-        chunk_size = int(getattr(settings, "EVM_SCAN_CHUNK_BLOCKS", DEFAULT_CHUNK_BLOCKS))
+        chunk_size = settings.EVM_SCAN_CHUNK_BLOCKS
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     chain_id = settings.EVM_CHAIN_ID if deployment is None else deployment.chain_id
