@@ -192,6 +192,22 @@ def _raw_transaction(w3: Web3, tx: bytes | str) -> str:
     return "0x" + raw.hex()
 
 
+def _reorg_marker(w3: Web3) -> str:
+    """A signed 0-value self-transfer of the last dev account (raw hex), at its next nonce."""
+    account = _dev_accounts(10)[-1]
+    signed = account.sign_transaction(
+        {
+            "to": account.address,
+            "value": 0,
+            "gas": 21_000,
+            "gasPrice": int(w3.eth.gas_price) * 2,
+            "nonce": int(w3.eth.get_transaction_count(account.address, "pending")),
+            "chainId": int(w3.eth.chain_id),
+        }
+    )
+    return "0x" + bytes(signed.raw_transaction).hex()
+
+
 def reorg_chain(w3: Web3, depth: int, txs: Sequence[ReorgTx] | None = None, *, floor: int = 0) -> EvmReorg:
     """Replace the last `depth` blocks with new ones (`anvil_reorg`) carrying `txs`; every replaced height gets
     a new hash. Blocks at or below `floor` are never replaced."""
@@ -209,6 +225,10 @@ def reorg_chain(w3: Web3, depth: int, txs: Sequence[ReorgTx] | None = None, *, f
         if not 0 <= offset < depth:
             raise ValueError(f"block offset {offset} is not one of the {depth} new blocks")
         pairs.append([_raw_transaction(w3, tx), offset])
+    # anvil re-mines a block with the same parent, timestamp and transactions into the same hash (it happens once
+    # a test before moved the clock ahead of the wall clock): a marker transaction, after the given ones, makes the
+    # branch differ from its first block on. It comes from the last dev account, which no fixture uses.
+    pairs.append([_reorg_marker(w3), 0])
     orphaned = tuple(get_block_ref(w3, number) for number in range(head - depth + 1, head + 1))
     rpc(w3, "anvil_reorg", [depth, pairs])
     branch = tuple(get_block_ref(w3, ref.number) for ref in orphaned)
