@@ -49,12 +49,11 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -69,6 +68,7 @@ from ..errors import DeepReorgError, LoanServiceError
 from ..models import BitcoinTransaction, ChainBlock, ChainCursor, Loan
 from ..services import bitcoin_block_disconnect, bitcoin_transaction_apply, bitcoin_transaction_record
 from ..services.transitions import NOTHING_LOCKED
+from .cursors import backing_off, record_failure
 from .locks import exclusive_run
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,6 @@ Role = BitcoinTransaction.Role
 FIRST_RUN_BLOCKS_BELOW_TIP = 144
 #: Followed blocks kept to find a fork point; a reorg deeper than this raises ``DeepReorgError``.
 KEPT_BLOCKS = 288
-#: Backoff after a failed run: min(2**failures, this) seconds.
-MAX_BACKOFF_SECONDS = 300
 #: Rewinds one run accepts before it stops (a chain that keeps switching branches under it).
 MAX_REWINDS_PER_RUN = 10
 #: TX_1's output that holds the collateral (PROTOCOL.md: [0] fee, [1] collateral, [2] change).
@@ -511,24 +509,6 @@ def _run(
     )
 
 
-def _record_failure(error: BaseException) -> ChainCursor | None:
-    """failures + 1, last_error, retry_after = now + min(2**failures, MAX_BACKOFF_SECONDS) s (no cursor yet: the
-    first run failed before following a block, and there is nothing to back off from)."""
-    try:
-        with transaction.atomic():
-            cursor = ChainCursor.objects.select_for_update().filter(chain=CHAIN).first()
-            if cursor is None:
-                return None
-            cursor.failures += 1
-            cursor.last_error = f"{type(error).__name__}: {error}"[:2000]
-            cursor.retry_after = timezone.now() + timedelta(seconds=min(2**cursor.failures, MAX_BACKOFF_SECONDS))
-            cursor.save(update_fields=["failures", "last_error", "retry_after", "updated_at"])
-            return cursor
-    except DatabaseError:
-        logger.exception("could not record the Bitcoin watcher's failure")
-        return None
-
-
 def sync_bitcoin(
     *,
     rpc: BitcoinRPC | None = None,
@@ -548,21 +528,12 @@ def sync_bitcoin(
         if not acquired:
             return BitcoinSyncReport(skipped="another Bitcoin watcher run holds the lock")
         cursor = ChainCursor.objects.filter(chain=CHAIN).first()
-        if cursor is not None and cursor.retry_after is not None and cursor.retry_after > timezone.now():
-            return BitcoinSyncReport(
-                skipped=f"backing off until {cursor.retry_after.isoformat()} after {cursor.failures} failures "
-                f"({cursor.last_error})"
-            )
+        if waiting := backing_off(cursor):
+            return BitcoinSyncReport(skipped=waiting)
         try:
             report = _run(rpc or bitcoin_rpc(), confirmations, max_blocks, start_height, started)
         except Exception as error:
-            failed = _record_failure(error)
-            logger.error(
-                "Bitcoin watcher run failed (%s in a row, next try after %s): %s",
-                None if failed is None else failed.failures,
-                None if failed is None else failed.retry_after,
-                error,
-            )
+            record_failure(CHAIN, error)
             raise
     logger.info("bitcoin: %s", report)
     return report

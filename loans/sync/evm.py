@@ -12,8 +12,8 @@ cursor's backoff:
    decides. (An applied event above the fork point whose block is still the chain's stays as it is: the stored
    blocks are one per scanned chunk, so the fork point found may lie below the real one.)
 2. **Scan.** Logs of every recorded deployment's two contracts (or of ``deployment``), from the cursor + 1 to the
-   chain's head, in chunks of ``chunk_size`` blocks (``event_chunks``: ``evm.events.iter_event_chunks`` on the raw
-   ``eth_getLogs`` answer, halved when the node refuses a range). Each chunk is one database transaction: its
+   chain's head, in chunks of ``chunk_size`` blocks (``evm.events.iter_event_chunks``: the raw ``eth_getLogs``
+   answer decoded directly, halved when the node refuses a range). Each chunk is one database transaction: its
    events (one statement on PostgreSQL; an event already stored is left alone, one stored as orphaned and seen
    again gets its new block and is revived), a ``ChainBlock`` for its last block and the cursor. A watcher killed
    at any point has scanned a chunk completely or not at all: it loses nothing and repeats nothing.
@@ -48,34 +48,33 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from web3 import Web3
-from web3.exceptions import BlockNotFound, Web3RPCError
+from web3.exceptions import BlockNotFound
 
 from evm.connection import check_chain_id, connect
 from evm.errors import NodeUnavailable
 from evm.events import (
     BlockRef,
     ChainEvent,
-    EventChunk,
-    EventDecoder,
     ReorgDuringScan,
     default_decoder,
     get_block_ref,
+    iter_event_chunks,
 )
 
 from ..errors import DeepReorgError, LoanServiceError
 from ..models import ChainBlock, ChainCursor, ContractDeployment, EvmEvent, Loan
 from ..services import evm_event_apply
 from ..services.evm_facts import EVENT_SERVICES
+from .cursors import backing_off, record_failure
 from .locks import exclusive_run
 
 logger = logging.getLogger(__name__)
@@ -87,8 +86,6 @@ APPLY_BATCH = 1000
 KEPT_BLOCKS = 256
 #: Blocks asked for in one batched JSON-RPC call when checking hashes.
 HASH_BATCH = 200
-#: Backoff after a failed run: min(2**failures, this) seconds.
-MAX_BACKOFF_SECONDS = 300
 #: Rewinds one run accepts before it stops (a chain that keeps switching branches under it).
 MAX_REWINDS_PER_RUN = 10
 #: The cursor's hash before anything was scanned: there is no block to check for a reorg yet.
@@ -189,47 +186,6 @@ def canonical_hashes(w3: Web3, numbers: Iterable[int]) -> dict[int, str | None]:
             except BlockNotFound:
                 found[number] = None
     return found
-
-
-def _rpc(w3: Web3, method: str, params: list[Any]) -> Any:
-    """A JSON-RPC call without web3's result formatting (for eth_getLogs it costs more than decoding the logs)."""
-    response = w3.provider.make_request(method, params)  # type: ignore[arg-type]
-    if response.get("error"):
-        raise Web3RPCError(f"{method} failed: {response['error']}")
-    return response["result"]
-
-
-def event_chunks(
-    w3: Web3, addresses: Sequence[str], from_block: int, to_block: int, *, chunk_size: int, decoder: EventDecoder
-) -> Iterator[EventChunk]:
-    """``evm.events.iter_event_chunks`` on the raw ``eth_getLogs`` answer, decoded by ``decoder`` directly (web3's
-    formatting of 10,000 logs takes longer than scanning, decoding and storing them together). Same contract: the
-    chunks of [from_block, to_block] in order, each with its events in (block, log index) order and its last block;
-    a range the node refuses is halved (and the smaller size kept); a single block that still fails raises
-    ``NodeUnavailable``; a last block whose hash is not its events' (the chain moved between the two calls) is read
-    again, three times at most (``ReorgDuringScan``)."""
-    start, size, reorg_retries = from_block, chunk_size, 0
-    while start <= to_block:
-        end = min(start + size - 1, to_block)
-        try:
-            logs = _rpc(w3, "eth_getLogs", [{"address": list(addresses), "fromBlock": hex(start), "toBlock": hex(end)}])
-        except (Web3RPCError, OSError) as exc:
-            if end > start:
-                size = max(1, (end - start + 1) // 2)
-                continue
-            raise NodeUnavailable(f"eth_getLogs failed for block {start}: {exc}") from exc
-        events = sorted(
-            (decoder.decode(log) for log in logs if not log.get("removed", False)), key=lambda e: e.position
-        )
-        last_block = get_block_ref(w3, end)
-        if any(e.block_number == end and e.block_hash != last_block.hash for e in events):
-            reorg_retries += 1
-            if reorg_retries > 3:
-                raise ReorgDuringScan(f"block {end} keeps changing while it is scanned")
-            continue
-        reorg_retries = 0
-        yield EventChunk(start, end, tuple(events), last_block)
-        start = end + 1
 
 
 # -- storing -----------------------------------------------------------------------------------------------------
@@ -513,7 +469,9 @@ class _Run:
         start = self.cursor.block_number + 1
         if start > head:
             return head
-        chunks = event_chunks(self.w3, self.addresses, start, head, chunk_size=self.chunk_size, decoder=self.decoder)
+        chunks = iter_event_chunks(
+            self.w3, self.addresses, start, head, chunk_size=self.chunk_size, decoder=self.decoder
+        )
         for chunk in chunks:
             rows = _rows(chunk.events, self.chain_id)
             with transaction.atomic():
@@ -629,23 +587,6 @@ def _cursor(deployments: Sequence[ContractDeployment]) -> ChainCursor:
     return cursor
 
 
-def _record_failure(error: BaseException) -> ChainCursor | None:
-    """failures + 1, last_error, retry_after = now + min(2**failures, MAX_BACKOFF_SECONDS) s."""
-    try:
-        with transaction.atomic():
-            cursor = ChainCursor.objects.select_for_update().filter(chain=CHAIN).first()
-            if cursor is None:
-                return None
-            cursor.failures += 1
-            cursor.last_error = f"{type(error).__name__}: {error}"[:2000]
-            cursor.retry_after = timezone.now() + timedelta(seconds=min(2**cursor.failures, MAX_BACKOFF_SECONDS))
-            cursor.save(update_fields=["failures", "last_error", "retry_after", "updated_at"])
-            return cursor
-    except DatabaseError:
-        logger.exception("could not record the EVM watcher's failure")
-        return None
-
-
 def sync_evm(
     *,
     w3: Web3 | None = None,
@@ -677,11 +618,8 @@ def sync_evm(
         if not acquired:
             return EvmSyncReport(skipped="another EVM watcher run holds the lock")
         cursor = _cursor(deployments)
-        if cursor.retry_after is not None and cursor.retry_after > timezone.now():
-            return EvmSyncReport(
-                skipped=f"backing off until {cursor.retry_after.isoformat()} after {cursor.failures} failures "
-                f"({cursor.last_error})"
-            )
+        if waiting := backing_off(cursor):
+            return EvmSyncReport(skipped=waiting)
         try:
             if w3 is None:
                 w3 = connect(settings.EVM_RPC_URL, expected_chain_id=chain_id, timeout=settings.EVM_RPC_TIMEOUT)
@@ -694,13 +632,7 @@ def sync_evm(
                 tip_number=head, failures=0, last_error="", retry_after=None, updated_at=timezone.now()
             )
         except Exception as error:
-            failed = _record_failure(error)
-            logger.error(
-                "EVM watcher run failed (%s in a row, next try after %s): %s",
-                None if failed is None else failed.failures,
-                None if failed is None else failed.retry_after,
-                error,
-            )
+            record_failure(CHAIN, error)
             raise
     tally = run.tally
     report = EvmSyncReport(
