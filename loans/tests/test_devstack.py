@@ -88,7 +88,15 @@ def test_devstack_runs_everything_and_stops_everything(tmp_path):
         deployment = json.loads((tmp_path / "var" / "deployment.json").read_text())
         assert deployment["chain_id"] == 31337
         children = descendants(process.pid)
-        assert len(children) >= 4  # anvil, btcnode, qcluster, runserver (+ their own children)
+        assert len(children) >= 5  # anvil, btcnode, qcluster, sync_chains, runserver (+ their own children)
+        # The chain watchers follow both chains (on SQLite here, a newcomer's first run).
+        deadline = time.monotonic() + 60
+        watchers: dict = {}
+        while time.monotonic() < deadline and not ({"evm", "bitcoin"} <= set(watchers)):
+            time.sleep(1)
+            watchers = wait_ready(f"http://127.0.0.1:{web}/readyz", process, timeout=30)["watchers"]
+        assert watchers["bitcoin"]["ok"] and watchers["bitcoin"]["block"] == 101
+        assert watchers["evm"]["ok"] and watchers["evm"]["block"] >= deployment["block_number"]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=90)

@@ -2,7 +2,8 @@
 
 Starts (unless already answering) anvil on EVM_RPC_URL with its state kept in var/anvil/, the embedded regtest
 Bitcoin node on BITCOIN_RPC_URL, deploys the contracts once per anvil state and records them, then runs the
-django-q2 worker and the ASGI dev server on 127.0.0.1:8000. Development only: it refuses any other chain.
+django-q2 worker, the chain watchers (`sync_chains`, every 2 s) and the ASGI dev server on 127.0.0.1:8000.
+Development only: it refuses any other chain.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--addrport", default="127.0.0.1:8000", help="where the web app listens")
-        parser.add_argument("--no-worker", action="store_true", help="do not start the django-q2 worker")
+        parser.add_argument(
+            "--no-worker", action="store_true", help="do not start the django-q2 worker and the chain watchers"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG or settings.EVM_CHAIN_ID != DEV_CHAIN_ID or settings.BITCOIN_NETWORK != "regtest":
@@ -70,6 +73,8 @@ class Command(BaseCommand):
             self.ensure_deployment()
             if not options["no_worker"]:
                 children.append(self.spawn([sys.executable, MANAGE, "qcluster"], var / "worker.log"))
+                # The chain watchers every 2 s (production schedules them in django-q2: sync_chains --schedule).
+                children.append(self.spawn([sys.executable, MANAGE, "sync_chains"], var / "watchers.log"))
             self.stdout.write(self.style.SUCCESS(f"web app on http://{options['addrport']}/ (Ctrl-C stops all)"))
             server = subprocess.Popen(
                 [sys.executable, MANAGE, "runserver", options["addrport"]], start_new_session=True
