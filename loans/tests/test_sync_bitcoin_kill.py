@@ -12,16 +12,11 @@ audit trail its path.
 from __future__ import annotations
 
 import itertools
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection
 
 from bitcoin.rpc import BitcoinRPC
@@ -30,12 +25,12 @@ from loans.models import BitcoinTransaction, ChainCursor, LoanStatusChange
 from loans.sync.bitcoin import sync_bitcoin
 
 from .test_sync_bitcoin import T_0, T_1, ChainLoan, assert_blocks_follow_the_node, bitcoin_trail, make_chain_loan, send
+from .watcher_process import WatcherProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 LOANS = 12
 ROUNDS = 6
-COMMAND = ("sync_chains", "--chain", "bitcoin", "--interval", "0.2")
 PATHS = {
     "release": ["escrow_confirmed", "collateral_locked", "released"],
     "exit": ["escrow_confirmed", "exited"],
@@ -50,44 +45,6 @@ ROLES = {
 }
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-class Watcher:
-    """``manage.py sync_chains --chain bitcoin`` in a child process, killed with SIGKILL."""
-
-    def __init__(self, node: RegtestProcess, log: Path) -> None:
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": _database_url(),
-            "BITCOIN_RPC_URL": node.url,
-            "BITCOIN_NETWORK": "regtest",
-            "BITCOIN_CONFIRMATIONS": "1",
-            "LOG_LEVEL": "WARNING",
-        }
-        self.log = log
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(Path(django_settings.BASE_DIR) / "manage.py"), *COMMAND],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        assert self.process.poll() is None, f"the watcher died by itself; see {self.log}"
-        self.process.send_signal(signal.SIGKILL)
-        assert self.process.wait(timeout=30) == -signal.SIGKILL
-        self.process = None
-
-
 def _state() -> tuple[int, int, int]:
     """(followed height, recorded facts, applied facts), as committed."""
     height = ChainCursor.objects.filter(chain="bitcoin").values_list("block_number", flat=True).first() or 0
@@ -98,7 +55,7 @@ def _state() -> tuple[int, int, int]:
     )
 
 
-def _wait(condition, watcher: Watcher, timeout: float = 60.0) -> None:
+def _wait(condition, watcher: WatcherProcess, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
         assert watcher.process is not None and watcher.process.poll() is None, f"the watcher died; see {watcher.log}"
@@ -155,7 +112,13 @@ def test_killed_at_random_points_and_restarted_it_stores_every_fact_once_and_app
     # The other half happens while the watcher is killed and restarted.
     steps = [lambda: fund_and_lock(second), lambda: mine(max(T_0, T_1) + 20), lambda: settle(second)]
 
-    watcher = Watcher(btc_node, tmp_path / "watcher.log")
+    watcher = WatcherProcess(
+        "bitcoin",
+        tmp_path / "watcher.log",
+        BITCOIN_RPC_URL=btc_node.url,
+        BITCOIN_NETWORK="regtest",
+        BITCOIN_CONFIRMATIONS="1",
+    )
     kills = []
     # The first kill lands while blocks are left to follow, the second while facts are left to apply; then at random.
     triggers = ["height", "applied", *(rng.choice(["height", "applied", "delay"]) for _ in range(ROUNDS - 2))]

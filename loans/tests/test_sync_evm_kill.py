@@ -13,16 +13,11 @@ hold exactly the logs on the chain, each once, each applied once, with each loan
 from __future__ import annotations
 
 import itertools
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection
 
 from evm.events import fetch_events
@@ -31,6 +26,7 @@ from loans.sync.locks import _key
 
 from .conftest import Desk
 from .test_sync_evm import fresh, trail
+from .watcher_process import WatcherProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -51,56 +47,6 @@ CAUSES = {
 }
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-class Watcher:
-    """``manage.py sync_chains --chain evm`` in a child process, killed with SIGKILL."""
-
-    def __init__(self, rpc_url: str, log: Path) -> None:
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": _database_url(),
-            "EVM_RPC_URL": rpc_url,
-            "EVM_CHAIN_ID": "31337",
-            "EVM_CONFIRMATIONS": "1",
-            "EVM_SCAN_CHUNK_BLOCKS": str(CHUNK_BLOCKS),
-            "LOG_LEVEL": "WARNING",
-        }
-        self.log = log
-        self.command = [sys.executable, str(Path(django_settings.BASE_DIR) / "manage.py"), "sync_chains"]
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [*self.command, "--chain", "evm", "--interval", "0.2"], env=self.env, stdout=log, stderr=log
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        assert self.process.poll() is None, f"the watcher died by itself: {self.log.read_text()[-3000:]}"
-        self.process.send_signal(signal.SIGKILL)
-        assert self.process.wait(timeout=30) == -signal.SIGKILL
-        self.process = None
-
-    def once(self) -> str:
-        """``manage.py sync_chains --chain evm --once``, to the end."""
-        result = subprocess.run(
-            [*self.command, "--chain", "evm", "--once"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-
 def _state() -> tuple[int, int, int]:
     """(cursor block, stored events, applied events), as committed."""
     block = ChainCursor.objects.filter(chain="evm").values_list("block_number", flat=True).first() or 0
@@ -119,7 +65,7 @@ def _run_lock_held() -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def _wait(condition, watcher: Watcher, timeout: float = 60.0) -> None:
+def _wait(condition, watcher: WatcherProcess, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
         assert watcher.process is not None and watcher.process.poll() is None, watcher.log.read_text()[-3000:]
@@ -160,7 +106,14 @@ def test_killed_at_random_points_and_restarted_it_stores_every_event_once_and_ap
     drive(24)  # before the first start; more while the watcher is killed and restarted
     steps = [lambda: drive(6), lambda: drive(6), lambda: drive(4)]
 
-    watcher = Watcher(anvil.url, tmp_path / "watcher.log")
+    watcher = WatcherProcess(
+        "evm",
+        tmp_path / "watcher.log",
+        EVM_RPC_URL=anvil.url,
+        EVM_CHAIN_ID="31337",
+        EVM_CONFIRMATIONS="1",
+        EVM_SCAN_CHUNK_BLOCKS=str(CHUNK_BLOCKS),
+    )
     kills = []
     # Kills land mid-scan ("block": once the cursor passed a random block), mid-apply ("apply": a run holds the lock
     # with the scan done, so it is applying the final events in one transaction, which the kill rolls back whole),
