@@ -241,6 +241,10 @@ def reorg_chain(w3: Web3, depth: int, txs: Sequence[ReorgTx] | None = None, *, f
 def evm_reorg(w3: Web3, evm_snapshot: None) -> Callable[..., EvmReorg]:
     """`evm_reorg(depth, txs=None) -> EvmReorg`: replace the last `depth` blocks (mined by this test: older ones
     are refused, see the module docstring) by new blocks carrying `txs` (see `ReorgTx`)."""
+    # The fork point must be a block whose state anvil still holds: with --prune-history it keeps only recent
+    # states, and the block this test's snapshot reverted to was mined long ago in a long session ("Required data
+    # unavailable"). A block mined now is the floor: every reorg of this test forks at or above it.
+    mine(w3, 1)
     floor = int(w3.eth.block_number)
 
     def reorg(depth: int, txs: Sequence[ReorgTx] | None = None) -> EvmReorg:
