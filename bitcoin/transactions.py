@@ -474,8 +474,8 @@ def build_tx1(facts: LoanFacts, *, fee_rate_sat_vb: FeeRate) -> PreparedSpend:
     )
     if prepared.fee_rate > facts.max_fee_rate_sat_vb:
         raise FeeError(
-            f"the escrow's sub-dust remainder raises TX_1's fee rate to {float(prepared.fee_rate):.3f} sat/vB, "
-            "above the loan's maximum"
+            f"the escrow's sub-dust remainder raises TX_1's fee rate to {prepared.fee_rate} sat/vB (exact), "
+            f"above the loan's maximum of {facts.max_fee_rate_sat_vb} sat/vB"
         )
     return prepared
 
