@@ -457,3 +457,11 @@ def test_tx1_known_answer() -> None:
     parsed = Transaction.parse(TX1_KNOWN_ANSWER)
     assert parsed == tx
     verify_input(parsed, 0, [TxOut(1_200_000, vector_facts().escrow.script_pubkey)])
+
+
+def test_tx1_refuses_a_dust_remainder_that_lifts_the_rate_above_the_loans_maximum() -> None:
+    two_outputs_vsize = _tx1(escrow_sats=1_011_000).final_vsize
+    escrow = 1_010_000 + 3 * two_outputs_vsize + 100  # 100 sat too few for a change output: the miner gets them
+    assert _tx1(escrow_sats=escrow).fee_sats == 3 * two_outputs_vsize + 100
+    with pytest.raises(FeeError, match="above the loan's maximum of 3 sat/vB"):
+        _tx1(escrow_sats=escrow, max_fee_rate_sat_vb=3)
