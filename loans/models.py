@@ -555,7 +555,15 @@ class EvmEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["chain_id", "tx_hash", "log_index"], name="evm_event_natural_key"),
         ]
-        indexes = [models.Index(fields=["chain_id", "block_number"], name="evm_event_block_idx")]
+        indexes = [
+            models.Index(fields=["chain_id", "block_number"], name="evm_event_block_idx"),
+            # The watcher's apply step reads only the pending events: without this it walks the applied history.
+            models.Index(
+                fields=["chain_id", "block_number", "log_index"],
+                condition=Q(applied_at__isnull=True, orphaned_at__isnull=True),
+                name="evm_event_pending_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} @{self.block_number}:{self.log_index}"

@@ -522,3 +522,21 @@ def test_without_a_recorded_deployment_there_is_nothing_to_follow(w3):
     report = sync_evm(w3=w3)
     assert report.skipped == "no contract deployment is recorded for chain 31337"
     assert not ChainCursor.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_pending_events_query_can_use_the_partial_index() -> None:
+    """The apply step's query matches the pending-events index, so it never walks the applied history."""
+    from django.db import connection
+
+    from loans.sync.evm import _unapplied
+
+    if connection.vendor != "postgresql":
+        pytest.skip("partial indexes and EXPLAIN are PostgreSQL's")
+    query = _unapplied(31337).order_by("block_number", "log_index")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        sql, params = query.query.sql_with_params()
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "evm_event_pending_idx" in plan, plan
