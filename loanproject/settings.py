@@ -260,6 +260,8 @@ BTCNODE_DATA_DIR = Path(env("BTCNODE_DATA_DIR", str(VAR_DIR / "btcnode")))
 BITCOIN_SYNC_START_HEIGHT = env_int("BITCOIN_SYNC_START_HEIGHT", 0) or None
 BITCOIN_MIN_FEE_RATE_SAT_VB = env("BITCOIN_MIN_FEE_RATE_SAT_VB", "1")
 BITCOIN_MAX_FEE_RATE_SAT_VB = env("BITCOIN_MAX_FEE_RATE_SAT_VB", "500")
+# The lender's payout address on BITCOIN_NETWORK (TX_1's origination fee, TX_capture); unset: no loan is created.
+LENDER_BTC_PAYOUT_ADDRESS = env("LENDER_BTC_PAYOUT_ADDRESS", "")
 
 # EVM: Rootstock in production (chain id 30; testnet 31); anvil (31337) in development.
 EVM_RPC_URL = env("EVM_RPC_URL", "http://127.0.0.1:8545")

@@ -29,6 +29,11 @@ def is_loan_borrower(user: object, loan: Loan) -> bool:
     return bool(getattr(user, "is_active", False) and getattr(user, "pk", None) == loan.borrower_id)
 
 
+def can_borrow(user: object) -> bool:
+    """An active user with the borrower role may create loans."""
+    return bool(getattr(user, "is_active", False) and getattr(user, "role", None) == User.Role.BORROWER)
+
+
 def can_view_loan(user: object, loan: Loan) -> bool:
     """The loan's borrower, the lender and operators see a loan; nobody else does."""
     return is_loan_borrower(user, loan) or is_lender(user) or is_operator(user)

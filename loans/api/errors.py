@@ -63,6 +63,18 @@ SERVICE_CODES: tuple[str, ...] = (
     "not_a_lender",
     "key_exists",
     "no_lender_key",
+    # loans.services.borrower_actions.LOAN_CREATE_CODES (besides invalid_key above)
+    "no_parameters",
+    "no_deployment",
+    "no_lender_payout_address",
+    "amount_out_of_bounds",
+    "same_key_as_lender",
+    "invalid_hash",
+    "borrower_hash_in_use",
+    "invalid_payout_address",
+    "invalid_fee_rate",
+    "origination_fee_dust",
+    "invalid_loan_terms",
 )
 ERROR_CODES: tuple[str, ...] = (
     *GENERIC_CODES,

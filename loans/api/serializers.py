@@ -161,3 +161,46 @@ class ParametersInForceSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     note = serializers.CharField()
     terms = ParameterSetSerializer()
+
+
+class LoanCreateSerializer(serializers.Serializer):
+    """A new loan: the amount (wei, decimal string), xB, hB (64 hex each), B's Bitcoin payout address and, when
+    the borrower wants one, TX_1's fee rate (sat/vB, decimal string; default: the node's estimate)."""
+
+    amount_wei = WeiField()
+    borrower_btc_pubkey = serializers.CharField(max_length=64, help_text="xB, the borrower's x-only key (hex).")
+    borrower_hash = serializers.CharField(max_length=64, help_text="hB = SHA256(pB) (hex).")
+    borrower_payout_address = serializers.CharField(max_length=90)
+    fee_rate_sat_vb = serializers.RegexField(
+        r"^[0-9]+(\.[0-9]+)?$", max_length=20, required=False, help_text="TX_1's fee rate in sat/vB, as a string."
+    )
+
+
+class FundingSerializer(serializers.Serializer):
+    """What to send to the escrow: ``total_sats`` = collateral + origination fee + TX_1's miner fee at the rate +
+    margin (enough for TX_1 at twice the rate, at least the change output's dust threshold; it comes back to the
+    borrower as TX_1's change)."""
+
+    escrow_address = serializers.CharField()
+    escrow_descriptor = serializers.CharField()
+    collateral_sats = SatsField()
+    origination_fee_sats = SatsField()
+    fee_rate_sat_vb = serializers.CharField(help_text="Exact decimal, or n/d.")
+    fee_rate_source = serializers.ChoiceField(choices=["requested", "estimate", "minimum"])
+    tx1_vsize = serializers.IntegerField()
+    miner_fee_sats = SatsField()
+    margin_sats = SatsField()
+    margin = serializers.CharField()
+    total_sats = SatsField()
+    bip21_uri = serializers.CharField()
+    loan_file = serializers.CharField(help_text="The loan file (JSON text): keep it in the recovery kit.")
+
+
+class LoanCreatedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    amount_wei = WeiField()
+    bond_wei = WeiField()
+    repayment_wei = WeiField()
+    parameters_version = serializers.IntegerField()
+    funding = FundingSerializer()

@@ -5,20 +5,33 @@ its timeline, the parameters in force. Who sees what is ``loans.selectors.loans_
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from bitcoin.fees import parse_fee_rate
+from bitcoin.loan import fee_rate_text
+
 from .. import selectors
+from ..funding import (
+    MARGIN_FEE_RATE_MULTIPLIER,
+    FundingInstructions,
+    current_fee_rate_sat_vb,
+    loan_funding_instructions,
+)
 from ..models import Loan
 from ..permissions import can_view_loan, require
+from ..services import loan_create
+from .idempotency import IDEMPOTENCY_PARAMETER, IdempotentPostMixin
 from .serializers import (
     BitcoinTransactionSerializer,
     ErrorSerializer,
     EvmEventSerializer,
+    LoanCreatedSerializer,
+    LoanCreateSerializer,
     LoanDetailSerializer,
     LoanListSerializer,
     ParameterSetSerializer,
@@ -27,6 +40,7 @@ from .serializers import (
     TimelineEntrySerializer,
 )
 
+FUNDING_FIELDS = [name for name in FundingInstructions.__dataclass_fields__ if name != "fee_rate_sat_vb"]
 READ_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer, 429: ErrorSerializer}
 
 
@@ -36,14 +50,62 @@ def _visible_loan(request: Request, pk: int) -> Loan:
     return loan
 
 
-@extend_schema(
-    parameters=[OpenApiParameter("status", enum=Loan.Status.values, description="Only loans in this status.")],
-    responses={200: LoanListSerializer(many=True), **READ_ERRORS},
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[OpenApiParameter("status", enum=Loan.Status.values, description="Only loans in this status.")],
+        responses={200: LoanListSerializer(many=True), **READ_ERRORS},
+    ),
+    post=extend_schema(
+        request=LoanCreateSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: LoanCreatedSerializer, 400: ErrorSerializer, 422: ErrorSerializer, **READ_ERRORS},
+    ),
 )
-class LoanList(generics.ListAPIView):
-    """Loans, newest first: the caller's own, or every loan for the lender and operators."""
+class LoanList(IdempotentPostMixin, generics.ListAPIView):
+    """GET: loans, newest first: the caller's own, or every loan for the lender and operators.
 
-    serializer_class = LoanListSerializer
+    POST (an active borrower): create a draft loan and get its funding instructions (``loans.funding``): the
+    escrow address and descriptor, the exact sats to send (collateral + origination fee + TX_1's miner fee at the
+    fee rate, measured with TX_1's change output, + a margin enough for twice the rate, which returns to the
+    borrower as change), a BIP-21 URI and the loan file. The fee rate is the request's, else the node's estimate
+    within the desk's bounds, else the bounds' minimum (``fee_rate_source`` says which)."""
+
+    def get_serializer_class(self):
+        return LoanCreateSerializer if self.request.method == "POST" else LoanListSerializer
+
+    def post(self, request: Request) -> Response:
+        serializer = LoanCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        requested = data.get("fee_rate_sat_vb")
+        if requested is not None:
+            rate, source = requested, "requested"
+        else:
+            rate, source = current_fee_rate_sat_vb()
+        loan = loan_create(
+            borrower=request.user,
+            amount_wei=data["amount_wei"],
+            borrower_btc_pubkey=data["borrower_btc_pubkey"],
+            borrower_hash=data["borrower_hash"],
+            borrower_payout_address=data["borrower_payout_address"],
+            fee_rate_sat_vb=rate,
+        )
+        funding = loan_funding_instructions(loan=loan, fee_rate_sat_vb=parse_fee_rate(rate), fee_rate_source=source)
+        body = {
+            "id": loan.pk,
+            "status": loan.status,
+            "amount_wei": loan.amount_wei,
+            "bond_wei": loan.bond_wei,
+            "repayment_wei": loan.repayment_wei,
+            "parameters_version": loan.parameters.version,
+            "funding": {
+                **{name: getattr(funding, name) for name in FUNDING_FIELDS},
+                "fee_rate_sat_vb": fee_rate_text(funding.fee_rate_sat_vb),
+                "margin": f"enough for TX_1 at {MARGIN_FEE_RATE_MULTIPLIER}x the fee rate (at least the change "
+                "output's dust threshold); it returns to the borrower as TX_1's change",
+            },
+        }
+        return Response(LoanCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self):
         loans = selectors.loans_visible_to(user=self.request.user)

@@ -7,11 +7,13 @@ transaction and only after commit tells the outside world (channels broadcast, q
 - ``transitions``: the private primitive every status change goes through (both sides, audit row, closing)
 - ``evm_facts``: one service per contract event, applied once when final
 - ``bitcoin_facts``: one service per Bitcoin spend path, applied once when final
+- ``borrower_actions``: the borrower's actions (``loan_create``)
 - ``parameters``, ``deployments``: protocol parameter versions and contract deployments
 """
 
 from ..errors import ChainFactError, DeepReorgError, LoanServiceError, TransitionError
 from .bitcoin_facts import bitcoin_block_disconnect, bitcoin_transaction_apply, bitcoin_transaction_record
+from .borrower_actions import loan_create
 from .deployments import contract_deployment_record
 from .evm_facts import evm_event_apply
 from .lender_secrets import lender_hash_commit_prepare
@@ -29,6 +31,7 @@ __all__ = [
     "contract_deployment_record",
     "evm_event_apply",
     "lender_hash_commit_prepare",
+    "loan_create",
     "loan_group_name",
     "loan_status_transition",
     "protocol_parameters_create",

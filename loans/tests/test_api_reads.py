@@ -98,7 +98,7 @@ def test_a_missing_loan_is_not_found(people):
 
 
 def test_writes_to_a_read_endpoint_are_refused_in_the_error_shape(people):
-    response = client_for(people["operator"]).post(reverse("api:loan-list"), {}, format="json")
+    response = client_for(people["operator"]).post(reverse("api:parameters"), {}, format="json")  # POST loans/ creates
     assert response.status_code == 405
     assert response.json() == {"code": "method_not_allowed", "message": 'Method "POST" not allowed.', "fields": {}}
 
