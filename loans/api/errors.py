@@ -21,6 +21,7 @@ from evm.terms import REFUSAL_REASONS
 from ..errors import LoanServiceError
 from ..services.accounts import SIGN_IN_CODES, SignInRefused
 from ..services.idempotency import IDEMPOTENCY_CODES, IdempotencyError
+from ..services.presignatures import PRESIGNATURE_REASONS
 
 # DRF's own exceptions, by class, to our codes (a subclass is found by its nearest listed base).
 _DRF_CODES: dict[type[exceptions.APIException], str] = {
@@ -40,6 +41,8 @@ _DRF_CODES: dict[type[exceptions.APIException], str] = {
 SERVICE_STATUS: dict[str, int] = {
     "wrong_state": status.HTTP_409_CONFLICT,
     "deep_reorg": status.HTTP_409_CONFLICT,
+    "lender_hash_missing": status.HTTP_409_CONFLICT,
+    "escrow_not_confirmed": status.HTTP_409_CONFLICT,
     "idempotency_key_in_use": status.HTTP_409_CONFLICT,
     "idempotency_key_invalid": status.HTTP_400_BAD_REQUEST,
     "account_disabled": status.HTTP_403_FORBIDDEN,
@@ -75,6 +78,10 @@ SERVICE_CODES: tuple[str, ...] = (
     "invalid_fee_rate",
     "origination_fee_dust",
     "invalid_loan_terms",
+    # loans.services.presignatures.PRESIGNATURE_UPLOAD_CODES (besides wrong_state, invalid_loan_terms above)
+    "lender_hash_missing",
+    "escrow_not_confirmed",
+    *PRESIGNATURE_REASONS,
 )
 ERROR_CODES: tuple[str, ...] = (
     *GENERIC_CODES,

@@ -204,3 +204,25 @@ class LoanCreatedSerializer(serializers.Serializer):
     repayment_wei = WeiField()
     parameters_version = serializers.IntegerField()
     funding = FundingSerializer()
+
+
+class PresignatureUploadSerializer(serializers.Serializer):
+    """B's TX_1 pre-signature: ``psbt`` (base64 BIP-174 with B's BIP-371 tap script signature for the hashlock
+    leaf), or ``signature`` (64-byte BIP-340, hex) with the unsigned ``transaction`` (hex). Not both."""
+
+    psbt = serializers.CharField(max_length=20_000, required=False, help_text="Base64 PSBT signed by xB.")
+    signature = serializers.CharField(max_length=130, required=False, help_text="64-byte signature (hex).")
+    transaction = serializers.CharField(max_length=20_000, required=False, help_text="Unsigned TX_1 (hex).")
+
+
+class PresignatureSerializer(serializers.Serializer):
+    """The stored, verified pre-signature and TX_1's amounts."""
+
+    txid = serializers.CharField()
+    form = serializers.ChoiceField(choices=["psbt", "raw"])
+    origination_fee_sats = SatsField(help_text="Output 0, to the lender's payout address.")
+    collateral_sats = SatsField(help_text="Output 1, the collateral output.")
+    change_sats = SatsField(help_text="Output 2, the borrower's change (0: none, the remainder was dust).")
+    miner_fee_sats = SatsField()
+    fee_rate_sat_vb = serializers.CharField(help_text="Exact decimal, or n/d.")
+    verified_at = serializers.DateTimeField()

@@ -12,6 +12,7 @@ urlpatterns = [
     path("loans/", views.LoanList.as_view(), name="loan-list"),
     path("loans/<int:pk>/", views.LoanDetail.as_view(), name="loan-detail"),
     path("loans/<int:pk>/timeline/", views.LoanTimeline.as_view(), name="loan-timeline"),
+    path("loans/<int:pk>/presignature/", views.LoanPresignature.as_view(), name="loan-presignature"),
     path("parameters/", views.ParametersInForce.as_view(), name="parameters"),
     path("auth/nonce", auth.NonceView.as_view(), name="auth-nonce"),
     path("auth/siwe", auth.SignInView.as_view(), name="auth-siwe"),

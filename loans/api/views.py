@@ -24,7 +24,8 @@ from ..funding import (
 )
 from ..models import Loan
 from ..permissions import can_view_loan, require
-from ..services import loan_create
+from ..services import loan_create, presignature_upload
+from ..services.presignatures import presignature_amounts
 from .idempotency import IDEMPOTENCY_PARAMETER, IdempotentPostMixin
 from .serializers import (
     BitcoinTransactionSerializer,
@@ -36,6 +37,8 @@ from .serializers import (
     LoanListSerializer,
     ParameterSetSerializer,
     ParametersInForceSerializer,
+    PresignatureSerializer,
+    PresignatureUploadSerializer,
     StatusChangeSerializer,
     TimelineEntrySerializer,
 )
@@ -210,6 +213,50 @@ class LoanTimeline(APIView):
             for entry in selectors.loan_timeline(loan=loan)
         ]
         return Response(entries)
+
+
+@extend_schema(
+    request=PresignatureUploadSerializer,
+    parameters=[IDEMPOTENCY_PARAMETER],
+    responses={
+        201: PresignatureSerializer,
+        400: ErrorSerializer,
+        409: ErrorSerializer,
+        422: ErrorSerializer,
+        **READ_ERRORS,
+    },
+)
+class LoanPresignature(IdempotentPostMixin, APIView):
+    """POST (the loan's borrower): upload B's TX_1 pre-signature, ``{"psbt": base64}`` or ``{"signature": hex,
+    "transaction": hex}``, verified in full against the loan's own facts (``bitcoin.presignature``); the loan must
+    be requested, with hL committed and its escrow confirmed. The same TX_1 again returns the stored one."""
+
+    serializer_class = PresignatureUploadSerializer
+
+    def post(self, request: Request, pk: int) -> Response:
+        loan = _visible_loan(request, pk)
+        serializer = PresignatureUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        row = presignature_upload(
+            loan=loan,
+            actor=request.user,
+            psbt=data.get("psbt"),
+            signature=data.get("signature"),
+            transaction=data.get("transaction"),
+        )
+        verified = presignature_amounts(signature=row)
+        body = {
+            "txid": row.txid,
+            "form": row.form,
+            "origination_fee_sats": verified.origination_fee_sats,
+            "collateral_sats": verified.collateral_sats,
+            "change_sats": verified.change_sats,
+            "miner_fee_sats": verified.miner_fee_sats,
+            "fee_rate_sat_vb": fee_rate_text(verified.fee_rate_sat_vb),
+            "verified_at": row.verified_at,
+        }
+        return Response(PresignatureSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
 @extend_schema(responses={200: ParametersInForceSerializer, **READ_ERRORS})

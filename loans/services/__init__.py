@@ -18,6 +18,7 @@ from .deployments import contract_deployment_record
 from .evm_facts import evm_event_apply
 from .lender_secrets import lender_hash_commit_prepare
 from .parameters import protocol_parameters_create, protocol_parameters_matching
+from .presignatures import presignature_upload
 from .transitions import loan_group_name, loan_status_transition
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "loan_create",
     "loan_group_name",
     "loan_status_transition",
+    "presignature_upload",
     "protocol_parameters_create",
     "protocol_parameters_matching",
 ]
