@@ -98,7 +98,47 @@ class VerifiedPresignature:
         return self.prepared.fee_rate
 
 
+#: Every reason a TX_1 upload can be refused with (stable: the API returns them as error codes).
+TX1_REFUSAL_REASONS: tuple[str, ...] = (
+    "malformed_psbt",
+    "malformed_transaction",
+    "malformed_signature",
+    "missing_signature",
+    "ambiguous_upload",
+    "wrong_version",
+    "wrong_input_count",
+    "wrong_outpoint",
+    "wrong_sequence",
+    "wrong_locktime",
+    "nonempty_script_sig",
+    "witness_utxo_mismatch",
+    "wrong_output_count",
+    "wrong_fee_output",
+    "wrong_fee_amount",
+    "dust_fee_output",
+    "wrong_collateral_output",
+    "insufficient_collateral",
+    "collateral_above_cap",
+    "wrong_collateral_amount",
+    "wrong_change_output",
+    "dust_change_output",
+    "missing_change_output",
+    "outputs_exceed_input",
+    "fee_rate_too_low",
+    "fee_rate_too_high",
+    "wrong_sighash_type",
+    "wrong_leaf",
+    "wrong_signer",
+    "invalid_signature",
+)
+#: The reasons only the borrower's check of a sweep (TX_exit, TX_release) or of an unknown transaction gives.
+SWEEP_REFUSAL_REASONS: tuple[str, ...] = ("wrong_payout_output", "dust_payout_output", "not_a_loan_transaction")
+REFUSAL_REASONS = frozenset(TX1_REFUSAL_REASONS + SWEEP_REFUSAL_REASONS)
+
+
 def _refuse(reason: str, message: str) -> PresignatureError:
+    if reason not in REFUSAL_REASONS:  # a new reason must be listed above (and documented by the API)
+        raise ValueError(f"unlisted refusal reason {reason!r}")
     return PresignatureError(reason, message)
 
 

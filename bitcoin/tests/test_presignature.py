@@ -424,3 +424,18 @@ def test_a_spend_of_anything_else_is_not_a_loan_transaction() -> None:
     exit_ = build_exit(FACTS, fee_rate_sat_vb=2)
     other = _with_tx(exit_, inputs=(TxIn(OutPoint("c3" * 32, 0), FACTS.escrow_timelock_btc_blocks),))
     assert _sweep_refusal(other) == "not_a_loan_transaction"
+
+
+def test_every_refusal_reason_is_listed_once() -> None:
+    """The API documents REFUSAL_REASONS as error codes: the list is exactly the reasons the module can give."""
+    import re
+    from pathlib import Path
+
+    from bitcoin import presignature
+
+    source = Path(presignature.__file__).read_text()
+    raised = set(re.findall(r'_refuse\(\s*"([a-z_]+)"', source))
+    assert raised == presignature.REFUSAL_REASONS
+    assert len(presignature.TX1_REFUSAL_REASONS) == len(set(presignature.TX1_REFUSAL_REASONS))
+    with pytest.raises(ValueError, match="unlisted"):
+        presignature._refuse("made_up", "x")

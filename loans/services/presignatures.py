@@ -17,7 +17,12 @@ from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from bitcoin.errors import BitcoinProtocolError, PresignatureError
-from bitcoin.presignature import VerifiedPresignature, check_tx1_transaction, verify_borrower_presignature
+from bitcoin.presignature import (
+    TX1_REFUSAL_REASONS,
+    VerifiedPresignature,
+    check_tx1_transaction,
+    verify_borrower_presignature,
+)
 from bitcoin.psbt import Psbt
 from bitcoin.transactions import Transaction
 
@@ -26,39 +31,8 @@ from ..facts import loan_facts
 from ..models import BorrowerSignature, Loan, User
 from ..permissions import is_loan_borrower, require
 
-# bitcoin.presignature's PresignatureError reasons that a TX_1 upload can meet (its module docstring lists them).
-PRESIGNATURE_REASONS: tuple[str, ...] = (
-    "malformed_psbt",
-    "malformed_transaction",
-    "malformed_signature",
-    "missing_signature",
-    "ambiguous_upload",
-    "wrong_version",
-    "wrong_input_count",
-    "wrong_outpoint",
-    "wrong_sequence",
-    "wrong_locktime",
-    "nonempty_script_sig",
-    "witness_utxo_mismatch",
-    "wrong_output_count",
-    "wrong_fee_output",
-    "wrong_fee_amount",
-    "dust_fee_output",
-    "wrong_collateral_output",
-    "insufficient_collateral",
-    "collateral_above_cap",
-    "wrong_collateral_amount",
-    "wrong_change_output",
-    "dust_change_output",
-    "missing_change_output",
-    "outputs_exceed_input",
-    "fee_rate_too_low",
-    "fee_rate_too_high",
-    "wrong_sighash_type",
-    "wrong_leaf",
-    "wrong_signer",
-    "invalid_signature",
-)
+# bitcoin.presignature's reasons a TX_1 upload can meet, listed there once.
+PRESIGNATURE_REASONS: tuple[str, ...] = TX1_REFUSAL_REASONS
 PRESIGNATURE_UPLOAD_CODES: tuple[str, ...] = (
     "wrong_state",
     "lender_hash_missing",
