@@ -244,6 +244,8 @@ def evm_reorg(w3: Web3, evm_snapshot: None) -> Callable[..., EvmReorg]:
     # The fork point must be a block whose state anvil still holds: with --prune-history it keeps only recent
     # states, and the block this test's snapshot reverted to was mined long ago in a long session ("Required data
     # unavailable"). A block mined now is the floor: every reorg of this test forks at or above it.
+    # Fork at blocks mined normally: anvil may not keep the state of blocks a reorg made, so a second reorg of the
+    # same blocks should fork below them.
     mine(w3, 1)
     floor = int(w3.eth.block_number)
 
