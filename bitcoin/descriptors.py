@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from bitcoin.addresses import address_to_script_pubkey
 from bitcoin.errors import DescriptorError
 from bitcoin.keys import parse_xonly_pubkey
-from bitcoin.miniscript import compile_tapscript
+from bitcoin.miniscript import compile_tapscript, split_top_level
 from bitcoin.networks import Network
 from bitcoin.scripts import (
     TwoLeafTaprootOutput,
@@ -115,25 +115,6 @@ def _split_call(text: str) -> tuple[str, str]:
     return text[:open_at], text[open_at + 1 : -1]
 
 
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas that are not inside parentheses or braces."""
-    parts, depth, start = [], 0, 0
-    for index, char in enumerate(text):
-        if char in "({":
-            depth += 1
-        elif char in ")}":
-            depth -= 1
-            if depth < 0:
-                raise DescriptorError("unbalanced brackets in descriptor")
-        elif char == "," and depth == 0:
-            parts.append(text[start:index])
-            start = index + 1
-    if depth != 0:
-        raise DescriptorError("unbalanced brackets in descriptor")
-    parts.append(text[start:])
-    return parts
-
-
 def _hex(text: str, what: str) -> bytes:
     try:
         return bytes.fromhex(text)
@@ -148,7 +129,7 @@ def _tree_hash(text: str, depth: int = 0) -> bytes:
     if text.startswith("{"):
         if not text.endswith("}"):
             raise DescriptorError("unterminated tree branch")
-        children = _split_top_level(text[1:-1])
+        children = split_top_level(text[1:-1])
         if len(children) != 2:
             raise DescriptorError("a tree branch needs exactly two children")
         return tap_branch_hash(_tree_hash(children[0], depth + 1), _tree_hash(children[1], depth + 1))
@@ -162,7 +143,7 @@ def parse_descriptor(text: str, network: Network | str, require_checksum: bool =
     name, arguments = _split_call(body)
     try:
         if name == "tr":
-            parts = _split_top_level(arguments)
+            parts = split_top_level(arguments)
             if len(parts) > 2:
                 raise DescriptorError("tr() takes a key and at most one tree")
             internal_key = parse_xonly_pubkey(parts[0])

@@ -89,21 +89,21 @@ def push_number(number: int) -> bytes:
     return push_data(script_num_bytes(number))
 
 
-def _split_arguments(text: str) -> list[str]:
-    """Split on the commas that are not inside parentheses."""
+def split_top_level(text: str) -> list[str]:
+    """Split on the commas that are not inside parentheses or braces (miniscript arguments, descriptor trees)."""
     parts, depth, start = [], 0, 0
     for index, char in enumerate(text):
-        if char == "(":
+        if char in "({":
             depth += 1
-        elif char == ")":
+        elif char in ")}":
             depth -= 1
             if depth < 0:
-                raise DescriptorError("unbalanced parentheses in miniscript")
+                raise DescriptorError("unbalanced brackets")
         elif char == "," and depth == 0:
             parts.append(text[start:index])
             start = index + 1
     if depth:
-        raise DescriptorError("unbalanced parentheses in miniscript")
+        raise DescriptorError("unbalanced brackets")
     parts.append(text[start:])
     return parts
 
@@ -144,7 +144,7 @@ def _compile(text: str) -> tuple[bytes, str]:
     open_at = text.find("(")
     if open_at <= 0 or not text.endswith(")"):
         raise DescriptorError(f"expected a miniscript fragment NAME(...), got {text!r}")
-    name, arguments = text[:open_at], _split_arguments(text[open_at + 1 : -1])
+    name, arguments = text[:open_at], split_top_level(text[open_at + 1 : -1])
     if name == "pk_k" and len(arguments) == 1:
         return push_data(_key(arguments[0])), "K"
     if name == "pk" and len(arguments) == 1:
