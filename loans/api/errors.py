@@ -20,8 +20,9 @@ from evm.terms import REFUSAL_REASONS
 
 from ..errors import LoanServiceError
 from ..services.accounts import SIGN_IN_CODES, SignInRefused
+from ..services.borrower_actions import LOAN_CREATE_CODES
 from ..services.idempotency import IDEMPOTENCY_CODES, IdempotencyError
-from ..services.presignatures import PRESIGNATURE_REASONS
+from ..services.presignatures import PRESIGNATURE_UPLOAD_CODES
 
 # DRF's own exceptions, by class, to our codes (a subclass is found by its nearest listed base).
 _DRF_CODES: dict[type[exceptions.APIException], str] = {
@@ -66,23 +67,11 @@ SERVICE_CODES: tuple[str, ...] = (
     "not_a_lender",
     "key_exists",
     "no_lender_key",
-    # loans.services.borrower_actions.LOAN_CREATE_CODES (besides invalid_key above)
-    "no_parameters",
-    "no_deployment",
-    "no_lender_payout_address",
-    "amount_out_of_bounds",
-    "same_key_as_lender",
-    "invalid_hash",
-    "borrower_hash_in_use",
-    "invalid_payout_address",
-    "invalid_fee_rate",
-    "origination_fee_dust",
-    "invalid_loan_terms",
-    # loans.services.presignatures.PRESIGNATURE_UPLOAD_CODES (besides wrong_state, invalid_loan_terms above)
-    "lender_hash_missing",
-    "escrow_not_confirmed",
-    *PRESIGNATURE_REASONS,
+    # each action's codes, listed once by its service (duplicates of the above are dropped below)
+    *LOAN_CREATE_CODES,
+    *PRESIGNATURE_UPLOAD_CODES,
 )
+SERVICE_CODES = tuple(dict.fromkeys(SERVICE_CODES))
 ERROR_CODES: tuple[str, ...] = (
     *GENERIC_CODES,
     *SERVICE_CODES,
