@@ -38,6 +38,7 @@ LOAN_STATUSES = [
     "draft", "requested", "offered", "active", "repayment_in_progress",
     "repaid", "cancelled", "offer_expired", "defaulted", "repayment_refunded",
 ]  # fmt: skip
+SPEND_KINDS = ["tx_1", "tx_exit", "tx_release", "tx_capture"]  # bitcoin.transactions.SpendKind
 BTC_TX_ROLES = ["escrow_funding", "collateral_lock", "escrow_exit", "collateral_release", "collateral_capture"]
 BITCOIN_STATUSES = ["none", "escrow_confirmed", "collateral_locked", "released", "exited", "captured"]
 STATUS_SIDES = ["contract", "bitcoin"]
@@ -441,18 +442,28 @@ class LoanStatusChange(models.Model):
 
 
 class BorrowerSignature(models.Model):
-    """B's pre-signature of TX_1, as uploaded (PSBT or raw) and as verified by the lender side."""
+    """One of B's pre-signatures, as uploaded (PSBT, raw signature or finalized transaction) and as verified by the
+    lender side: TX_1's (the lender completes it with pB), or a rung of the TX_release or TX_exit ladder (the
+    watchtower completes TX_release with pL, or broadcasts TX_exit, for a borrower who went offline)."""
 
     class Form(models.TextChoices):
         PSBT = "psbt", "PSBT (BIP-174/371)"
         RAW = "raw", "Raw 64-byte signature"
+        TRANSACTION = "transaction", "Finalized transaction"
+
+    class Kind(models.TextChoices):
+        # The values are bitcoin.transactions.SpendKind's.
+        TX_1 = "tx_1", "TX_1 collateral lock"
+        TX_RELEASE = "tx_release", "TX_release collateral release"
+        TX_EXIT = "tx_exit", "TX_exit escrow reclaim"
 
     loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="borrower_signatures")
-    form = models.CharField(max_length=8, choices=Form.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TX_1)
+    form = models.CharField(max_length=16, choices=Form.choices)
     psbt_base64 = models.TextField(blank=True)
     signature_hex = models.CharField(max_length=128, help_text="64-byte BIP-340 signature, SIGHASH_DEFAULT.")
-    sighash_hex = Hex32Field(help_text="BIP-341 script-path sighash of escrow leaf 1 the signature commits to.")
-    unsigned_tx_hex = models.TextField(help_text="TX_1 as signed, without witness.")
+    sighash_hex = Hex32Field(help_text="BIP-341 script-path sighash (of the kind's leaf) the signature commits to.")
+    unsigned_tx_hex = models.TextField(help_text="The transaction as signed, without witness.")
     txid = Hex32Field()
     verified_at = models.DateTimeField(null=True, blank=True)
     uploaded_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
@@ -463,11 +474,13 @@ class BorrowerSignature(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["loan", "txid"], name="borrower_signature_unique_per_tx"),
             models.CheckConstraint(condition=Q(signature_hex__regex=r"^[0-9a-f]{128}$"), name="signature_format"),
-            models.CheckConstraint(condition=Q(form__in=["psbt", "raw"]), name="signature_form_valid"),
+            models.CheckConstraint(condition=Q(form__in=["psbt", "raw", "transaction"]), name="signature_form_valid"),
+            models.CheckConstraint(condition=Q(kind__in=["tx_1", "tx_release", "tx_exit"]), name="signature_kind_valid"),
         ]
+        indexes = [models.Index(fields=["loan", "kind"], name="borrower_signature_kind_idx")]
 
     def __str__(self) -> str:
-        return f"signature of {self.txid[:12]}… for loan {self.loan_id}"
+        return f"{self.kind} signature of {self.txid[:12]}… for loan {self.loan_id}"
 
 
 class BitcoinTransaction(models.Model):
@@ -747,3 +760,137 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} key {self.key}"
+
+
+class BitcoinBroadcast(models.Model):
+    """A loan transaction the platform handed to its Bitcoin node (``sendrawtransaction``), kept so a broadcast
+    that did not take (node down, fee too low, not yet mature) can be retried. Whether it confirmed is the
+    watcher's ``BitcoinTransaction``; this row only says what was sent, by whom, and how each attempt went."""
+
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="bitcoin_broadcasts")
+    kind = models.CharField(max_length=16, choices=[(k, k) for k in SPEND_KINDS], help_text="tx_1, tx_exit, ...")
+    txid = Hex32Field()
+    raw_hex = models.TextField(help_text="The complete signed transaction.")
+    requested_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.PROTECT, related_name="+", help_text="None: the server itself."
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    accepted_at = models.DateTimeField(null=True, blank=True, help_text="When a node last accepted it.")
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, help_text="The node's answer to the last failed attempt.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["loan", "txid"], name="btc_broadcast_unique_per_loan"),
+            models.CheckConstraint(condition=Q(txid__regex=HEX_TXID), name="btc_broadcast_txid_format"),
+            models.CheckConstraint(condition=Q(kind__in=SPEND_KINDS), name="btc_broadcast_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.txid[:12]}… of loan {self.loan_id}"
+
+
+class EvmTransaction(models.Model):
+    """An EVM transaction of a loan that the platform sent with the lender's key or a wallet reported by hash, with
+    its receipt as read at once, so the next page shows it before the watcher's confirmations. The watcher's
+    ``EvmEvent`` rows stay the source of truth: nothing here moves a loan."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending (no receipt yet)"
+        MINED = "mined", "Mined"
+        REVERTED = "reverted", "Mined, reverted"
+
+    class Source(models.TextChoices):
+        SERVER_KEY = "server_key", "Sent with the lender's server key"
+        WALLET = "wallet", "Reported by a wallet"
+
+    chain_id = models.PositiveBigIntegerField()
+    tx_hash = Hex32Field()
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="evm_transactions")
+    function = models.CharField(max_length=64, help_text="The contract function called, e.g. acceptLoanOffer.")
+    sender = models.CharField(max_length=42, validators=[validate_evm_address])
+    nonce = models.PositiveBigIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    events = models.JSONField(
+        default=list, blank=True, help_text="The receipt's decoded events of the loan contract: [{name, args}]."
+    )
+    reported_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.PROTECT, related_name="+", help_text="None: the server itself."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "tx_hash"], name="evm_tx_natural_key"),
+            models.CheckConstraint(condition=Q(status__in=["pending", "mined", "reverted"]), name="evm_tx_status_valid"),
+            models.CheckConstraint(condition=Q(source__in=["server_key", "wallet"]), name="evm_tx_source_valid"),
+            models.CheckConstraint(
+                condition=Q(status="pending", block_number__isnull=True) | ~Q(status="pending"),
+                name="evm_tx_pending_has_no_block",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.function} {self.tx_hash[:12]}… ({self.status})"
+
+
+class DeploymentPolicy(models.Model):
+    """What the desk does on one contract deployment: whether it takes new loans (an operator pauses them)."""
+
+    deployment = models.OneToOneField(ContractDeployment, on_delete=models.PROTECT, related_name="policy")
+    new_loans_paused = models.BooleanField(default=False)
+    paused_reason = models.CharField(max_length=200, blank=True)
+    updated_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "deployment policies"
+
+    def __str__(self) -> str:
+        return f"policy of {self.deployment}"
+
+
+class OperatorAction(models.Model):
+    """The audit trail of what operators did outside a loan's own life: roles granted and revoked, new loans paused
+    and resumed, broadcasts retried. Append-only, like ``LoanStatusChange``."""
+
+    class Action(models.TextChoices):
+        LENDER_GRANTED = "lender_granted", "Lender role granted"
+        LENDER_REVOKED = "lender_revoked", "Lender role revoked"
+        NEW_LOANS_PAUSED = "new_loans_paused", "New loans paused"
+        NEW_LOANS_RESUMED = "new_loans_resumed", "New loans resumed"
+        BROADCAST_RETRIED = "broadcast_retried", "Broadcast retried"
+
+    actor = models.ForeignKey(User, on_delete=models.PROTECT, related_name="operator_actions")
+    action = models.CharField(max_length=32, choices=Action.choices)
+    target_user = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    deployment = models.ForeignKey(ContractDeployment, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    broadcast = models.ForeignKey(BitcoinBroadcast, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    detail = models.CharField(max_length=500, blank=True, help_text="The reason given, or the outcome.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(
+                    action__in=[
+                        "lender_granted",
+                        "lender_revoked",
+                        "new_loans_paused",
+                        "new_loans_resumed",
+                        "broadcast_retried",
+                    ]
+                ),
+                name="operator_action_valid",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} by user {self.actor_id}"

@@ -4,7 +4,7 @@ files, drf-spectacular-sidecar: no CDN)."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import auth, views
+from . import auth, bitcoin_views, evm_views, operator_views, views
 
 app_name = "api"
 
@@ -14,6 +14,9 @@ urlpatterns = [
     path("loans/<int:pk>/timeline/", views.LoanTimeline.as_view(), name="loan-timeline"),
     path("loans/<int:pk>/presignature/", views.LoanPresignature.as_view(), name="loan-presignature"),
     path("parameters/", views.ParametersInForce.as_view(), name="parameters"),
+    *evm_views.urlpatterns,
+    *bitcoin_views.urlpatterns,
+    *operator_views.urlpatterns,
     path("auth/nonce", auth.NonceView.as_view(), name="auth-nonce"),
     path("auth/siwe", auth.SignInView.as_view(), name="auth-siwe"),
     path("auth/logout", auth.LogoutView.as_view(), name="auth-logout"),
