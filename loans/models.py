@@ -475,7 +475,9 @@ class BorrowerSignature(models.Model):
             models.UniqueConstraint(fields=["loan", "txid"], name="borrower_signature_unique_per_tx"),
             models.CheckConstraint(condition=Q(signature_hex__regex=r"^[0-9a-f]{128}$"), name="signature_format"),
             models.CheckConstraint(condition=Q(form__in=["psbt", "raw", "transaction"]), name="signature_form_valid"),
-            models.CheckConstraint(condition=Q(kind__in=["tx_1", "tx_release", "tx_exit"]), name="signature_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["tx_1", "tx_release", "tx_exit"]), name="signature_kind_valid"
+            ),
         ]
         indexes = [models.Index(fields=["loan", "kind"], name="borrower_signature_kind_idx")]
 
@@ -828,7 +830,9 @@ class EvmTransaction(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["chain_id", "tx_hash"], name="evm_tx_natural_key"),
-            models.CheckConstraint(condition=Q(status__in=["pending", "mined", "reverted"]), name="evm_tx_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "mined", "reverted"]), name="evm_tx_status_valid"
+            ),
             models.CheckConstraint(condition=Q(source__in=["server_key", "wallet"]), name="evm_tx_source_valid"),
             models.CheckConstraint(
                 condition=Q(status="pending", block_number__isnull=True) | ~Q(status="pending"),
@@ -870,7 +874,9 @@ class OperatorAction(models.Model):
     actor = models.ForeignKey(User, on_delete=models.PROTECT, related_name="operator_actions")
     action = models.CharField(max_length=32, choices=Action.choices)
     target_user = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    deployment = models.ForeignKey(ContractDeployment, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    deployment = models.ForeignKey(
+        ContractDeployment, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     broadcast = models.ForeignKey(BitcoinBroadcast, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     detail = models.CharField(max_length=500, blank=True, help_text="The reason given, or the outcome.")
     created_at = models.DateTimeField(auto_now_add=True)
