@@ -15,13 +15,25 @@ mined before one may hold the spend are ``max(0, h + t - (tip + 1))``; 0 means i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from .models import BitcoinTransaction, ChainCursor, EvmEvent, Loan, LoanStatusChange, ProtocolParameters
 
 Role = BitcoinTransaction.Role
+
+# Bitcoin's target block spacing (a consensus constant); an EVM block is this over the loan's own
+# ``evm_blocks_per_btc_block``. Estimated times are for people: every rule is in blocks.
+BITCOIN_TARGET_BLOCK_SECONDS = 600
+
+
+def estimated_time(*, blocks: int | None, seconds_per_block: float, now: datetime | None = None) -> datetime | None:
+    """When ``blocks`` more blocks will probably have been mined, at ``seconds_per_block`` each (None if unknown)."""
+    if blocks is None:
+        return None
+    return (now or timezone.now()) + timedelta(seconds=blocks * seconds_per_block)
 
 
 def bitcoin_followed_height() -> int | None:
@@ -58,6 +70,11 @@ class TimelockPath:
             return cls(timelock_blocks, output_height, None, None)
         mature = output_height + timelock_blocks
         return cls(timelock_blocks, output_height, mature, max(0, mature - (tip_height + 1)))
+
+    @property
+    def estimated_mature_at(self) -> datetime | None:
+        """When the spend may probably be broadcast (``blocks_remaining`` Bitcoin blocks from now)."""
+        return estimated_time(blocks=self.blocks_remaining, seconds_per_block=BITCOIN_TARGET_BLOCK_SECONDS)
 
     @property
     def is_mature(self) -> bool:
@@ -125,12 +142,17 @@ class Deadline:
 
     block: int | None
     blocks_remaining: int | None
+    estimated_at: datetime | None = None  # when ``block`` will probably be mined
 
     @classmethod
-    def of(cls, *, block: int | None, head: int | None) -> Deadline:
+    def of(cls, *, block: int | None, head: int | None, seconds_per_block: float | None = None) -> Deadline:
         if block is None or head is None:
             return cls(block, None)
-        return cls(block, max(0, block - (head + 1)))
+        remaining = max(0, block - (head + 1))
+        estimate = None
+        if seconds_per_block is not None:
+            estimate = estimated_time(blocks=max(0, block - head), seconds_per_block=seconds_per_block)
+        return cls(block, remaining, estimate)
 
 
 @dataclass(frozen=True)
@@ -145,12 +167,18 @@ def loan_deadlines(*, loan: Loan, head: int | None = None) -> LoanDeadlines:
     """The loan's three EVM deadlines (offer window, loan duration, repayment window), from ``head`` or the
     watcher's followed block."""
     head = evm_followed_block() if head is None else head
+    spacing = evm_seconds_per_block(loan=loan)
     return LoanDeadlines(
         head=head,
-        offer=Deadline.of(block=loan.offer_deadline_evm_block, head=head),
-        repayment=Deadline.of(block=loan.repayment_deadline_evm_block, head=head),
-        acceptance=Deadline.of(block=loan.acceptance_deadline_evm_block, head=head),
+        offer=Deadline.of(block=loan.offer_deadline_evm_block, head=head, seconds_per_block=spacing),
+        repayment=Deadline.of(block=loan.repayment_deadline_evm_block, head=head, seconds_per_block=spacing),
+        acceptance=Deadline.of(block=loan.acceptance_deadline_evm_block, head=head, seconds_per_block=spacing),
     )
+
+
+def evm_seconds_per_block(*, loan: Loan) -> float:
+    """The EVM block spacing the loan's parameters assume (Bitcoin's over ``evm_blocks_per_btc_block``)."""
+    return BITCOIN_TARGET_BLOCK_SECONDS / loan.evm_blocks_per_btc_block
 
 
 def loans_visible_to(*, user: object) -> QuerySet[Loan]:
@@ -194,3 +222,123 @@ def loan_timeline(*, loan: Loan) -> list[TimelineEntry]:
 def parameters_in_force() -> ProtocolParameters | None:
     """The newest protocol parameters version (the one new loans take), or None before the first."""
     return ProtocolParameters.objects.order_by("-version").first()
+
+
+# --- What each party may do next ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NextAction:
+    """One step a party may take on a loan, as the watchers' view of both chains shows it (the step's own service
+    checks again against the chains when it is asked for).
+
+    ``name`` is the step (the API names its endpoint), ``party`` "borrower" or "lender", ``kind`` where it happens
+    ("evm_call": a contract call to prepare for a wallet or send with the lender's key; "bitcoin": a transaction
+    or PSBT; "upload": signatures to hand over; "payment": pay the escrow from any wallet). ``open`` is False when
+    it is not open yet; ``opens`` then says when (an EVM deadline or a Bitcoin timelock path), ``closes`` when an
+    open step stops being possible."""
+
+    name: str
+    party: str
+    kind: str
+    open: bool = True
+    opens: Deadline | TimelockPath | None = None
+    closes: Deadline | None = None
+
+
+_ESCROW_OWED_TO_LENDER = frozenset({Loan.Status.ACTIVE, Loan.Status.REPAYMENT_IN_PROGRESS, Loan.Status.DEFAULTED})
+
+
+def _borrower_next_actions(loan: Loan, deadlines: LoanDeadlines, timelocks: LoanTimelocks) -> list[NextAction]:
+    status, btc = loan.status, loan.bitcoin_status
+    escrow_confirmed = btc == Loan.BitcoinStatus.ESCROW_CONFIRMED
+    actions: list[NextAction] = []
+    if status == Loan.Status.DRAFT:
+        if btc == Loan.BitcoinStatus.NONE:
+            actions.append(NextAction("fund_escrow", "borrower", "payment"))
+        elif escrow_confirmed:
+            actions.append(NextAction("request", "borrower", "evm_call"))
+    elif status == Loan.Status.REQUESTED:
+        actions.append(NextAction("cancel_request", "borrower", "evm_call"))
+        if loan.lender_hash is not None and escrow_confirmed:
+            signed = set(loan.borrower_signatures.values_list("kind", flat=True))
+            if "tx_1" not in signed:
+                actions.append(NextAction("presignature", "borrower", "upload"))
+            else:
+                actions.append(NextAction("ladders", "borrower", "upload"))
+    elif status == Loan.Status.OFFERED:
+        offer = deadlines.offer
+        cutoff_block = None if offer.block is None else offer.block - loan.accept_cutoff_blocks + 1
+        closes = Deadline.of(
+            block=cutoff_block, head=deadlines.head, seconds_per_block=evm_seconds_per_block(loan=loan)
+        )
+        is_open = deadlines.head is None or cutoff_block is None or deadlines.head + 1 < cutoff_block
+        actions.append(NextAction("accept_offer", "borrower", "evm_call", open=is_open, closes=closes))
+    elif status == Loan.Status.ACTIVE:
+        actions.append(NextAction("repay", "borrower", "evm_call", closes=deadlines.repayment))
+    elif status == Loan.Status.REPAYMENT_IN_PROGRESS:
+        actions.append(
+            NextAction(
+                "withdraw_repayment",
+                "borrower",
+                "evm_call",
+                open=deadlines.acceptance.blocks_remaining == 0,
+                opens=deadlines.acceptance,
+            )
+        )
+    if loan.lender_preimage is not None and btc == Loan.BitcoinStatus.COLLATERAL_LOCKED:
+        actions.append(NextAction("release_psbt", "borrower", "bitcoin"))
+    if escrow_confirmed and status not in _ESCROW_OWED_TO_LENDER and status != Loan.Status.DRAFT:
+        exit_path = timelocks.exit
+        actions.append(NextAction("exit_psbt", "borrower", "bitcoin", open=exit_path.is_mature, opens=exit_path))
+    return actions
+
+
+def _lender_next_actions(loan: Loan, deadlines: LoanDeadlines, timelocks: LoanTimelocks) -> list[NextAction]:
+    status, btc = loan.status, loan.bitcoin_status
+    actions: list[NextAction] = []
+    if status == Loan.Status.REQUESTED and btc == Loan.BitcoinStatus.ESCROW_CONFIRMED:
+        if loan.lender_hash is None:
+            actions.append(NextAction("commit_lender_hash", "lender", "evm_call"))
+        elif loan.borrower_signatures.filter(kind="tx_1").exists():
+            actions.append(NextAction("offer", "lender", "evm_call"))
+    elif status == Loan.Status.OFFERED:
+        offer = deadlines.offer
+        actions.append(
+            NextAction("withdraw_offer", "lender", "evm_call", open=offer.blocks_remaining == 0, opens=offer)
+        )
+    elif status == Loan.Status.ACTIVE:
+        repayment = deadlines.repayment
+        actions.append(
+            NextAction("mark_default", "lender", "evm_call", open=repayment.blocks_remaining == 0, opens=repayment)
+        )
+    elif status == Loan.Status.REPAYMENT_IN_PROGRESS:
+        actions.append(NextAction("accept_repayment", "lender", "evm_call", closes=deadlines.acceptance))
+    if loan.borrower_preimage is not None and btc == Loan.BitcoinStatus.ESCROW_CONFIRMED:
+        actions.append(NextAction("collateral_lock", "lender", "bitcoin"))
+    if (
+        status in (Loan.Status.DEFAULTED, Loan.Status.REPAYMENT_REFUNDED)
+        and btc == Loan.BitcoinStatus.COLLATERAL_LOCKED
+    ):
+        capture = timelocks.capture
+        actions.append(NextAction("collateral_capture", "lender", "bitcoin", open=capture.is_mature, opens=capture))
+    return actions
+
+
+def loan_next_actions(
+    *, loan: Loan, user: object, deadlines: LoanDeadlines | None = None, timelocks: LoanTimelocks | None = None
+) -> list[NextAction]:
+    """What ``user`` may do next on ``loan``: the borrower's steps for its borrower, the lender's for the lender and
+    operators (an operator acts for the desk), nothing for anyone else or on a closed loan."""
+    from .permissions import is_lender, is_loan_borrower, is_operator
+
+    if loan.is_closed:
+        return []
+    deadlines = deadlines or loan_deadlines(loan=loan)
+    timelocks = timelocks or loan_timelocks(loan=loan)
+    actions: list[NextAction] = []
+    if is_loan_borrower(user, loan):
+        actions += _borrower_next_actions(loan, deadlines, timelocks)
+    if is_lender(user) or is_operator(user):
+        actions += _lender_next_actions(loan, deadlines, timelocks)
+    return actions

@@ -59,6 +59,9 @@ class DeadlineSerializer(serializers.Serializer):
     blocks_remaining = serializers.IntegerField(
         allow_null=True, help_text="EVM blocks still to be mined before it (0: closed or closing); null: unknown."
     )
+    estimated_at = serializers.DateTimeField(
+        allow_null=True, help_text="When that block will probably be mined, at the loan's assumed block spacing."
+    )
 
 
 class TimelockSerializer(serializers.Serializer):
@@ -66,6 +69,9 @@ class TimelockSerializer(serializers.Serializer):
     output_height = serializers.IntegerField(allow_null=True)
     mature_height = serializers.IntegerField(allow_null=True, help_text="First height a block may hold the spend.")
     blocks_remaining = serializers.IntegerField(allow_null=True, help_text="0: the next block may hold it.")
+    estimated_mature_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the spend may probably be broadcast (600 s a Bitcoin block)."
+    )
 
 
 class BitcoinTransactionSerializer(serializers.ModelSerializer):

@@ -186,6 +186,7 @@ def _timelock(path: selectors.TimelockPath) -> dict:
         "output_height": path.output_height,
         "mature_height": path.mature_height,
         "blocks_remaining": path.blocks_remaining,
+        "estimated_mature_at": path.estimated_mature_at,
     }
 
 

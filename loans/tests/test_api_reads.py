@@ -4,6 +4,7 @@ query counts, both chains' state with deadlines in blocks, the timeline in time 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -169,15 +170,25 @@ def test_detail_has_both_chains_with_deadlines_and_timelocks_in_blocks(people):
         loan=loan, role="escrow_funding", txid=loan.escrow_txid, vout=1, value_sats=1_500_000,
         block_hash=hex32(), block_height=200,
     )  # fmt: skip
+    before = timezone.now()
     body = client_for(people["owner"]).get(reverse("api:loan-detail", args=[loan.pk])).json()
 
     evm = body["evm"]
     assert evm["followed_block"] == 1500
     offer_deadline = 1000 + loan.offer_window_blocks
-    assert evm["offer_deadline"] == {"block": offer_deadline, "blocks_remaining": max(0, offer_deadline - 1501)}
+    assert evm["offer_deadline"] == {
+        "block": offer_deadline,
+        "blocks_remaining": max(0, offer_deadline - 1501),
+        "estimated_at": evm["offer_deadline"]["estimated_at"],
+    }
     repay = 1100 + loan.loan_duration_blocks
-    assert evm["repayment_deadline"] == {"block": repay, "blocks_remaining": repay - 1501}
-    assert evm["acceptance_deadline"] == {"block": None, "blocks_remaining": None}
+    assert evm["repayment_deadline"]["block"] == repay and evm["repayment_deadline"]["blocks_remaining"] == repay - 1501
+    # Each deadline as an estimated time too: the blocks to its block at the loan's spacing (600 s / ratio).
+    spacing = 600 / loan.evm_blocks_per_btc_block
+    expected = before + timedelta(seconds=(repay - 1500) * spacing)
+    estimated = datetime.fromisoformat(evm["repayment_deadline"]["estimated_at"])
+    assert expected <= estimated <= expected + (timezone.now() - before)
+    assert evm["acceptance_deadline"] == {"block": None, "blocks_remaining": None, "estimated_at": None}
     assert evm["amount_wei"] == str(loan.amount_wei) and evm["chain_id"] == 31337
 
     btc = body["bitcoin"]
@@ -188,7 +199,11 @@ def test_detail_has_both_chains_with_deadlines_and_timelocks_in_blocks(people):
         "output_height": 200,
         "mature_height": mature,
         "blocks_remaining": mature - 211,
+        "estimated_mature_at": btc["exit_timelock"]["estimated_mature_at"],
     }
+    expected = before + timedelta(seconds=(mature - 211) * 600)
+    estimated = datetime.fromisoformat(btc["exit_timelock"]["estimated_mature_at"])
+    assert expected <= estimated <= expected + (timezone.now() - before)
     assert btc["capture_timelock"]["output_height"] is None and btc["capture_timelock"]["blocks_remaining"] is None
     assert [t["txid"] for t in btc["transactions"]] == [tx.txid]
     assert btc["transactions"][0]["confirmations"] == 11 and btc["transactions"][0]["value_sats"] == "1500000"
@@ -200,7 +215,7 @@ def test_detail_has_both_chains_with_deadlines_and_timelocks_in_blocks(people):
 def test_detail_before_the_watchers_ran_says_unknown(people, loan):
     body = client_for(people["owner"]).get(reverse("api:loan-detail", args=[loan.pk])).json()
     assert body["evm"]["followed_block"] is None and body["bitcoin"]["followed_height"] is None
-    assert body["evm"]["offer_deadline"] == {"block": None, "blocks_remaining": None}
+    assert body["evm"]["offer_deadline"] == {"block": None, "blocks_remaining": None, "estimated_at": None}
 
 
 def test_timeline_merges_audit_trail_events_and_transactions_in_time_order(people, loan):
