@@ -13,6 +13,7 @@ urlpatterns = [
     path("loans/<int:pk>/", views.LoanDetail.as_view(), name="loan-detail"),
     path("loans/<int:pk>/timeline/", views.LoanTimeline.as_view(), name="loan-timeline"),
     path("loans/<int:pk>/presignature/", views.LoanPresignature.as_view(), name="loan-presignature"),
+    path("loans/<int:pk>/loan-file/", views.LoanFile.as_view(), name="loan-file"),
     path("parameters/", views.ParametersInForce.as_view(), name="parameters"),
     *evm_views.urlpatterns,
     *bitcoin_views.urlpatterns,

@@ -5,17 +5,21 @@ its timeline, the parameters in force. Who sees what is ``loans.selectors.loans_
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from bitcoin.errors import BitcoinProtocolError
 from bitcoin.fees import parse_fee_rate
 from bitcoin.loan import fee_rate_text
 
 from .. import selectors
+from ..errors import LoanServiceError
+from ..facts import loan_facts
 from ..funding import (
     MARGIN_FEE_RATE_MULTIPLIER,
     FundingInstructions,
@@ -258,6 +262,34 @@ class LoanPresignature(IdempotentPostMixin, APIView):
             "verified_at": row.verified_at,
         }
         return Response(PresignatureSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(
+    responses={
+        200: OpenApiResponse(
+            OpenApiTypes.OBJECT,
+            description="The loan file (bitcoin.loan.LoanFacts as JSON): every fact a signer checks against, with "
+            "the derived addresses and descriptors.",
+        ),
+        422: ErrorSerializer,
+        **READ_ERRORS,
+    }
+)
+class LoanFile(APIView):
+    """The loan's current loan file, for the borrower's own signing tool (`python -m bitcoin ... --loan FILE`, the
+    browser's signer): the facts every transaction of the loan is checked against before anybody signs it. It
+    grows as the loan does: hL once committed, the escrow outpoint and value once the escrow is confirmed (from the
+    chain, by the watcher)."""
+
+    def get(self, request: Request, pk: int) -> Response:
+        loan = _visible_loan(request, pk)
+        try:
+            facts = loan_facts(loan=loan)
+        except BitcoinProtocolError as error:
+            raise LoanServiceError(
+                f"loan {loan.pk}'s facts make no loan file: {error}", code="invalid_loan_terms"
+            ) from None
+        return Response(facts.to_json_dict())
 
 
 @extend_schema(responses={200: ParametersInForceSerializer, **READ_ERRORS})

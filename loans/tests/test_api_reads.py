@@ -302,3 +302,30 @@ def test_borrower_step_refusals_keep_their_reason_and_fields():
     assert response.data == {
         "code": "wrong_parameters", "message": "t_B differs", "fields": {"offer_window_blocks": ["t_B differs"]}
     }  # fmt: skip
+
+
+def test_the_loan_file_grows_with_the_loan_and_reads_back_as_the_same_facts(people):
+    from bitcoin.loan import LoanFacts
+    from bitcoin.tests.loan_vectors import BORROWER_XONLY, LENDER_XONLY, REGTEST_P2TR, REGTEST_P2WPKH
+    from loans.facts import loan_facts
+
+    loan = make_loan(
+        borrower=people["owner"],
+        parameters=make_parameters(lender_btc_pubkey=LENDER_XONLY),
+        borrower_btc_pubkey=BORROWER_XONLY,
+        lender_btc_pubkey=LENDER_XONLY,
+        borrower_payout_address=REGTEST_P2WPKH,
+        lender_payout_address=REGTEST_P2TR,
+    )
+    url = reverse("api:loan-file", args=[loan.pk])
+    draft = client_for(people["owner"]).get(url).json()
+    assert draft["lender_hash"] is None and draft["escrow_outpoint"] is None and "collateral_address" not in draft
+    loan.lender_hash, loan.escrow_txid, loan.escrow_vout, loan.escrow_sats = hex32(), hex32(), 1, 1_500_000
+    loan.save()
+    body = client_for(people["owner"]).get(url).json()
+    assert LoanFacts.from_json_dict(body) == loan_facts(loan=loan)
+    assert body["lender_hash"] == loan.lender_hash and body["escrow_outpoint"] == f"{loan.escrow_txid}:1"
+    assert "collateral_address" in body
+    assert client_for(people["lender"]).get(url).json() == body
+    assert client_for(people["other_borrower"]).get(url).status_code == 404
+    assert client_for(None).get(url).status_code == 401
