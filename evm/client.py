@@ -59,6 +59,7 @@ from .terms import BorrowerTerms, check_loan_terms
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 GAS_MARGIN_PERCENT = 20  # added to eth_estimateGas: state can move between estimate and inclusion
 DEFAULT_RECEIPT_TIMEOUT = 180.0  # seconds; Rootstock blocks come every ~30 s
+ACCEPT_PREIMAGE_HEX_CHARS = 64  # the last ABI word of acceptLoanOffer's calldata: pB
 
 
 class LoanStatus(enum.IntEnum):
@@ -490,6 +491,25 @@ def _explain_failure(
     )
 
 
+def check_accept_offer(loan: Loan, *, next_block: int) -> None:
+    """B's accept may start for `loan` in `next_block` (the head + 1): the loan is Offered (``not_offered``) and at
+    least the loan's own `accept_cutoff_blocks` are left in its offer window (``accept_cutoff``); else
+    `BorrowerStepRefused`. A reverted accept still publishes pB: this runs before anything is signed."""
+    if loan.status is not LoanStatus.OFFERED:
+        raise BorrowerStepRefused(
+            "not_offered", f"loan {loan.loan_id} is {loan.status}, not Offered: an accept would reveal pB and fail"
+        )
+    if not loan.params.may_start_accept(loan.offer_block, next_block):
+        blocks_left = loan.params.accept_blocks_left(loan.offer_block, next_block)
+        raise BorrowerStepRefused(
+            "accept_cutoff",
+            f"the offer for loan {loan.loan_id} closes at block {loan.offer_deadline_block}: an accept sent now "
+            f"could be mined in {max(blocks_left, 0)} blocks at most (blocks {next_block}..), fewer than the "
+            f"loan's accept cutoff of {loan.params.accept_cutoff_blocks} (the last block to start one was "
+            f"{loan.last_accept_start_block}); a late accept reveals the preimage and may still fail",
+        )
+
+
 # ------------------------------------------------------------------------------------------------ client
 
 
@@ -765,21 +785,31 @@ class LoanContractClient:
         head = int(self.w3.eth.block_number)
         loan = self._borrower_loan(loan_id, terms, block=head)
         preimage = as_preimage(borrower_preimage, "borrower_preimage", loan.borrower_hash)
-        if loan.status is not LoanStatus.OFFERED:
-            raise BorrowerStepRefused(
-                "not_offered", f"loan {loan.loan_id} is {loan.status}, not Offered: an accept would reveal pB and fail"
-            )
-        next_block = head + 1
-        if not loan.params.may_start_accept(loan.offer_block, next_block):
-            blocks_left = loan.params.accept_blocks_left(loan.offer_block, next_block)
-            raise BorrowerStepRefused(
-                "accept_cutoff",
-                f"the offer for loan {loan.loan_id} closes at block {loan.offer_deadline_block}: an accept sent now "
-                f"could be mined in {max(blocks_left, 0)} blocks at most (blocks {next_block}..), fewer than the "
-                f"loan's accept cutoff of {loan.params.accept_cutoff_blocks} (the last block to start one was "
-                f"{loan.last_accept_start_block}); a late accept reveals the preimage and may still fail",
-            )
+        check_accept_offer(loan, next_block=head + 1)
         return self._prepare("acceptLoanOffer", [loan.loan_id, preimage], 0, sender, f"acceptLoanOffer({loan.loan_id})")
+
+    def accept_offer_checked(self, loan_id: int, *, terms: BorrowerTerms) -> tuple[Loan, int]:
+        """Every check `accept_loan_offer` makes except the preimage's, at one block: (the loan, the head).
+        Raises `BorrowerStepRefused` (the terms' reasons, ``not_offered``, ``accept_cutoff``)."""
+        head = int(self.w3.eth.block_number)
+        loan = self._borrower_loan(loan_id, terms, block=head)
+        check_accept_offer(loan, next_block=head + 1)
+        return loan, head
+
+    def accept_loan_offer_template(self, loan_id: int, *, terms: BorrowerTerms) -> PreparedTransaction:
+        """`acceptLoanOffer` for a wallet that holds pB and the server does not: the same checks as
+        `accept_loan_offer`, and `data` ends before the preimage word (`ACCEPT_PREIMAGE_HEX_CHARS` hex characters
+        short): the wallet appends pB, 32 bytes as 64 hex characters, and signs at once (the cutoff was checked for
+        the next block). No dry run and no gas estimate: both need pB."""
+        loan, _ = self.accept_offer_checked(loan_id, terms=terms)
+        data = self.loan.encode_abi("acceptLoanOffer", args=[loan.loan_id, bytes(32)])
+        return PreparedTransaction(
+            to=self.loan_address,
+            data=data[: -ACCEPT_PREIMAGE_HEX_CHARS],
+            value=0,
+            chain_id=self.chain_id,
+            method=f"acceptLoanOffer({loan.loan_id})",
+        )
 
     def withdraw_loan_offer(self, loan_id: int, *, sender: str | None = None) -> PreparedTransaction:
         """Lender, while Offered, from the offer deadline on: amount, bond and the processing fee to the lender."""
@@ -876,6 +906,7 @@ class LoanContractClient:
 
 
 __all__: Sequence[str] = (
+    "ACCEPT_PREIMAGE_HEX_CHARS",
     "FINAL_STATUSES",
     "BorrowerTerms",
     "Loan",
@@ -883,6 +914,7 @@ __all__: Sequence[str] = (
     "LoanStatus",
     "PreparedTransaction",
     "as_address",
+    "check_accept_offer",
     "dry_run",
     "estimate_gas",
     "revert_decoder",
