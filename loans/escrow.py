@@ -105,7 +105,8 @@ def _check(loan: Loan, rpc: BitcoinRPC, tip_height: int | None, expected_script:
     txid, vout = loan.escrow_txid, loan.escrow_vout
     output = rpc.gettxout(txid, vout, False)
     if output is None:
-        return EscrowCheck(**base, tip_height=tip_height, problems=(_missing(rpc, loan),))
+        problem = _missing(rpc, loan)
+        return EscrowCheck(**base, tip_height=tip_height, found=problem == "escrow_spent", problems=(problem,))
     best_height = int(rpc.getblockheader(output["bestblock"])["height"])
     node_confirmations = int(output["confirmations"])
     output_height = best_height - node_confirmations + 1
