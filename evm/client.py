@@ -805,7 +805,7 @@ class LoanContractClient:
         data = self.loan.encode_abi("acceptLoanOffer", args=[loan.loan_id, bytes(32)])
         return PreparedTransaction(
             to=self.loan_address,
-            data=data[: -ACCEPT_PREIMAGE_HEX_CHARS],
+            data=data[:-ACCEPT_PREIMAGE_HEX_CHARS],
             value=0,
             chain_id=self.chain_id,
             method=f"acceptLoanOffer({loan.loan_id})",

@@ -21,6 +21,7 @@ from evm.terms import REFUSAL_REASONS
 from ..errors import LoanServiceError
 from ..services.accounts import SIGN_IN_CODES, SignInRefused
 from ..services.borrower_actions import LOAN_CREATE_CODES
+from ..services.evm_calls import EVM_CALL_CODES
 from ..services.idempotency import IDEMPOTENCY_CODES, IdempotencyError
 from ..services.presignatures import PRESIGNATURE_UPLOAD_CODES
 
@@ -47,6 +48,13 @@ SERVICE_STATUS: dict[str, int] = {
     "idempotency_key_in_use": status.HTTP_409_CONFLICT,
     "idempotency_key_invalid": status.HTTP_400_BAD_REQUEST,
     "account_disabled": status.HTTP_403_FORBIDDEN,
+    "not_on_chain": status.HTTP_409_CONFLICT,
+    "too_early": status.HTTP_409_CONFLICT,
+    "too_late": status.HTTP_409_CONFLICT,
+    "lender_hash_committed": status.HTTP_409_CONFLICT,
+    "presignature_missing": status.HTTP_409_CONFLICT,
+    "evm_node_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "bitcoin_node_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
     **{code: status.HTTP_401_UNAUTHORIZED for code in SIGN_IN_CODES if code != "account_disabled"},
 }
 
@@ -70,6 +78,7 @@ SERVICE_CODES: tuple[str, ...] = (
     # each action's codes, listed once by its service (duplicates of the above are dropped below)
     *LOAN_CREATE_CODES,
     *PRESIGNATURE_UPLOAD_CODES,
+    *EVM_CALL_CODES,
 )
 SERVICE_CODES = tuple(dict.fromkeys(SERVICE_CODES))
 ERROR_CODES: tuple[str, ...] = (

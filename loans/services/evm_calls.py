@@ -32,12 +32,13 @@ from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound
 
 from evm.client import (
-    Loan as ChainLoan,
-)
-from evm.client import (
+    ACCEPT_PREIMAGE_HEX_CHARS,
     LoanContractClient,
     LoanStatus,
     PreparedTransaction,
+)
+from evm.client import (
+    Loan as ChainLoan,
 )
 from evm.errors import (
     BorrowerStepRefused,
@@ -101,6 +102,7 @@ LENDER_HASH_COMMIT_CODES: tuple[str, ...] = (
 LOAN_OFFER_EXTEND_CODES: tuple[str, ...] = (*_LENDER, "lender_hash_missing", "presignature_missing", *ESCROW_PROBLEMS)
 LOAN_REPAYMENT_ACCEPT_CODES: tuple[str, ...] = (
     *_LENDER,
+    "server_key_required",
     "too_late",
     "no_lender_preimage",
     "lender_preimage_not_due",
@@ -511,8 +513,10 @@ def _hushed() -> Iterator[None]:
 
 
 def loan_repayment_accept(*, loan: Loan, actor: User, send: bool = False) -> EvmCall:
-    """``acceptLoanRepayment(pL)`` while RepaymentInProgress and before the acceptance deadline; pL leaves the
-    vault here (``lender_secrets.lender_preimage_reveal``), for the owner's wallet or the server's key."""
+    """``acceptLoanRepayment(pL)`` while RepaymentInProgress and before the acceptance deadline, sent with the
+    lender's stored key only (``send=True``; wallet mode is refused, ``server_key_required``: an unrevealed pL is
+    never returned). pL leaves the vault here (``lender_secrets.lender_preimage_reveal``) for the signer; the
+    returned ``prepared.data`` stops before pL's word."""
 
     def check(chain: _Chain) -> None:
         _require_status(chain, loan, LoanStatus.REPAYMENT_IN_PROGRESS)
@@ -522,8 +526,17 @@ def loan_repayment_accept(*, loan: Loan, actor: User, send: bool = False) -> Evm
         preimage = lender_secrets.lender_preimage_reveal(loan=loan)
         return chain.client.accept_loan_repayment(loan.contract_loan_id, preimage, sender=sender)
 
+    _require_lender(loan, actor)
+    if not send:
+        raise _refuse(
+            "server_key_required",
+            "pL never leaves the server before it is on chain: the repayment is accepted with the lender's stored "
+            "key (send), not prepared for a wallet",
+        )
     with _hushed():  # pL is in the calldata, the dry run and the receipt: no web3 debug line may print them
-        return _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare)
+        call = _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare)
+    # Sent: what is returned no longer holds pL (the watcher records it once the event is final).
+    return replace(call, prepared=replace(call.prepared, data=call.prepared.data[:-ACCEPT_PREIMAGE_HEX_CHARS]))
 
 
 def loan_offer_withdraw(*, loan: Loan, actor: User, send: bool = False) -> EvmCall:

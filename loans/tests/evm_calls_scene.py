@@ -23,8 +23,8 @@ from evm.testing import mine
 from loans import vault
 from loans.facts import loan_facts
 from loans.models import PARAMETER_FIELDS, EvmTransaction, LenderKey, LenderPreimage, Loan, ProtocolParameters
-from loans.services import presignature_upload
 from loans.services import evm_calls as calls
+from loans.services import presignature_upload
 from loans.services.lender_secrets import lender_key_store
 
 from .conftest import Desk
@@ -150,8 +150,8 @@ def state(loan: Loan) -> tuple:
     )
 
 
-@pytest.fixture
-def scene(settings, anvil, btc_rpc, desk) -> Scene:
+@pytest.fixture(name="scene")
+def scene_fixture(settings, anvil, btc_rpc, desk) -> Scene:
     settings.EVM_RPC_URL = anvil.url
     settings.EVM_CHAIN_ID = desk.client.chain_id
     settings.BITCOIN_RPC_URL = btc_rpc.url

@@ -15,7 +15,7 @@ from loans.errors import LoanServiceError
 from loans.models import EvmTransaction, LenderKey, LenderPreimage, Loan, User
 from loans.services import evm_calls as calls
 
-from .evm_calls_scene import ESCROW_SATS, ROOM_CONFIRMATIONS, SMALL, Scene, scene, state  # noqa: F401 - scene is a fixture
+from .evm_calls_scene import ESCROW_SATS, ROOM_CONFIRMATIONS, SMALL, Scene, scene_fixture, state  # noqa: F401 - a fixture
 from .factories import make_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -76,7 +76,9 @@ def test_every_prepared_call_succeeds_on_chain_request_to_repaid(scene: Scene):
     assert full == accept.prepared.data + desk.secrets[loan.pk].hex()
     assert len(full) - len(accept.prepared.data) == ACCEPT_PREIMAGE_HEX_CHARS
     receipt = scene.sign(accept, desk.borrower.account, append=desk.secrets[loan.pk])
-    reported = calls.evm_transaction_report(loan=loan, actor=borrower, tx_hash="0x" + bytes(receipt["transactionHash"]).hex())
+    reported = calls.evm_transaction_report(
+        loan=loan, actor=borrower, tx_hash="0x" + bytes(receipt["transactionHash"]).hex()
+    )
     assert reported.source == EvmTransaction.Source.WALLET and reported.function == "acceptLoanOffer"
     assert reported.status == EvmTransaction.Status.MINED and reported.sender == desk.borrower.address
     assert [event["name"] for event in reported.events] == ["LoanActivated"]
@@ -93,6 +95,8 @@ def test_every_prepared_call_succeeds_on_chain_request_to_repaid(scene: Scene):
 
     accepted = calls.loan_repayment_accept(loan=loan, actor=lender, send=True)
     assert [event["name"] for event in accepted.transaction.events] == ["RepaymentAccepted"]
+    preimage = accepted.transaction.events[0]["args"]["lender_preimage"]
+    assert preimage not in accepted.prepared.data and accepted.prepared.data.endswith(f"{loan.contract_loan_id:064x}")
     assert scene.chain(loan).status is LoanStatus.REPAID
     loan = scene.sync(loan)
     assert loan.status == Loan.Status.REPAID
@@ -258,6 +262,8 @@ def test_mark_default_from_the_repayment_deadline_on(scene: Scene):
 def test_accept_repayment_refusals(scene: Scene):
     loan = scene.repaying()
     denied(calls.loan_repayment_accept, loan, actor=scene.borrower, send=True)
+    refused("server_key_required", calls.loan_repayment_accept, loan, actor=scene.lender)  # never pL to a wallet
+    refused("server_key_required", calls.loan_repayment_accept, loan, actor=scene.lender, send=False)
     LenderPreimage.objects.filter(loan=loan).delete()
     refused("no_lender_preimage", calls.loan_repayment_accept, loan, actor=scene.lender, send=True)
 
@@ -276,17 +282,13 @@ def test_report_refusals_and_a_pending_transaction(scene: Scene, operator):
         with pytest.raises(LoanServiceError) as caught:
             calls.evm_transaction_report(loan=loan, actor=scene.borrower, tx_hash=tx_hash)
         assert caught.value.code == code
-    transfer = desk.w3.eth.send_transaction(
-        {"from": desk.borrower.address, "to": desk.stranger.address, "value": 1}
-    )
+    transfer = desk.w3.eth.send_transaction({"from": desk.borrower.address, "to": desk.stranger.address, "value": 1})
     desk.w3.eth.wait_for_transaction_receipt(transfer)
     with pytest.raises(LoanServiceError) as caught:
         calls.evm_transaction_report(loan=loan, actor=scene.borrower, tx_hash="0x" + bytes(transfer).hex())
     assert caught.value.code == "not_this_contract"
     other = scene.requested()
-    cancel = scene.sign(
-        calls.loan_request_cancel_prepare(loan=other, actor=scene.borrower), desk.borrower.account
-    )
+    cancel = scene.sign(calls.loan_request_cancel_prepare(loan=other, actor=scene.borrower), desk.borrower.account)
     cancel_hash = "0x" + bytes(cancel["transactionHash"]).hex()
     with pytest.raises(LoanServiceError) as caught:
         calls.evm_transaction_report(loan=loan, actor=scene.borrower, tx_hash=cancel_hash)
