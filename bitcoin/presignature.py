@@ -26,6 +26,11 @@ Refusals, each with its own ``PresignatureError.reason``:
 * ``wrong_sighash_type`` (a 65-byte signature, or a PSBT sighash field other than SIGHASH_DEFAULT)
 * ``wrong_leaf`` (valid, but over the escrow's leaf 0 sighash), ``wrong_signer`` (made by xL, or recorded
   in the PSBT under another key), ``invalid_signature`` (anything else that does not verify for xB)
+* ``malformed_witness``: a finalized sweep whose witness is not ``[sigB, (pL), leaf, control]`` of its leaf
+
+The lender's side of B's pre-signed ladders (PROTOCOL.md: the borrower needs no long-lived Bitcoin key):
+``verify_borrower_sweep_signature`` checks one TX_release or TX_exit rung (PSBT, or a finalized TX_exit) in full
+and its signature over the kind's leaf, with the same reasons.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
 
+from bitcoin.encoding import sha256
 from bitcoin.errors import PresignatureError, PsbtError, TransactionError
 from bitcoin.fees import dust_threshold, fee_for_vsize
 from bitcoin.keys import verify_schnorr
@@ -133,7 +139,34 @@ TX1_REFUSAL_REASONS: tuple[str, ...] = (
 )
 #: The reasons only the borrower's check of a sweep (TX_exit, TX_release) or of an unknown transaction gives.
 SWEEP_REFUSAL_REASONS: tuple[str, ...] = ("wrong_payout_output", "dust_payout_output", "not_a_loan_transaction")
-REFUSAL_REASONS = frozenset(TX1_REFUSAL_REASONS + SWEEP_REFUSAL_REASONS)
+#: Every reason ``verify_borrower_sweep_signature`` (a TX_release or TX_exit rung of B's ladders) can give;
+#: ``malformed_witness`` (a finalized rung whose witness is not its leaf's) is its own.
+SWEEP_SIGNATURE_REFUSAL_REASONS: tuple[str, ...] = (
+    "malformed_psbt",
+    "malformed_transaction",
+    "malformed_signature",
+    "missing_signature",
+    "ambiguous_upload",
+    "wrong_version",
+    "wrong_input_count",
+    "wrong_outpoint",
+    "wrong_sequence",
+    "wrong_locktime",
+    "nonempty_script_sig",
+    "witness_utxo_mismatch",
+    "wrong_output_count",
+    "wrong_payout_output",
+    "dust_payout_output",
+    "outputs_exceed_input",
+    "fee_rate_too_low",
+    "fee_rate_too_high",
+    "wrong_sighash_type",
+    "wrong_leaf",
+    "wrong_signer",
+    "invalid_signature",
+    "malformed_witness",
+)
+REFUSAL_REASONS = frozenset(TX1_REFUSAL_REASONS + SWEEP_REFUSAL_REASONS + SWEEP_SIGNATURE_REFUSAL_REASONS)
 
 
 def _refuse(reason: str, message: str) -> PresignatureError:
@@ -408,3 +441,149 @@ def verify_borrower_presignature(
             raise _refuse("wrong_signer", "the signature was made with the lender's key, not the borrower's")
         raise _refuse("invalid_signature", "the signature does not verify for the borrower's key over TX_1")
     return VerifiedPresignature(prepared=prepared, borrower_signature=borrower_signature, sighash=sighash)
+
+
+# -- the borrower's pre-signed sweeps (TX_release, TX_exit ladders) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifiedSweep:
+    """A TX_release or TX_exit whose borrower signature verified; ``prepared`` is ready to finalize (with pL for
+    TX_release). ``form`` says how it came: ``"psbt"`` or ``"transaction"`` (a finalized TX_exit)."""
+
+    prepared: PreparedSpend
+    borrower_signature: bytes
+    sighash: bytes
+    form: str
+
+    @property
+    def transaction(self) -> Transaction:
+        """The verified unsigned transaction."""
+        return self.prepared.tx
+
+    @property
+    def payout_sats(self) -> int:
+        return self.prepared.tx.outputs[0].value
+
+    @property
+    def fee_sats(self) -> int:
+        return self.prepared.fee_sats
+
+    @property
+    def fee_rate_sat_vb(self) -> Fraction:
+        return self.prepared.fee_rate
+
+
+_BORROWER_SWEEPS = (SpendKind.TX_RELEASE, SpendKind.TX_EXIT)
+
+
+def _sweep_tree_and_leaf(facts: LoanFacts, kind: SpendKind) -> tuple[bytes, bytes]:
+    """(leaf hash B signs for ``kind``, the other leaf's hash of the same output)."""
+    tree = facts.escrow if kind is SpendKind.TX_EXIT else facts.collateral
+    return tree.leaf_hash(TIMELOCK_LEAF if kind is SpendKind.TX_EXIT else HASHLOCK_LEAF), tree.leaf_hash(
+        HASHLOCK_LEAF if kind is SpendKind.TX_EXIT else TIMELOCK_LEAF
+    )
+
+
+def _sweep_psbt_signature(facts: LoanFacts, kind: SpendKind, psbt: str | bytes | Psbt) -> tuple[Psbt, bytes]:
+    try:
+        parsed = psbt if isinstance(psbt, Psbt) else Psbt.load(psbt)
+    except PsbtError as error:
+        raise _refuse("malformed_psbt", str(error)) from None
+    if len(parsed.inputs) != 1:
+        raise _refuse("wrong_input_count", f"{kind.value} has exactly one input, the PSBT has {len(parsed.inputs)}")
+    try:
+        hash_type = parsed.sighash_type(0)
+        signatures = parsed.tap_script_sigs(0)
+    except PsbtError as error:
+        raise _refuse("malformed_psbt", str(error)) from None
+    if hash_type not in (None, SIGHASH_DEFAULT):
+        raise _refuse("wrong_sighash_type", f"PSBT asks for sighash type {hash_type}, not SIGHASH_DEFAULT")
+    leaf_hash, other_leaf_hash = _sweep_tree_and_leaf(facts, kind)
+    if (facts.borrower_btc_pubkey, leaf_hash) in signatures:
+        return parsed, signatures[(facts.borrower_btc_pubkey, leaf_hash)]
+    if (facts.borrower_btc_pubkey, other_leaf_hash) in signatures:
+        raise _refuse("wrong_leaf", f"the borrower signed the other leaf of the output {kind.value} spends")
+    if signatures:
+        raise _refuse("wrong_signer", f"the PSBT holds no signature of the borrower's key for {kind.value}'s leaf")
+    raise _refuse("missing_signature", "the PSBT carries no tap script signature")
+
+
+def _sweep_witness_signature(prepared: PreparedSpend, witness: tuple[bytes, ...]) -> bytes:
+    """B's signature from a finalized sweep's witness: ``[sigB, (preimage), leaf, control]`` of exactly this leaf."""
+    if not witness:
+        raise _refuse("missing_signature", f"the {prepared.kind.value} carries no witness")
+    expected = 3 + (prepared.preimage_hash is not None)
+    if len(witness) != expected or witness[-2] != prepared.leaf_script or witness[-1] != prepared.control_block:
+        raise _refuse(
+            "malformed_witness",
+            f"the witness is not [signature{', preimage' if expected == 4 else ''}, leaf, control block] of "
+            f"{prepared.kind.value}'s leaf",
+        )
+    if prepared.preimage_hash is not None and sha256(witness[1]) != prepared.preimage_hash:
+        raise _refuse("malformed_witness", "the witness's preimage does not hash to the leaf's hash")
+    return witness[0]
+
+
+def verify_borrower_sweep_signature(
+    facts: LoanFacts,
+    kind: SpendKind,
+    *,
+    psbt: str | bytes | Psbt | None = None,
+    transaction: bytes | str | Transaction | None = None,
+    tx1_txid: str | None = None,
+) -> VerifiedSweep:
+    """Verify one rung of B's pre-signed ladders against the loan's own facts; raise ``PresignatureError``.
+
+    ``kind`` is ``SpendKind.TX_RELEASE`` (collateral leaf 1; ``tx1_txid`` is the TX_1 whose output 1 it must
+    spend) or ``SpendKind.TX_EXIT`` (escrow leaf 0, nSequence t_0). Pass ``psbt`` (base64, hex or binary, with
+    B's BIP-371 tap script sig for the kind's leaf) or ``transaction``: a finalized transaction whose witness is
+    ``[sigB, (pL), leaf, control]``. The transaction is checked in full (``check_sweep_transaction``: input,
+    nSequence, the one output to B's payout address, the fee rate) and the signature over its BIP-341 script-path
+    sighash, with the refusal reasons of ``verify_borrower_presignature`` (``malformed_witness`` too).
+    """
+    if kind not in _BORROWER_SWEEPS:
+        raise ValueError(f"{kind.value} is not a borrower's sweep")
+    if (psbt is None) == (transaction is None):
+        if psbt is not None:
+            raise _refuse("ambiguous_upload", "send either a PSBT or a finalized transaction, not both")
+        raise _refuse("missing_signature", "send a signed PSBT or a finalized transaction")
+    claimed_prevout = None
+    if psbt is not None:
+        parsed, borrower_signature = _sweep_psbt_signature(facts, kind, psbt)
+        try:
+            claimed_prevout = parsed.witness_utxo(0)
+        except PsbtError as error:
+            raise _refuse("malformed_psbt", str(error)) from None
+        tx, form = parsed.unsigned_tx, "psbt"
+    else:
+        if isinstance(transaction, Transaction):
+            full = transaction
+        else:
+            try:
+                full = Transaction.parse(transaction)  # type: ignore[arg-type]
+            except TransactionError as error:
+                raise _refuse("malformed_transaction", str(error)) from None
+        tx, form = full, "transaction"
+    if len(tx.inputs) != 1:
+        raise _refuse("wrong_input_count", f"{kind.value} must have exactly one input, got {len(tx.inputs)}")
+    prepared = check_sweep_transaction(facts, kind, tx, claimed_prevout, tx1_txid)
+    if form == "transaction":
+        borrower_signature = _sweep_witness_signature(prepared, tx.inputs[0].witness)
+    if len(borrower_signature) == 65:
+        raise _refuse(
+            "wrong_sighash_type",
+            f"65-byte signature with sighash type 0x{borrower_signature[64]:02x}; only SIGHASH_DEFAULT is accepted",
+        )
+    if len(borrower_signature) != 64:
+        raise _refuse("malformed_signature", f"signature must be 64 bytes, got {len(borrower_signature)}")
+    sighash = prepared.sighash()
+    if not verify_schnorr(facts.borrower_btc_pubkey, sighash, borrower_signature):
+        _, other_leaf_hash = _sweep_tree_and_leaf(facts, kind)
+        other_leaf = taproot_sighash(prepared.tx, 0, [prepared.prevout], SIGHASH_DEFAULT, other_leaf_hash)
+        if verify_schnorr(facts.borrower_btc_pubkey, other_leaf, borrower_signature):
+            raise _refuse("wrong_leaf", f"the signature is over the other leaf, not {kind.value}'s")
+        if verify_schnorr(facts.lender_btc_pubkey, sighash, borrower_signature):
+            raise _refuse("wrong_signer", "the signature was made with the lender's key, not the borrower's")
+        raise _refuse("invalid_signature", f"the signature does not verify for the borrower's key over {kind.value}")
+    return VerifiedSweep(prepared=prepared, borrower_signature=borrower_signature, sighash=sighash, form=form)

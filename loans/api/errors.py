@@ -20,6 +20,15 @@ from evm.terms import REFUSAL_REASONS
 
 from ..errors import LoanServiceError
 from ..services.accounts import SIGN_IN_CODES, SignInRefused
+from ..services.bitcoin_actions import (
+    BROADCAST_CODES,
+    BROADCAST_RETRY_CODES,
+    COLLATERAL_CAPTURE_CODES,
+    COLLATERAL_LOCK_CODES,
+    EXIT_PSBT_CODES,
+    LADDER_UPLOAD_CODES,
+    RELEASE_PSBT_CODES,
+)
 from ..services.borrower_actions import LOAN_CREATE_CODES
 from ..services.evm_calls import EVM_CALL_CODES
 from ..services.idempotency import IDEMPOTENCY_CODES, IdempotencyError
@@ -55,6 +64,12 @@ SERVICE_STATUS: dict[str, int] = {
     "presignature_missing": status.HTTP_409_CONFLICT,
     "evm_node_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
     "bitcoin_node_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "escrow_owed_to_lender": status.HTTP_409_CONFLICT,
+    "collateral_not_locked": status.HTTP_409_CONFLICT,
+    "lender_preimage_unknown": status.HTTP_409_CONFLICT,
+    "borrower_preimage_unknown": status.HTTP_409_CONFLICT,
+    "tx1_not_presigned": status.HTTP_409_CONFLICT,
+    "no_presignature": status.HTTP_409_CONFLICT,
     **{code: status.HTTP_401_UNAUTHORIZED for code in SIGN_IN_CODES if code != "account_disabled"},
 }
 
@@ -78,6 +93,13 @@ SERVICE_CODES: tuple[str, ...] = (
     # each action's codes, listed once by its service (duplicates of the above are dropped below)
     *LOAN_CREATE_CODES,
     *PRESIGNATURE_UPLOAD_CODES,
+    *LADDER_UPLOAD_CODES,
+    *RELEASE_PSBT_CODES,
+    *EXIT_PSBT_CODES,
+    *BROADCAST_CODES,
+    *COLLATERAL_LOCK_CODES,
+    *COLLATERAL_CAPTURE_CODES,
+    *BROADCAST_RETRY_CODES,
     *EVM_CALL_CODES,
 )
 SERVICE_CODES = tuple(dict.fromkeys(SERVICE_CODES))
