@@ -29,7 +29,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
-from web3.exceptions import TransactionNotFound
+from web3.exceptions import TransactionNotFound, Web3Exception
 
 from evm.client import (
     ACCEPT_PREIMAGE_HEX_CHARS,
@@ -163,7 +163,7 @@ def _chain_errors() -> Iterator[None]:
         raise _refuse(refused.reason, str(refused.args[0])) from None
     except ContractRevert as revert:
         raise _refuse("contract_would_revert", f"the contract would refuse this call: {revert}") from None
-    except (NodeUnavailable, RpcError, ChainIdMismatch) as error:
+    except (NodeUnavailable, RpcError, ChainIdMismatch, OSError, Web3Exception) as error:
         raise _refuse("evm_node_unavailable", f"the EVM node could not be asked: {error}") from None
 
 
@@ -369,7 +369,7 @@ def _send(chain: _Chain, loan: Loan, actor: User, prepared: PreparedTransaction,
         if failed.tx_hash is None:
             raise _refuse("evm_node_unavailable", f"the node refused the transaction: {failed}") from None
         return _record(chain, loan, actor, prepared, failed.tx_hash, sender=account.address, source=_SERVER)
-    except (NodeUnavailable, RpcError) as error:
+    except (NodeUnavailable, RpcError, OSError, Web3Exception) as error:
         raise _refuse("evm_node_unavailable", f"the EVM node could not be asked: {error}") from None
     return _record(
         chain, loan, actor, prepared, bytes(receipt["transactionHash"]), sender=account.address, source=_SERVER

@@ -160,3 +160,12 @@ def test_the_lenders_queue_over_the_api(scene: Scene, operator):
     assert client_for(operator).get(reverse("api:lender-queue")).status_code == 200
     refused = client_for(scene.borrower).get(reverse("api:lender-queue"))
     assert refused.status_code == 403 and refused.json()["code"] == "permission_denied"
+
+
+def test_an_unreachable_evm_node_is_503(scene: Scene, settings):
+    loan = scene.requested()
+    settings.EVM_RPC_URL = "http://127.0.0.1:9"
+    response = post_call(scene.borrower, loan, "cancel-request")
+    assert response.status_code == 503 and response.json()["code"] == "evm_node_unavailable"
+    reported = client_for(scene.borrower).post(report_url(loan), {"tx_hash": "0x" + "11" * 32}, format="json")
+    assert reported.status_code == 503 and reported.json()["code"] == "evm_node_unavailable"
