@@ -241,6 +241,12 @@ class Loan(ParameterSet):
         {Status.REPAID, Status.CANCELLED, Status.OFFER_EXPIRED, Status.DEFAULTED, Status.REPAYMENT_REFUNDED}
     )
     TERMINAL_BITCOIN_STATUSES = frozenset({BitcoinStatus.RELEASED, BitcoinStatus.EXITED, BitcoinStatus.CAPTURED})
+    # pB is public and the contract owes the lender the escrow in TX_1: B must not take it back with TX_exit.
+    ESCROW_OWED_TO_LENDER_STATUSES = frozenset(
+        {Status.ACTIVE, Status.REPAYMENT_IN_PROGRESS, Status.DEFAULTED, Status.REPAYMENT_REFUNDED}
+    )
+    # The lender may take the collateral after t_1 (PROTOCOL.md's failure paths).
+    CAPTURE_STATUSES = frozenset({Status.DEFAULTED, Status.REPAYMENT_REFUNDED})
     # The only transitions there are, per side; loans.services.transitions enforces them, the audit table too.
     ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
         Status.DRAFT: frozenset({Status.REQUESTED}),

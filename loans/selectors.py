@@ -246,9 +246,6 @@ class NextAction:
     closes: Deadline | None = None
 
 
-_ESCROW_OWED_TO_LENDER = frozenset({Loan.Status.ACTIVE, Loan.Status.REPAYMENT_IN_PROGRESS, Loan.Status.DEFAULTED})
-
-
 def _borrower_next_actions(loan: Loan, deadlines: LoanDeadlines, timelocks: LoanTimelocks) -> list[NextAction]:
     status, btc = loan.status, loan.bitcoin_status
     escrow_confirmed = btc == Loan.BitcoinStatus.ESCROW_CONFIRMED
@@ -288,7 +285,7 @@ def _borrower_next_actions(loan: Loan, deadlines: LoanDeadlines, timelocks: Loan
         )
     if loan.lender_preimage is not None and btc == Loan.BitcoinStatus.COLLATERAL_LOCKED:
         actions.append(NextAction("release_psbt", "borrower", "bitcoin"))
-    if escrow_confirmed and status not in _ESCROW_OWED_TO_LENDER and status != Loan.Status.DRAFT:
+    if escrow_confirmed and status not in Loan.ESCROW_OWED_TO_LENDER_STATUSES and status != Loan.Status.DRAFT:
         exit_path = timelocks.exit
         actions.append(NextAction("exit_psbt", "borrower", "bitcoin", open=exit_path.is_mature, opens=exit_path))
     return actions

@@ -66,12 +66,6 @@ from .lender_secrets import lender_bitcoin_key
 
 #: The most rungs a ladder may have, per kind.
 MAX_LADDER_RUNGS = 16
-#: Contract statuses in which the escrow belongs in TX_1 (pB is public; the lender may lock it).
-ESCROW_OWED_TO_LENDER = frozenset(
-    {Loan.Status.ACTIVE, Loan.Status.REPAYMENT_IN_PROGRESS, Loan.Status.DEFAULTED, Loan.Status.REPAYMENT_REFUNDED}
-)
-#: Contract statuses in which the lender may take the collateral after t_1 (PROTOCOL.md failure paths).
-CAPTURE_STATUSES = frozenset({Loan.Status.DEFAULTED, Loan.Status.REPAYMENT_REFUNDED})
 #: Node reject reasons that mean "not yet": a relative (BIP-68) or absolute timelock not reached.
 TOO_EARLY_REASONS = ("non-BIP68-final", "non-final")
 
@@ -365,7 +359,7 @@ def exit_psbt_prepare(*, loan: Loan, actor: User, fee_rate_sat_vb: object) -> Pr
         raise _refuse("escrow_spent", f"loan {loan.pk}'s escrow is spent ({loan.bitcoin_status})")
     if loan.bitcoin_status != Loan.BitcoinStatus.ESCROW_CONFIRMED or loan.escrow_txid is None:
         raise _refuse("escrow_not_confirmed", f"loan {loan.pk} has no confirmed escrow")
-    if loan.status in ESCROW_OWED_TO_LENDER:
+    if loan.status in Loan.ESCROW_OWED_TO_LENDER_STATUSES:
         raise _refuse(
             "escrow_owed_to_lender", f"loan {loan.pk} is {loan.status}: its escrow belongs in TX_1, not back to B"
         )
@@ -580,7 +574,7 @@ def collateral_capture(*, loan: Loan, actor: User, fee_rate_sat_vb: object | Non
     with db_transaction.atomic():
         locked = _locked(loan)
         _require_open(locked, "nothing is left to capture")
-        if locked.status not in CAPTURE_STATUSES:
+        if locked.status not in Loan.CAPTURE_STATUSES:
             raise _refuse(
                 "wrong_state", f"loan {locked.pk} is {locked.status}: the collateral is taken after a default or refund"
             )

@@ -85,7 +85,7 @@ def test_the_escrow_exit_opens_at_t0_and_never_while_the_escrow_is_owed_to_the_l
     assert not exit_.open and exit_.opens.mature_height == mature and exit_.opens.blocks_remaining == 1
     heads(btc=mature - 1)  # the next block may hold the spend
     assert action(loan, people["owner"], "exit_psbt").open
-    for status in (S.ACTIVE, S.REPAYMENT_IN_PROGRESS, S.DEFAULTED):
+    for status in (S.ACTIVE, S.REPAYMENT_IN_PROGRESS, S.DEFAULTED, S.REPAYMENT_REFUNDED):
         loan.status = status
         assert "exit_psbt" not in names(loan, people["owner"])
 
