@@ -252,11 +252,11 @@ def _borrower_next_actions(loan: Loan, deadlines: LoanDeadlines, timelocks: Loan
     actions: list[NextAction] = []
     if status == Loan.Status.DRAFT:
         if btc == Loan.BitcoinStatus.NONE:
-            actions.append(NextAction("fund_escrow", "borrower", "payment"))
+            actions.append(NextAction("fund-escrow", "borrower", "payment"))
         elif escrow_confirmed:
             actions.append(NextAction("request", "borrower", "evm_call"))
     elif status == Loan.Status.REQUESTED:
-        actions.append(NextAction("cancel_request", "borrower", "evm_call"))
+        actions.append(NextAction("cancel-request", "borrower", "evm_call"))
         if loan.lender_hash is not None and escrow_confirmed:
             signed = set(loan.borrower_signatures.values_list("kind", flat=True))
             if "tx_1" not in signed:
@@ -270,13 +270,13 @@ def _borrower_next_actions(loan: Loan, deadlines: LoanDeadlines, timelocks: Loan
             block=cutoff_block, head=deadlines.head, seconds_per_block=evm_seconds_per_block(loan=loan)
         )
         is_open = deadlines.head is None or cutoff_block is None or deadlines.head + 1 < cutoff_block
-        actions.append(NextAction("accept_offer", "borrower", "evm_call", open=is_open, closes=closes))
+        actions.append(NextAction("accept-offer", "borrower", "evm_call", open=is_open, closes=closes))
     elif status == Loan.Status.ACTIVE:
         actions.append(NextAction("repay", "borrower", "evm_call", closes=deadlines.repayment))
     elif status == Loan.Status.REPAYMENT_IN_PROGRESS:
         actions.append(
             NextAction(
-                "withdraw_repayment",
+                "withdraw-repayment",
                 "borrower",
                 "evm_call",
                 open=deadlines.acceptance.blocks_remaining == 0,
@@ -284,10 +284,10 @@ def _borrower_next_actions(loan: Loan, deadlines: LoanDeadlines, timelocks: Loan
             )
         )
     if loan.lender_preimage is not None and btc == Loan.BitcoinStatus.COLLATERAL_LOCKED:
-        actions.append(NextAction("release_psbt", "borrower", "bitcoin"))
+        actions.append(NextAction("release-psbt", "borrower", "bitcoin"))
     if escrow_confirmed and status not in Loan.ESCROW_OWED_TO_LENDER_STATUSES and status != Loan.Status.DRAFT:
         exit_path = timelocks.exit
-        actions.append(NextAction("exit_psbt", "borrower", "bitcoin", open=exit_path.is_mature, opens=exit_path))
+        actions.append(NextAction("exit-psbt", "borrower", "bitcoin", open=exit_path.is_mature, opens=exit_path))
     return actions
 
 
@@ -296,29 +296,29 @@ def _lender_next_actions(loan: Loan, deadlines: LoanDeadlines, timelocks: LoanTi
     actions: list[NextAction] = []
     if status == Loan.Status.REQUESTED and btc == Loan.BitcoinStatus.ESCROW_CONFIRMED:
         if loan.lender_hash is None:
-            actions.append(NextAction("commit_lender_hash", "lender", "evm_call"))
+            actions.append(NextAction("commit-lender-hash", "lender", "evm_call"))
         elif loan.borrower_signatures.filter(kind="tx_1").exists():
             actions.append(NextAction("offer", "lender", "evm_call"))
     elif status == Loan.Status.OFFERED:
         offer = deadlines.offer
         actions.append(
-            NextAction("withdraw_offer", "lender", "evm_call", open=offer.blocks_remaining == 0, opens=offer)
+            NextAction("withdraw-offer", "lender", "evm_call", open=offer.blocks_remaining == 0, opens=offer)
         )
     elif status == Loan.Status.ACTIVE:
         repayment = deadlines.repayment
         actions.append(
-            NextAction("mark_default", "lender", "evm_call", open=repayment.blocks_remaining == 0, opens=repayment)
+            NextAction("mark-default", "lender", "evm_call", open=repayment.blocks_remaining == 0, opens=repayment)
         )
     elif status == Loan.Status.REPAYMENT_IN_PROGRESS:
-        actions.append(NextAction("accept_repayment", "lender", "evm_call", closes=deadlines.acceptance))
+        actions.append(NextAction("accept-repayment", "lender", "evm_call", closes=deadlines.acceptance))
     if loan.borrower_preimage is not None and btc == Loan.BitcoinStatus.ESCROW_CONFIRMED:
-        actions.append(NextAction("collateral_lock", "lender", "bitcoin"))
+        actions.append(NextAction("collateral-lock", "lender", "bitcoin"))
     if (
         status in (Loan.Status.DEFAULTED, Loan.Status.REPAYMENT_REFUNDED)
         and btc == Loan.BitcoinStatus.COLLATERAL_LOCKED
     ):
         capture = timelocks.capture
-        actions.append(NextAction("collateral_capture", "lender", "bitcoin", open=capture.is_mature, opens=capture))
+        actions.append(NextAction("collateral-capture", "lender", "bitcoin", open=capture.is_mature, opens=capture))
     return actions
 
 

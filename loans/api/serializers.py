@@ -146,11 +146,35 @@ class BitcoinSideSerializer(serializers.Serializer):
     transactions = BitcoinTransactionSerializer(many=True)
 
 
+class MomentSerializer(serializers.Serializer):
+    """When a step opens or closes: an EVM block or the first Bitcoin height a block may hold the spend."""
+
+    chain = serializers.ChoiceField(choices=["evm", "bitcoin"])
+    block = serializers.IntegerField(allow_null=True)
+    blocks_remaining = serializers.IntegerField(allow_null=True)
+    estimated_at = serializers.DateTimeField(allow_null=True)
+
+
+class NextActionSerializer(serializers.Serializer):
+    """A step the caller may take (``loans.selectors.loan_next_actions``): POST (or GET) ``endpoint`` prepares it
+    (the contract call for a wallet, a PSBT) or does it; ``open`` false: not yet (``opens`` says when)."""
+
+    name = serializers.CharField()
+    party = serializers.ChoiceField(choices=["borrower", "lender"])
+    kind = serializers.ChoiceField(choices=["evm_call", "bitcoin", "upload", "payment"])
+    open = serializers.BooleanField()
+    opens = MomentSerializer(allow_null=True)
+    closes = MomentSerializer(allow_null=True)
+    method = serializers.ChoiceField(choices=["GET", "POST"], allow_null=True)
+    endpoint = serializers.CharField(allow_null=True)
+
+
 class LoanDetailSerializer(serializers.Serializer):
     loan = LoanListSerializer()
     evm = EvmSideSerializer()
     bitcoin = BitcoinSideSerializer()
     terms = ParameterSetSerializer(help_text="The loan's own copy of every parameter.")
+    next_actions = NextActionSerializer(many=True, help_text="What the caller may do next, and where.")
 
 
 class TimelineEntrySerializer(serializers.Serializer):

@@ -5,6 +5,7 @@ its timeline, the parameters in force. Who sees what is ``loans.selectors.loans_
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
@@ -176,8 +177,58 @@ class LoanDetail(APIView):
                 ).data,
             },
             "terms": ParameterSetSerializer(loan).data,
+            "next_actions": [
+                _next_action(loan, action)
+                for action in selectors.loan_next_actions(
+                    loan=loan, user=request.user, deadlines=deadlines, timelocks=timelocks
+                )
+            ],
         }
         return Response(data)
+
+
+# Where each next step is prepared or done (a payment to the escrow has no endpoint: any wallet pays the address).
+_NEXT_ACTION_METHODS = {"release-psbt": "GET", "exit-psbt": "GET"}
+
+
+def _next_action(loan: Loan, action: selectors.NextAction) -> dict:
+    if action.kind == "payment":
+        method, endpoint = None, None
+    elif action.kind == "evm_call":
+        method, endpoint = "POST", reverse("api:loan-evm-call", args=[loan.pk, action.name])
+    else:
+        method, endpoint = (
+            _NEXT_ACTION_METHODS.get(action.name, "POST"),
+            reverse(f"api:loan-{action.name}", args=[loan.pk]),
+        )
+    return {
+        "name": action.name,
+        "party": action.party,
+        "kind": action.kind,
+        "open": action.open,
+        "opens": _moment(action.opens),
+        "closes": _moment(action.closes),
+        "method": method,
+        "endpoint": endpoint,
+    }
+
+
+def _moment(moment: selectors.Deadline | selectors.TimelockPath | None) -> dict | None:
+    if moment is None:
+        return None
+    if isinstance(moment, selectors.TimelockPath):
+        return {
+            "chain": "bitcoin",
+            "block": moment.mature_height,
+            "blocks_remaining": moment.blocks_remaining,
+            "estimated_at": moment.estimated_mature_at,
+        }
+    return {
+        "chain": "evm",
+        "block": moment.block,
+        "blocks_remaining": moment.blocks_remaining,
+        "estimated_at": moment.estimated_at,
+    }
 
 
 def _amount(value: int | None) -> str | None:
