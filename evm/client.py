@@ -568,8 +568,8 @@ class LoanContractClient:
         """The parameters new requests get (existing loans keep their `Loan.params`)."""
         return ProtocolParameters.from_abi(self._read(self.loan.functions.parameters(), block))
 
-    def parameters_version(self) -> int:
-        return int(self._read(self.loan.functions.parametersVersion()))
+    def parameters_version(self, *, block: int | str = "latest") -> int:
+        return int(self._read(self.loan.functions.parametersVersion(), block))
 
     def loan_count(self) -> int:
         return int(self._read(self.loan.functions.loanCount()))

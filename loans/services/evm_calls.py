@@ -221,8 +221,12 @@ def _borrower_address(loan: Loan, actor: User, what: str) -> str:
     return to_checksum_address(actor.evm_address)
 
 
-def _borrower_terms(loan: Loan, borrower: str) -> BorrowerTerms:
-    """What the borrower asked for, from the loan row (the request's values and the snapshot they were shown)."""
+def _borrower_terms(loan: Loan, borrower: str, *, parameters_version: int) -> BorrowerTerms:
+    """What the borrower asked for, from the loan row (the request's values and the snapshot they were shown).
+
+    ``parameters_version`` is the contract's number for the values of the loan's snapshot: the desk numbers its
+    own ``ProtocolParameters`` versions, which need not be the contract's, so the binding is to the values (every
+    one is compared) under the number the contract gives them."""
     if loan.escrow_txid is None or loan.escrow_vout is None or loan.escrow_sats is None:
         raise _refuse("escrow_not_confirmed", f"loan {loan.pk} names no escrow output yet")
     return BorrowerTerms(
@@ -233,7 +237,7 @@ def _borrower_terms(loan: Loan, borrower: str) -> BorrowerTerms:
         escrow_txid=bytes.fromhex(loan.escrow_txid),
         escrow_vout=loan.escrow_vout,
         escrow_sats=loan.escrow_sats,
-        parameters_version=loan.parameters.version,
+        parameters_version=parameters_version,
         parameters=on_chain_parameters(loan),  # type: ignore[arg-type]  # the loan's snapshot of every field
     )
 
@@ -250,9 +254,19 @@ def loan_request_prepare(*, loan: Loan, actor: User) -> EvmCall:
     policy = DeploymentPolicy.objects.filter(deployment_id=loan.deployment_id).first()
     if policy is not None and policy.new_loans_paused:
         raise _refuse("new_loans_paused", f"the desk takes no new loans for now: {policy.paused_reason or 'paused'}")
-    terms = _borrower_terms(loan, sender)
     with _chain_errors():
         client = loan_contract_client(deployment=loan.deployment)
+        block = int(client.w3.eth.block_number)
+        in_force = client.parameters(block=block)
+        version = client.parameters_version(block=block)
+    if in_force != on_chain_parameters(loan):
+        raise _refuse(
+            "wrong_parameters_version",
+            f"the contract's parameters in force (version {version}) are not the ones loan {loan.pk} was drafted "
+            "with: make a new draft with the terms in force",
+        )
+    terms = _borrower_terms(loan, sender, parameters_version=version)
+    with _chain_errors():
         prepared = client.request_loan_with_terms(terms, sender=sender)
     return EvmCall(prepared=prepared, sender=sender)
 
@@ -264,7 +278,7 @@ def loan_offer_accept_prepare(*, loan: Loan, actor: User) -> EvmCall:
     (``not_offered``), and the loan's accept cutoff for head + 1 (``accept_cutoff``)."""
     sender = _borrower_address(loan, actor, "accepts its offer")
     chain = _chain(loan)
-    terms = _borrower_terms(loan, sender)
+    terms = _borrower_terms(loan, sender, parameters_version=chain.loan.parameters_version)
     with _chain_errors():
         prepared = chain.client.accept_loan_offer_template(loan.contract_loan_id, terms=terms)
     return EvmCall(prepared=prepared, needs=BORROWER_PREIMAGE, sender=sender)
@@ -277,7 +291,7 @@ def loan_repayment_prepare(*, loan: Loan, actor: User) -> EvmCall:
     chain = _chain(loan)
     _require_status(chain, loan, LoanStatus.ACTIVE)
     _too_late(chain, chain.loan.repayment_deadline_block, "the repayment")
-    terms = _borrower_terms(loan, sender)
+    terms = _borrower_terms(loan, sender, parameters_version=chain.loan.parameters_version)
     with _chain_errors():
         prepared = chain.client.attempt_repayment(loan.contract_loan_id, terms=terms, sender=sender)
     return EvmCall(prepared=prepared, sender=sender)
@@ -288,7 +302,7 @@ def loan_request_cancel_prepare(*, loan: Loan, actor: User) -> EvmCall:
     sender = _borrower_address(loan, actor, "cancels its request")
     chain = _chain(loan)
     _require_status(chain, loan, LoanStatus.REQUESTED)
-    terms = _borrower_terms(loan, sender)
+    terms = _borrower_terms(loan, sender, parameters_version=chain.loan.parameters_version)
     with _chain_errors():
         prepared = chain.client.cancel_request(loan.contract_loan_id, terms=terms, sender=sender)
     return EvmCall(prepared=prepared, sender=sender)
@@ -301,7 +315,7 @@ def loan_repayment_withdraw_prepare(*, loan: Loan, actor: User) -> EvmCall:
     chain = _chain(loan)
     _require_status(chain, loan, LoanStatus.REPAYMENT_IN_PROGRESS)
     _too_early(chain, chain.loan.acceptance_deadline_block, "withdrawing the repayment")
-    terms = _borrower_terms(loan, sender)
+    terms = _borrower_terms(loan, sender, parameters_version=chain.loan.parameters_version)
     with _chain_errors():
         prepared = chain.client.withdraw_repayment_attempt(loan.contract_loan_id, terms=terms, sender=sender)
     return EvmCall(prepared=prepared, sender=sender)

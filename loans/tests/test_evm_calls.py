@@ -12,7 +12,7 @@ from eth_utils import keccak
 from evm.client import ACCEPT_PREIMAGE_HEX_CHARS, LoanStatus
 from evm.testing import rpc
 from loans.errors import LoanServiceError
-from loans.models import EvmTransaction, LenderKey, LenderPreimage, Loan, User
+from loans.models import PARAMETER_FIELDS, EvmTransaction, LenderKey, LenderPreimage, Loan, ProtocolParameters, User
 from loans.services import evm_calls as calls
 
 from .evm_calls_scene import ESCROW_SATS, ROOM_CONFIRMATIONS, SMALL, Scene, scene_fixture, state  # noqa: F401 - a fixture
@@ -142,6 +142,20 @@ def test_request_refusals(scene: Scene, lender, operator):
     User.objects.filter(pk=scene.borrower.pk).update(evm_address=None)
     scene.borrower.refresh_from_db()
     refused("no_evm_address", calls.loan_request_prepare, scene.draft(), actor=scene.borrower)
+
+
+def test_a_request_binds_the_values_under_the_contracts_own_version_number(scene: Scene):
+    """The desk numbers its parameter versions itself; the contract may number the same values otherwise. The
+    request names the contract's number for the draft's values, so it goes through whatever the desk's number."""
+    values = {name: getattr(scene.parameters, name) for name in PARAMETER_FIELDS}
+    renumbered = ProtocolParameters.objects.create(
+        version=scene.parameters.version + 40, lender_btc_pubkey=scene.parameters.lender_btc_pubkey, **values
+    )
+    loan = scene.draft(parameters=renumbered)
+    call = calls.loan_request_prepare(loan=loan, actor=scene.borrower)
+    scene.sign(call, scene.desk.borrower.account)
+    assert scene.sync(loan).status == Loan.Status.REQUESTED
+    assert scene.chain(loan).parameters_version == scene.client.parameters_version() != renumbered.version
 
 
 def test_cancel_request_succeeds_while_requested_only(scene: Scene):
