@@ -6,6 +6,7 @@ than its ``timeout``, so a slow run is never started twice; the watchers' own lo
 
 from __future__ import annotations
 
+from .services.operators import expired_records_prune
 from .sync.bitcoin import sync_bitcoin
 from .sync.evm import sync_evm
 
@@ -13,6 +14,7 @@ from .sync.evm import sync_evm
 SCHEDULES = (
     ("sync EVM chain", "loans.tasks.sync_evm_task", 1),
     ("sync Bitcoin chain", "loans.tasks.sync_bitcoin_task", 1),
+    ("prune expired records", "loans.tasks.prune_expired_task", 24 * 60),
 )
 
 
@@ -22,3 +24,7 @@ def sync_evm_task() -> str:
 
 def sync_bitcoin_task() -> str:
     return str(sync_bitcoin())
+
+
+def prune_expired_task() -> str:
+    return str(expired_records_prune())

@@ -32,6 +32,7 @@ from ..services.bitcoin_actions import (
 from ..services.borrower_actions import LOAN_CREATE_CODES
 from ..services.evm_calls import EVM_CALL_CODES
 from ..services.idempotency import IDEMPOTENCY_CODES, IdempotencyError
+from ..services.operators import OPERATOR_CODES
 from ..services.presignatures import PRESIGNATURE_UPLOAD_CODES
 
 # DRF's own exceptions, by class, to our codes (a subclass is found by its nearest listed base).
@@ -64,6 +65,10 @@ SERVICE_STATUS: dict[str, int] = {
     "presignature_missing": status.HTTP_409_CONFLICT,
     "evm_node_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
     "bitcoin_node_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "already_lender": status.HTTP_409_CONFLICT,
+    "new_loans_already_paused": status.HTTP_409_CONFLICT,
+    "new_loans_not_paused": status.HTTP_409_CONFLICT,
+    "new_loans_paused": status.HTTP_409_CONFLICT,
     "escrow_owed_to_lender": status.HTTP_409_CONFLICT,
     "collateral_not_locked": status.HTTP_409_CONFLICT,
     "lender_preimage_unknown": status.HTTP_409_CONFLICT,
@@ -101,6 +106,7 @@ SERVICE_CODES: tuple[str, ...] = (
     *COLLATERAL_CAPTURE_CODES,
     *BROADCAST_RETRY_CODES,
     *EVM_CALL_CODES,
+    *OPERATOR_CODES,
 )
 SERVICE_CODES = tuple(dict.fromkeys(SERVICE_CODES))
 ERROR_CODES: tuple[str, ...] = (

@@ -23,10 +23,12 @@ from ..facts import loan_facts
 from ..funding import fee_rate_bounds, funding_instructions_for_facts
 from ..models import PARAMETER_FIELDS, ContractDeployment, Loan, ProtocolParameters, User
 from ..permissions import can_borrow, require
+from .operators import new_loans_paused
 
 LOAN_CREATE_CODES: tuple[str, ...] = (
     "no_parameters",
     "no_deployment",
+    "new_loans_paused",
     "no_lender_payout_address",
     "amount_out_of_bounds",
     "invalid_key",
@@ -70,6 +72,9 @@ def loan_create(
     )
     if deployment is None:
         raise _refuse("no_deployment", f"no contract deployment is recorded on chain {settings.EVM_CHAIN_ID}")
+    paused = new_loans_paused(deployment=deployment)
+    if paused is not None:
+        raise _refuse("new_loans_paused", f"the desk is not taking new loans for now: {paused.paused_reason}")
     network = settings.BITCOIN_NETWORK
     lender_payout = getattr(settings, "LENDER_BTC_PAYOUT_ADDRESS", "")
     if not lender_payout:
