@@ -55,10 +55,11 @@ from evm.terms import BorrowerTerms
 from ..chains import loan_contract_client
 from ..errors import LoanServiceError
 from ..escrow import ESCROW_PROBLEMS, ROOM_PROBLEMS, escrow_check
-from ..models import BorrowerSignature, DeploymentPolicy, EvmTransaction, Loan, User
+from ..models import BorrowerSignature, EvmTransaction, Loan, User
 from ..permissions import can_prepare_lender_hash, is_lender, is_loan_borrower, is_operator, require
 from . import lender_secrets
 from .borrower_actions import on_chain_parameters
+from .operators import new_loans_paused
 
 # ------------------------------------------------------------------------------------------------ codes
 
@@ -251,9 +252,9 @@ def loan_request_prepare(*, loan: Loan, actor: User) -> EvmCall:
         raise _refuse("wrong_state", f"loan {loan.pk} is {loan.status}: only a draft is requested")
     if loan.bitcoin_status != Loan.BitcoinStatus.ESCROW_CONFIRMED or loan.escrow_txid is None:
         raise _refuse("escrow_not_confirmed", f"loan {loan.pk}'s escrow is {loan.bitcoin_status}: fund it first")
-    policy = DeploymentPolicy.objects.filter(deployment_id=loan.deployment_id).first()
-    if policy is not None and policy.new_loans_paused:
-        raise _refuse("new_loans_paused", f"the desk takes no new loans for now: {policy.paused_reason or 'paused'}")
+    paused = new_loans_paused(deployment=loan.deployment)
+    if paused is not None:
+        raise _refuse("new_loans_paused", f"the desk is not taking new loans for now: {paused.paused_reason}")
     with _chain_errors():
         client = loan_contract_client(deployment=loan.deployment)
         block = int(client.w3.eth.block_number)

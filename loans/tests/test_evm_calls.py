@@ -158,6 +158,16 @@ def test_a_request_binds_the_values_under_the_contracts_own_version_number(scene
     assert scene.chain(loan).parameters_version == scene.client.parameters_version() != renumbered.version
 
 
+def test_no_request_is_prepared_while_new_loans_are_paused(scene: Scene, operator):
+    from loans.services.operators import new_loans_pause, new_loans_resume
+
+    loan = scene.draft()
+    new_loans_pause(deployment=loan.deployment, actor=operator, reason="maintenance")
+    refused("new_loans_paused", calls.loan_request_prepare, loan, actor=scene.borrower)
+    new_loans_resume(deployment=loan.deployment, actor=operator)
+    assert calls.loan_request_prepare(loan=loan, actor=scene.borrower).prepared.method.startswith("requestLoan")
+
+
 def test_cancel_request_succeeds_while_requested_only(scene: Scene):
     loan = scene.requested()
     denied(calls.loan_request_cancel_prepare, loan, actor=scene.lender)
