@@ -3,8 +3,8 @@
 import pytest
 
 # btc_node / btc_rpc / btc_fund / btc_mine / btc_reorg (the embedded regtest node) and
-# anvil / w3 / deployment / evm_mine / evm_reorg.
-pytest_plugins = ["bitcoin.testing", "evm.testing"]
+# anvil / w3 / deployment / evm_mine / evm_reorg; the secret scan (no lender secret in a log line or a response).
+pytest_plugins = ["bitcoin.testing", "evm.testing", "loans.tests.secret_scan"]
 
 
 @pytest.fixture(autouse=True)

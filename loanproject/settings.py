@@ -216,6 +216,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # statuses the shared machinery gives (idempotency keys, body size, unmatched ids): loans/api/schema.py
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "loans.api.schema.cross_cutting_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "LoanStatusEnum": "loans.models.Loan.Status",
         "BitcoinStatusEnum": "loans.models.Loan.BitcoinStatus",
@@ -238,7 +243,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     # daphne's runserver gives its access log a handler of its own: keep it from printing twice via root.
-    "loggers": {"django.channels.server": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    "loggers": {
+        "django.channels.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # web3's debug lines print every JSON-RPC payload: calldata and signed transactions carry pL before it is
+        # mined (acceptRepayment's dry run and send). Never below INFO (loans/tests/secret_scan.py checks).
+        "web3.providers": {"level": "INFO"},
+    },
 }
 
 # Where the development stack keeps its state (anvil, the regtest node, the deployment record, logs).

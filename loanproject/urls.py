@@ -12,3 +12,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("loans.api.urls")),
 ]
+
+handler404 = "loans.api.schema.not_found"  # /api/...: the error shape, not an HTML page

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -78,7 +80,7 @@ SERVICE_STATUS: dict[str, int] = {
     **{code: status.HTTP_401_UNAUTHORIZED for code in SIGN_IN_CODES if code != "account_disabled"},
 }
 
-GENERIC_CODES: tuple[str, ...] = (*_DRF_CODES.values(), "server_error")
+GENERIC_CODES: tuple[str, ...] = (*_DRF_CODES.values(), "request_too_large", "server_error")
 SERVICE_CODES: tuple[str, ...] = (
     "refused",
     "wrong_state",
@@ -157,6 +159,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, BorrowerStepRefused):
         fields = {name: [str(exc.args[0])] for name in exc.fields}
         return Response(error_body(exc.reason, str(exc.args[0]), fields), status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+    if isinstance(exc, RequestDataTooBig):  # Django's answer would be an HTML 400 page
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            error_body("request_too_large", f"The request body is larger than {limit} bytes."),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
