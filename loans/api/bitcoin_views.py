@@ -240,7 +240,7 @@ class LoanCollateralCapture(IdempotentPostMixin, APIView):
 @extend_schema(
     request=EmptyRequestSerializer,
     parameters=[IDEMPOTENCY_PARAMETER],
-    responses={200: BitcoinBroadcastSerializer, **READ_ERRORS},
+    responses={200: BitcoinBroadcastSerializer, **WRITE_ERRORS},
 )
 class BitcoinBroadcastRetry(IdempotentPostMixin, APIView):
     """POST (operators): send a stored broadcast again; the outcome is on the row and in the operators' audit."""

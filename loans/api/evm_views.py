@@ -44,7 +44,7 @@ EVM_CALLS: dict[str, tuple[Callable[..., evm_calls.EvmCall], bool]] = {
     "withdraw-offer": (evm_calls.loan_offer_withdraw, True),
     "mark-default": (evm_calls.loan_default_mark, True),
 }
-POST_ERRORS = {400: ErrorSerializer, 409: ErrorSerializer, 422: ErrorSerializer, **READ_ERRORS}
+POST_ERRORS = {400: ErrorSerializer, 409: ErrorSerializer, 422: ErrorSerializer, 503: ErrorSerializer, **READ_ERRORS}
 
 
 class EvmCallRequestSerializer(serializers.Serializer):
