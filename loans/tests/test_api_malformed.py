@@ -29,6 +29,7 @@ from .api_table import (
     siwe_body,
     siwe_signature,
     siwe_text,
+    url_for,
 )
 
 pytestmark = pytest.mark.django_db
@@ -56,6 +57,9 @@ class Case:
     code: str
     content_type: str = "application/json"
     setup: Callable[[World], None] | None = None
+    method: str = "POST"
+    kwargs: Callable[[World], dict] | None = None  # default: pk is the owner's loan where the route has one
+    query: str = ""
 
 
 def _create(**fields) -> Callable[[World], dict]:
@@ -107,6 +111,19 @@ def _sign_in_once(world: World) -> None:
     response = world.client("anonymous").post(reverse("api:auth-siwe"), body, format="json")
     assert response.status_code == 200, response.content
     REPLAYED[id(world)] = body
+
+
+def _tx1_presigned(world: World) -> None:
+    from loans.services import presignature_upload
+
+    presignature_upload(loan=world.loan, actor=world.people["owner"], psbt=signed_tx1_psbt(world.loan))
+
+
+def _signed_tx1_hex(world: World) -> str:
+    from bitcoin.transactions import build_tx1
+    from loans.facts import loan_facts
+
+    return build_tx1(loan_facts(loan=world.loan), fee_rate_sat_vb=2).tx.serialize(include_witness=False).hex()
 
 
 def _oversized(field: str) -> Callable[[World], str]:
@@ -248,6 +265,94 @@ CASES: dict[str, Case] = {
     "SIWE signature too short": Case(
         "anonymous", "auth-siwe", lambda world: {**siwe_body(world), "signature": "0x1234"}, 400, "invalid"
     ),
+    # -- the Bitcoin actions: transactions, ladders, fee rates
+    "broadcast not hex": Case(
+        "owner", "loan-bitcoin-broadcasts", lambda world: {"transaction": "zz" * 80}, 422, "malformed_transaction"
+    ),
+    "broadcast truncated": Case(
+        "owner",
+        "loan-bitcoin-broadcasts",
+        lambda world: {"transaction": _signed_tx1_hex(world)[:-10]},
+        422,
+        "malformed_transaction",
+    ),
+    "broadcast too long": Case(
+        "owner", "loan-bitcoin-broadcasts", lambda world: {"transaction": "00" * 100_001}, 400, "invalid"
+    ),
+    "broadcast missing": Case("owner", "loan-bitcoin-broadcasts", lambda world: {}, 400, "invalid"),
+    "ladder rung garbage": Case(
+        "owner",
+        "loan-ladders",
+        lambda world: {"release": ["not a psbt!"]},
+        422,
+        "malformed_psbt",
+        setup=_tx1_presigned,
+    ),
+    "ladder rung a truncated PSBT": Case(
+        "owner",
+        "loan-ladders",
+        lambda world: {"exit": [signed_tx1_psbt(world.loan)[:100]]},
+        422,
+        "malformed_psbt",
+        setup=_tx1_presigned,
+    ),
+    "ladder of too many rungs": Case("owner", "loan-ladders", lambda world: {"release": ["00"] * 17}, 400, "invalid"),
+    "ladder not a list": Case("owner", "loan-ladders", lambda world: {"release": "00"}, 400, "invalid"),
+    # -- the contract calls and wallet transactions
+    "tx hash too short": Case(
+        "owner", "loan-evm-transactions", lambda world: {"tx_hash": "0x" + "ab" * 31}, 422, "invalid_tx_hash"
+    ),
+    "tx hash without 0x": Case(
+        "owner", "loan-evm-transactions", lambda world: {"tx_hash": "ab" * 32}, 422, "invalid_tx_hash"
+    ),
+    "tx hash not hex": Case(
+        "owner", "loan-evm-transactions", lambda world: {"tx_hash": "0x" + "zz" * 32}, 422, "invalid_tx_hash"
+    ),
+    "tx hash a number": Case("owner", "loan-evm-transactions", lambda world: {"tx_hash": 12}, 422, "invalid_tx_hash"),
+    "contract call unknown": Case(
+        "owner",
+        "loan-evm-call",
+        lambda world: {},
+        404,
+        "not_found",
+        kwargs=lambda world: {"pk": world.loan.pk, "name": "drain"},
+    ),
+    "contract call send not a boolean": Case(
+        "lender",
+        "loan-evm-call",
+        lambda world: {"send": "perhaps"},
+        400,
+        "invalid",
+        kwargs=lambda world: {"pk": world.loan.pk, "name": "offer"},
+    ),
+    # -- the operators' actions
+    "pause reason too long": Case(
+        "operator",
+        "operator-deployment-pause",
+        lambda world: {"reason": "x" * 201},
+        400,
+        "invalid",
+        kwargs=lambda world: {"pk": world.loan.deployment_id},
+    ),
+    "pause reason empty": Case(
+        "operator",
+        "operator-deployment-pause",
+        lambda world: {"reason": ""},
+        400,
+        "invalid",
+        kwargs=lambda world: {"pk": world.loan.deployment_id},
+    ),
+    "lender role for nobody": Case(
+        "operator",
+        "operator-lender-role",
+        lambda world: {"reason": "r"},
+        404,
+        "not_found",
+        kwargs=lambda world: {"pk": 10**9},
+    ),
+    "a negative id": Case(
+        "owner", "loan-detail", lambda world: {}, 404, "not_found", method="GET", kwargs=lambda world: None
+    ),
     # -- tokens
     "bearer token unknown": Case(
         "forged", "loan-list", lambda world: loan_create_body(world), 401, "authentication_failed"
@@ -286,8 +391,17 @@ def test_malformed_input_is_refused_with_its_code_and_changes_nothing(world: Wor
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
     loan_before = Loan.objects.values().get(pk=world.loan.pk)
     before = row_counts()
-    url = reverse(f"api:{spec.url}", kwargs={"pk": world.loan.pk} if "presignature" in spec.url else {})
-    response = client.generic("POST", url, data=data, content_type=spec.content_type)
+    if spec.kwargs is not None:
+        kwargs = spec.kwargs(world)
+        url = reverse(f"api:{spec.url}", kwargs=kwargs) if kwargs is not None else "/api/v1/loans/-1/"
+    else:
+        url = url_for(spec.url, world)
+    if spec.query:
+        url += "?" + spec.query
+    if spec.method == "GET":
+        response = client.get(url)
+    else:
+        response = client.generic(spec.method, url, data=data, content_type=spec.content_type)
     assert (response.status_code, response.json()["code"]) == (spec.status, spec.code), response.content[:400]
     assert set(response.json()) == {"code", "message", "fields"}
     assert row_counts() == before
