@@ -856,6 +856,12 @@ class DeploymentPolicy(models.Model):
     deployment = models.OneToOneField(ContractDeployment, on_delete=models.PROTECT, related_name="policy")
     new_loans_paused = models.BooleanField(default=False)
     paused_reason = models.CharField(max_length=200, blank=True)
+    # The lender's automation (issue 11), with the server's keys. Locking TX_1 once pB is public is always on.
+    auto_offer = models.BooleanField(default=False, help_text="Offer verified requests whose escrow has room.")
+    auto_accept_repayment = models.BooleanField(default=False, help_text="Accept repayments (reveals pL).")
+    auto_withdraw_offer = models.BooleanField(default=False, help_text="Withdraw offers at their deadline.")
+    auto_mark_default = models.BooleanField(default=False, help_text="Mark defaults at activation + t_D.")
+    auto_capture = models.BooleanField(default=False, help_text="Take the collateral once t_1 has matured.")
     updated_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -906,3 +912,103 @@ class OperatorAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} by user {self.actor_id}"
+
+
+AUTOMATION_ACTIONS = [
+    "collateral-lock",
+    "offer",
+    "accept-repayment",
+    "withdraw-offer",
+    "mark-default",
+    "collateral-capture",
+    "release",
+    "exit",
+]
+
+
+class Automation(models.Model):
+    """One step the platform takes on a loan unattended: the lender's automation (server keys) or the borrower's
+    watchtower (the borrower's pre-signed transactions). At most one per loan and action: two workers racing meet
+    on this row. A contract call is signed, then recorded here (hash, nonce, the signed transaction), then sent,
+    so a process that dies in between sends the very same transaction again, never a second one."""
+
+    class Party(models.TextChoices):
+        LENDER = "lender", "The lender's automation"
+        BORROWER = "borrower", "The borrower's watchtower"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent, waiting for the chain"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed (an operator looks)"
+
+    loan = models.ForeignKey(Loan, on_delete=models.PROTECT, related_name="automations")
+    action = models.CharField(max_length=32, choices=[(a, a) for a in AUTOMATION_ACTIONS])
+    party = models.CharField(max_length=16, choices=Party.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    evm_tx_hash = Hex32Field(null=True, blank=True)
+    evm_nonce = models.PositiveBigIntegerField(null=True, blank=True)
+    evm_signed_tx = models.TextField(blank=True, help_text="The signed EVM transaction (hex), to send it again.")
+    bitcoin_broadcast = models.ForeignKey(
+        BitcoinBroadcast, null=True, blank=True, on_delete=models.PROTECT, related_name="automations"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["loan", "action"], name="automation_once_per_loan_action"),
+            models.CheckConstraint(condition=Q(action__in=AUTOMATION_ACTIONS), name="automation_action_valid"),
+            models.CheckConstraint(condition=Q(party__in=["lender", "borrower"]), name="automation_party_valid"),
+            models.CheckConstraint(
+                condition=Q(state__in=["pending", "sent", "done", "failed"]), name="automation_state_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["state"], name="automation_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action} of loan {self.loan_id} ({self.state})"
+
+
+ALERT_KINDS = [
+    "offer_expiry",
+    "repayment_due",
+    "acceptance_deadline",
+    "exit_maturity",
+    "capture_maturity",
+    "presign_missing",
+    "node_unreachable",
+    "watcher_lag",
+    "automation_failed",
+]
+
+
+class Alert(models.Model):
+    """One message to one person: before a deadline that concerns them, an action a borrower must take themselves,
+    or an operator's alarm. ``key`` names the occasion (e.g. the deadline and its block): the same occasion gives a
+    person one alert, however often the worker looks. Shown on their pages (live) and sent by e-mail."""
+
+    recipient = models.ForeignKey(User, on_delete=models.CASCADE, related_name="alerts")
+    loan = models.ForeignKey(Loan, null=True, blank=True, on_delete=models.PROTECT, related_name="alerts")
+    kind = models.CharField(max_length=32, choices=[(k, k) for k in ALERT_KINDS])
+    key = models.CharField(max_length=200, help_text="The occasion: one alert per recipient and key.")
+    subject = models.CharField(max_length=200)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "key"], name="alert_once_per_occasion"),
+            models.CheckConstraint(condition=Q(kind__in=ALERT_KINDS), name="alert_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for user {self.recipient_id}"
