@@ -237,6 +237,18 @@ SIWE_MAX_MESSAGE_AGE_SECONDS = env_int("SIWE_MAX_MESSAGE_AGE_SECONDS", 600)
 SIWE_CLOCK_SKEW_SECONDS = env_int("SIWE_CLOCK_SKEW_SECONDS", 60)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 30 * 24 * 3600)
 
+# --- E-mail (alerts) ----------------------------------------------------------------------------------------
+# Development prints mail on the console; production sets EMAIL_BACKEND to SMTP and its EMAIL_* settings.
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "loan desk <desk@localhost>")
+# Links in e-mails (no trailing slash), e.g. https://desk.example.com.
+SITE_URL = env("SITE_URL", "http://127.0.0.1:8000")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -916,6 +916,7 @@ class OperatorAction(models.Model):
 
 AUTOMATION_ACTIONS = [
     "collateral-lock",
+    "commit-lender-hash",
     "offer",
     "accept-repayment",
     "withdraw-offer",
