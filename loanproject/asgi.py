@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through channels (routes added with the live pages)."""
+"""ASGI entry point: HTTP through Django, websockets through channels (the session's user in ``scope["user"]``,
+origins checked against ALLOWED_HOSTS)."""
 
 import os
 
@@ -11,13 +12,15 @@ from loans.vault import require_keys  # noqa: E402
 
 require_keys()  # no vault key with DEBUG off: refuse to serve (loans.vault)
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from loans.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -1,3 +1,9 @@
-"""Websocket routes. The live loan pages add their consumers here."""
+"""Websocket routes (wrapped in the session's authentication by loanproject.asgi)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from .consumers import AlertsConsumer
+
+websocket_urlpatterns = [
+    path("ws/alerts/", AlertsConsumer.as_asgi()),
+]
