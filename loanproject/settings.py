@@ -4,6 +4,7 @@ Defaults need nothing installed: SQLite, an in-memory channel layer and django-q
 `DATABASE_URL` switches to PostgreSQL (psycopg 3); setting `REDIS_URL` switches channels and django-q2 to Redis.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -87,12 +88,15 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_q",
+    "django_prometheus",
     "loans",
     "bitcoin",
     "evm",
 ]
 
 MIDDLEWARE = [
+    # django-prometheus: first and last, so they time the whole request (see "Observability" below).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -101,6 +105,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "loanproject.urls"
@@ -135,6 +140,17 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # channels' live-server test case needs an explicit test database name.
     DATABASES["default"]["TEST"] = {"NAME": env("DJANGO_TEST_DATABASE_NAME", "test_loans")}
+# django-prometheus's database wrappers: Django's own PostgreSQL (psycopg 3) and SQLite backends, subclassed to count
+# connections, queries and errors and time every query (django_db_* on /metrics), for a counter increment and a timer
+# per query. They keep the vendor ("postgresql", "sqlite") and every option of DATABASE_URL (conn_max_age, health
+# checks, TEST); METRICS_DATABASE=0 keeps Django's plain backends.
+PROMETHEUS_DATABASE_BACKENDS = {
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}
+if env_bool("METRICS_DATABASE", True):
+    for database in DATABASES.values():
+        database["ENGINE"] = PROMETHEUS_DATABASE_BACKENDS.get(database["ENGINE"], database["ENGINE"])
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "loans.User"
@@ -249,10 +265,43 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "loan desk <desk@localhost>")
 # Links in e-mails (no trailing slash), e.g. https://desk.example.com.
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000")
 
+# --- Observability -------------------------------------------------------------------------------------------
+# Logs: LOG_FORMAT=json writes one JSON object a line (time, level, logger, message, loan_id, exception, extras:
+# loans/logging.py), for a log collector; text (the message alone) is for a person at a terminal. JSON is the default
+# with DEBUG off, text with DEBUG on and under pytest. Either way every record carries loan_id: the one the call
+# passed in `extra`, else the one `loans.logging.loan_context` set around the work (or None).
+LOG_FORMAT = env("LOG_FORMAT", "text" if (DEBUG or UNDER_PYTEST) else "json")
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
+
+# /metrics (loans/metrics.py) tells loan counts, amounts held and the watchers' state: not for the public. A scraper
+# may present `Authorization: Bearer <METRICS_TOKEN>` (Prometheus: `authorization: {credentials_file: ...}`), which
+# works through any proxy; or come from an address in METRICS_ALLOWED_NETWORKS (comma-separated addresses or CIDR
+# networks). Client addresses are only as good as what sets REMOTE_ADDR: daphne runs with --proxy-headers
+# (docker/compose.yml), so X-Forwarded-For from anyone who reaches it directly is believed. Hence no network is
+# allowed by default with DEBUG off (only the token opens /metrics; neither set: 403 for all) and loopback with
+# DEBUG on. Metrics of several processes: set PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode).
+METRICS_TOKEN = env("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = [
+    n.strip() for n in env("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1" if DEBUG else "").split(",") if n.strip()
+]
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_network!r} is no address or network") from None
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"loan_context": {"()": "loans.logging.LoanContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(message)s"},
+        "json": {"()": "loans.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["loan_context"], "formatter": LOG_FORMAT},
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     # daphne's runserver gives its access log a handler of its own: keep it from printing twice via root.
     "loggers": {

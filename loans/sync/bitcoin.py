@@ -65,6 +65,7 @@ from bitcoin.transactions import OutPoint, SpendKind
 
 from ..chains import bitcoin_rpc
 from ..errors import DeepReorgError, LoanServiceError
+from ..logging import loan_context
 from ..models import BitcoinTransaction, ChainBlock, ChainCursor, Loan
 from ..services import bitcoin_block_disconnect, bitcoin_transaction_apply, bitcoin_transaction_record
 from ..services.transitions import NOTHING_LOCKED
@@ -229,15 +230,16 @@ def watch_set() -> WatchSet:
 def _record(
     watched: WatchedLoan, role: str, block: Block, tx: BlockTx, raw_tx: Mapping[str, Any], **fields: Any
 ) -> None:
-    bitcoin_transaction_record(
-        loan=watched.loan,
-        role=role,
-        txid=tx.txid,
-        block_hash=block.hash,
-        block_height=block.height,
-        raw_hex=str(raw_tx.get("hex", "")),
-        **fields,
-    )
+    with loan_context(watched.loan.pk):
+        bitcoin_transaction_record(
+            loan=watched.loan,
+            role=role,
+            txid=tx.txid,
+            block_hash=block.hash,
+            block_height=block.height,
+            raw_hex=str(raw_tx.get("hex", "")),
+            **fields,
+        )
     logger.info(
         "loan %s: %s %s in block %s at height %s",
         watched.loan.pk,
@@ -424,7 +426,8 @@ def apply_final_transactions(*, final_height: int) -> tuple[int, tuple[Refusal, 
     )
     for pk, loan_id, txid, role in pending:
         try:
-            bitcoin_transaction_apply(transaction_id=pk)
+            with loan_context(loan_id):  # the log lines of its apply name the loan
+                bitcoin_transaction_apply(transaction_id=pk)
         except LoanServiceError as error:
             logger.warning(
                 "loan %s: final %s %s not applied: %s", loan_id, role, txid, error, extra={"loan_id": loan_id}

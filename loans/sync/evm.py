@@ -71,6 +71,7 @@ from evm.events import (
 )
 
 from ..errors import DeepReorgError, LoanServiceError
+from ..logging import loan_context
 from ..models import ChainBlock, ChainCursor, ContractDeployment, EvmEvent, Loan
 from ..services import evm_event_apply
 from ..services.evm_facts import EVENT_SERVICES
@@ -504,6 +505,7 @@ class _Run:
             if gone:
                 return min(gone)
             for_service = _for_a_service(events, self.chain_id)
+            linked = _linked_loans([event for event in events if event["pk"] in for_service])
             held: set[int] = set()
             first, last = events[0], events[-1]
             with transaction.atomic():
@@ -511,8 +513,10 @@ class _Run:
                     loan_key = _contract_loan(event)
                     if loan_key is not None and loan_key in self.blocked:
                         held.add(event["pk"])  # a later event of a loan whose earlier one was refused: wait for it
-                    elif event["pk"] in for_service and not self._apply_one(event) and loan_key is not None:
-                        self.blocked.add(loan_key)
+                    elif event["pk"] in for_service:
+                        with loan_context(linked.get(loan_key)):  # the log lines of its apply name the loan
+                            if not self._apply_one(event) and loan_key is not None:
+                                self.blocked.add(loan_key)
                 # The rest of the batch would change nothing: marked applied at once (the refused stay unapplied).
                 inert = _between(self.chain_id, first, last).exclude(pk__in=for_service | held)
                 self.tally.applied += inert.update(applied_at=timezone.now())
@@ -540,6 +544,19 @@ class _Run:
             "loan %s: final %s not applied: %s", loan_id, _event_name(event), error, extra={"loan_id": loan_id}
         )
         self.refused.append(Refusal(loan_id, _event_name(event), code))
+
+
+def _linked_loans(events: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], int]:
+    """The app's loans already linked to the events' contract loans, by ``_contract_loan`` key (one query; a
+    request's draft is not linked yet)."""
+    keys = {key for event in events if (key := _contract_loan(event)) is not None}
+    if not keys:
+        return {}
+    ids = [contract_id for _, contract_id in keys]
+    rows = Loan.objects.filter(contract_loan_id__gte=min(ids), contract_loan_id__lte=max(ids)).values_list(
+        "deployment__loan_contract_address", "contract_loan_id", "pk"
+    )
+    return {key: pk for address, contract_id, pk in rows if (key := (address.lower(), contract_id)) in keys}
 
 
 def _loan_pk(event: Mapping[str, Any]) -> int | None:
