@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from hashlib import sha256
@@ -301,6 +301,9 @@ class Loan:
 
 # ---------------------------------------------------------------------------------------------- sending
 
+#: `send(on_signed=...)`: called with (nonce, tx hash, signed transaction bytes) before the node gets them.
+OnSigned = Callable[[int, bytes, bytes], None]
+
 
 def wait_for_receipt(
     w3: Web3, tx_hash: bytes, *, timeout: float = DEFAULT_RECEIPT_TIMEOUT, poll_interval: float = 0.01
@@ -398,6 +401,7 @@ def send(
     check: bool = True,
     timeout: float = DEFAULT_RECEIPT_TIMEOUT,
     nonces: NonceAllocator | None = None,
+    on_signed: OnSigned | None = None,
 ) -> TxReceipt:
     """Sign `prepared` with `account`, send it and wait for the receipt.
 
@@ -407,6 +411,11 @@ def send(
       by default a per-process lock and the node's pending count (one sending process); with several processes
       pass a shared allocator (`loans.nonces.DatabaseNonceAllocator`). A lost race ("nonce too low") is
       re-signed with a higher nonce; "already known" is never re-signed (that would pay twice).
+    - `on_signed(nonce, tx_hash, signed_tx)`: called after signing and before the node is given the transaction
+      (still under the nonce lease), e.g. to record the signed transaction durably so a process that dies next
+      sends that very transaction again (`submit_signed`) instead of signing a second one. If it raises, nothing is
+      sent and the nonce stays free. A lost nonce race re-signs, so it may be called again with a higher nonce
+      (the earlier transaction can then never be mined: its nonce is another's).
     - Raises `ContractRevert` (with `tx_hash`) when the transaction was mined but reverted.
     """
     decoder = decoder or revert_decoder()
@@ -435,21 +444,34 @@ def send(
         tx["maxPriorityFeePerGas"] = priority
         tx["maxFeePerGas"] = 2 * base_fee + priority
 
-    tx_hash = _sign_and_submit(w3, tx, account, nonces or PROCESS_NONCES)
+    tx_hash = _sign_and_submit(w3, tx, account, nonces or PROCESS_NONCES, on_signed)
     receipt = wait_for_receipt(w3, tx_hash, timeout=timeout)
     if receipt["status"] != 1:
         raise _explain_failure(w3, prepared, sender, decoder, receipt, tx_hash, gas)
     return receipt
 
 
-def _sign_and_submit(w3: Web3, tx: dict[str, Any], account: LocalAccount, nonces: NonceAllocator) -> bytes:
+def _submit(w3: Web3, signed_tx: bytes) -> bytes:
+    """Hand a signed transaction to the node (the one place that does)."""
+    return bytes(w3.eth.send_raw_transaction(signed_tx))
+
+
+def _sign_and_submit(
+    w3: Web3,
+    tx: dict[str, Any],
+    account: LocalAccount,
+    nonces: NonceAllocator,
+    on_signed: OnSigned | None = None,
+) -> bytes:
     attempts = 3
     with nonces.lease(w3, int(tx["chainId"]), account.address) as lease:
         for attempt in range(attempts):
             nonce = tx["nonce"] = lease.next_nonce()
             signed = account.sign_transaction(tx)
+            if on_signed is not None:
+                on_signed(nonce, bytes(signed.hash), bytes(signed.raw_transaction))
             try:
-                tx_hash = bytes(w3.eth.send_raw_transaction(signed.raw_transaction))
+                tx_hash = _submit(w3, bytes(signed.raw_transaction))
             except Web3RPCError as exc:
                 message = str(exc).lower()
                 if any(marker in message for marker in _ALREADY_KNOWN_MARKERS):
@@ -463,6 +485,31 @@ def _sign_and_submit(w3: Web3, tx: dict[str, Any], account: LocalAccount, nonces
             lease.accepted(nonce, tx_hash)
             return tx_hash
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class SubmitOutcome(enum.Enum):
+    """What the node said to a signed transaction handed to it again (`submit_signed`)."""
+
+    ACCEPTED = "accepted"  # in the node's pool now (or already was)
+    NONCE_USED = "nonce_used"  # its nonce is taken by another transaction of the sender: it can never be mined
+
+
+def submit_signed(w3: Web3, signed_tx: bytes) -> SubmitOutcome:
+    """Give the node a transaction signed earlier (the same bytes, never re-signed). "Already known" is
+    `ACCEPTED`; "nonce too low" `NONCE_USED` (look the hash up first: a mined transaction also reads so);
+    any other refusal raises `TransactionFailed`, an unreachable node `NodeUnavailable`."""
+    try:
+        _submit(w3, bytes(signed_tx))
+    except Web3RPCError as exc:
+        message = str(exc).lower()
+        if any(marker in message for marker in _ALREADY_KNOWN_MARKERS):
+            return SubmitOutcome.ACCEPTED
+        if any(marker in message for marker in _NONCE_RACE_MARKERS):
+            return SubmitOutcome.NONCE_USED
+        raise TransactionFailed(f"the node refused the transaction: {exc}") from exc
+    except OSError as exc:
+        raise NodeUnavailable(f"eth_sendRawTransaction failed: {exc}") from exc
+    return SubmitOutcome.ACCEPTED
 
 
 def _explain_failure(
@@ -883,6 +930,7 @@ class LoanContractClient:
         check: bool = True,
         gas_price: int | None = None,
         timeout: float = DEFAULT_RECEIPT_TIMEOUT,
+        on_signed: OnSigned | None = None,
     ) -> TxReceipt:
         """See `evm.client.send`; uses this client's decoder, legacy setting and nonce allocator."""
         return send(
@@ -895,6 +943,7 @@ class LoanContractClient:
             check=check,
             timeout=timeout,
             nonces=self.nonces,
+            on_signed=on_signed,
         )
 
     def loan_id_from_receipt(self, receipt: TxReceipt) -> int:
@@ -912,12 +961,15 @@ __all__: Sequence[str] = (
     "Loan",
     "LoanContractClient",
     "LoanStatus",
+    "OnSigned",
     "PreparedTransaction",
+    "SubmitOutcome",
     "as_address",
     "check_accept_offer",
     "dry_run",
     "estimate_gas",
     "revert_decoder",
     "send",
+    "submit_signed",
     "wait_for_receipt",
 )

@@ -309,11 +309,32 @@ class ContractDeploymentAdmin(OperatorActions, OperatorReadOnlyAdmin):
         )
 
 
+AUTOMATION_SWITCHES = [
+    "auto_offer",
+    "auto_accept_repayment",
+    "auto_withdraw_offer",
+    "auto_mark_default",
+    "auto_capture",
+]
+
+
 @admin.register(DeploymentPolicy)
 class DeploymentPolicyAdmin(OperatorReadOnlyAdmin):
-    list_display = ["deployment", "new_loans_paused", "paused_reason", "updated_by", "updated_at"]
-    list_filter = ["new_loans_paused"]
+    """Operators switch the lender's automation per deployment here (the five ``auto_*`` switches; the pause has its
+    own audited actions); ``updated_by`` records who changed them last."""
+
+    list_display = ["deployment", "new_loans_paused", "paused_reason", *AUTOMATION_SWITCHES, "updated_by", "updated_at"]
+    list_filter = ["new_loans_paused", *AUTOMATION_SWITCHES]
     list_select_related = ["deployment", "updated_by"]
+    fields = ["deployment", "new_loans_paused", "paused_reason", *AUTOMATION_SWITCHES, "updated_by", "updated_at"]
+    readonly_fields = ["deployment", "new_loans_paused", "paused_reason", "updated_by", "updated_at"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return is_operator(request.user)
+
+    def save_model(self, request, obj, form, change) -> None:
+        obj.updated_by = request.user
+        obj.save(update_fields=[*form.changed_data, "updated_by", "updated_at"])
 
 
 @admin.register(OperatorAction)

@@ -15,6 +15,7 @@ SCHEDULES = (
     ("sync EVM chain", "loans.tasks.sync_evm_task", 1),
     ("sync Bitcoin chain", "loans.tasks.sync_bitcoin_task", 1),
     ("prune expired records", "loans.tasks.prune_expired_task", 24 * 60),
+    ("lender automation", "loans.tasks.automation_task", 1),
 )
 
 
@@ -28,3 +29,9 @@ def sync_bitcoin_task() -> str:
 
 def prune_expired_task() -> str:
     return str(expired_records_prune())
+
+
+def automation_task() -> str:
+    from .services.automation import automation_run
+
+    return str(automation_run())

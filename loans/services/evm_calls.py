@@ -35,6 +35,7 @@ from evm.client import (
     ACCEPT_PREIMAGE_HEX_CHARS,
     LoanContractClient,
     LoanStatus,
+    OnSigned,
     PreparedTransaction,
 )
 from evm.client import (
@@ -352,6 +353,7 @@ def _lender_call(
     send: bool,
     check: Callable[[_Chain], None],
     prepare: Callable[[_Chain, str], PreparedTransaction],
+    on_signed: OnSigned | None = None,
 ) -> EvmCall:
     """The lender's calls: role, the contract's state (``check``), the sender; then prepare, and send if asked."""
     _require_lender(loan, actor)
@@ -363,18 +365,22 @@ def _lender_call(
         prepared = prepare(chain, sender)
     if account is None:
         return EvmCall(prepared=prepared, sender=sender)
-    return EvmCall(prepared=prepared, transaction=_send(chain, loan, actor, prepared, account), sender=sender)
+    transaction = _send(chain, loan, actor, prepared, account, on_signed)
+    return EvmCall(prepared=prepared, transaction=transaction, sender=sender)
 
 
 def _function_name(prepared: PreparedTransaction) -> str:
     return prepared.method.split("(", 1)[0] or "call"
 
 
-def _send(chain: _Chain, loan: Loan, actor: User, prepared: PreparedTransaction, account) -> EvmTransaction:
+def _send(
+    chain: _Chain, loan: Loan, actor: User, prepared: PreparedTransaction, account, on_signed: OnSigned | None = None
+) -> EvmTransaction:
     """Sign and send with the server's key (outside any transaction of ours: the nonce lease commits on its own)
-    and record the transaction with its receipt."""
+    and record the transaction with its receipt. ``on_signed`` (the automation's record, see
+    ``evm.client.send``) runs between signing and sending."""
     try:
-        receipt = chain.client.send(prepared, account)
+        receipt = chain.client.send(prepared, account, on_signed=on_signed)
     except ContractRevert as revert:
         if revert.tx_hash is None:
             raise _refuse("contract_would_revert", f"the contract would refuse this call: {revert}") from None
@@ -435,7 +441,7 @@ def _record(
     return row
 
 
-def lender_hash_commit(*, loan: Loan, actor: User, send: bool = False) -> EvmCall:
+def lender_hash_commit(*, loan: Loan, actor: User, send: bool = False, on_signed: OnSigned | None = None) -> EvmCall:
     """``commitLenderHash`` while Requested, once the escrow check passes (room for the offer is checked at the
     offer): pL made and sealed here (``lender_secrets.lender_hash_commit_prepare``), hL committed. The call is
     dry-run with a stand-in hash before pL is made, so a refusal leaves no preimage behind."""
@@ -453,7 +459,7 @@ def lender_hash_commit(*, loan: Loan, actor: User, send: bool = False) -> EvmCal
         lender_hash = lender_secrets.lender_hash_commit_prepare(loan=loan, actor=actor)
         return replace(chain.client.commit_lender_hash(loan.contract_loan_id, lender_hash), gas=probe.gas)
 
-    return _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare)
+    return _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare, on_signed=on_signed)
 
 
 def _made_here(loan: Loan) -> bool:
@@ -473,7 +479,7 @@ def _require_escrow(loan: Loan, *, ignore: tuple[str, ...] = ()) -> None:
         )
 
 
-def loan_offer_extend(*, loan: Loan, actor: User, send: bool = False) -> EvmCall:
+def loan_offer_extend(*, loan: Loan, actor: User, send: bool = False, on_signed: OnSigned | None = None) -> EvmCall:
     """``extendLoanOffer`` while Requested with hL on the contract and a verified TX_1 pre-signature stored, once
     the escrow check passes with room for the offer (PROTOCOL.md step 5). Value: amount + bond."""
 
@@ -491,7 +497,7 @@ def loan_offer_extend(*, loan: Loan, actor: User, send: bool = False) -> EvmCall
     def prepare(chain: _Chain, sender: str) -> PreparedTransaction:
         return chain.client.extend_loan_offer(loan.contract_loan_id, sender=sender)
 
-    return _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare)
+    return _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare, on_signed=on_signed)
 
 
 class _Hush(logging.Filter):
@@ -527,7 +533,7 @@ def _hushed() -> Iterator[None]:
         _HUSH.local.on = False
 
 
-def loan_repayment_accept(*, loan: Loan, actor: User, send: bool = False) -> EvmCall:
+def loan_repayment_accept(*, loan: Loan, actor: User, send: bool = False, on_signed: OnSigned | None = None) -> EvmCall:
     """``acceptLoanRepayment(pL)`` while RepaymentInProgress and before the acceptance deadline, sent with the
     lender's stored key only (``send=True``; wallet mode is refused, ``server_key_required``: an unrevealed pL is
     never returned). pL leaves the vault here (``lender_secrets.lender_preimage_reveal``) for the signer; the
@@ -549,12 +555,12 @@ def loan_repayment_accept(*, loan: Loan, actor: User, send: bool = False) -> Evm
             "key (send), not prepared for a wallet",
         )
     with _hushed():  # pL is in the calldata, the dry run and the receipt: no web3 debug line may print them
-        call = _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare)
+        call = _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare, on_signed=on_signed)
     # Sent: what is returned no longer holds pL (the watcher records it once the event is final).
     return replace(call, prepared=replace(call.prepared, data=call.prepared.data[:-ACCEPT_PREIMAGE_HEX_CHARS]))
 
 
-def loan_offer_withdraw(*, loan: Loan, actor: User, send: bool = False) -> EvmCall:
+def loan_offer_withdraw(*, loan: Loan, actor: User, send: bool = False, on_signed: OnSigned | None = None) -> EvmCall:
     """``withdrawLoanOffer`` while Offered, from the offer deadline on."""
 
     def check(chain: _Chain) -> None:
@@ -564,10 +570,10 @@ def loan_offer_withdraw(*, loan: Loan, actor: User, send: bool = False) -> EvmCa
     def prepare(chain: _Chain, sender: str) -> PreparedTransaction:
         return chain.client.withdraw_loan_offer(loan.contract_loan_id, sender=sender)
 
-    return _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare)
+    return _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare, on_signed=on_signed)
 
 
-def loan_default_mark(*, loan: Loan, actor: User, send: bool = False) -> EvmCall:
+def loan_default_mark(*, loan: Loan, actor: User, send: bool = False, on_signed: OnSigned | None = None) -> EvmCall:
     """``markAsDefaulted`` while Active, from activation + t_D on."""
 
     def check(chain: _Chain) -> None:
@@ -577,7 +583,7 @@ def loan_default_mark(*, loan: Loan, actor: User, send: bool = False) -> EvmCall
     def prepare(chain: _Chain, sender: str) -> PreparedTransaction:
         return chain.client.mark_as_defaulted(loan.contract_loan_id, sender=sender)
 
-    return _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare)
+    return _lender_call(loan=loan, actor=actor, send=send, check=check, prepare=prepare, on_signed=on_signed)
 
 
 # ------------------------------------------------------------------------------------------------ reports
