@@ -15,6 +15,7 @@ SCHEDULES = (
     ("sync EVM chain", "loans.tasks.sync_evm_task", 1),
     ("sync Bitcoin chain", "loans.tasks.sync_bitcoin_task", 1),
     ("prune expired records", "loans.tasks.prune_expired_task", 24 * 60),
+    ("borrower's watchtower", "loans.tasks.watchtower_task", 1),
     ("lender automation", "loans.tasks.automation_task", 1),
 )
 
@@ -35,3 +36,9 @@ def automation_task() -> str:
     from .services.automation import automation_run
 
     return str(automation_run())
+
+
+def watchtower_task() -> str:
+    from .services.watchtower import watchtower_run
+
+    return str(watchtower_run())

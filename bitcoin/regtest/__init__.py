@@ -19,8 +19,11 @@ Known differences from Bitcoin Core:
 * Script failures read `mandatory-script-verify-flag-failed (Script evaluation failed, input N)`: the kernel
   checks consensus flags only and does not say which rule failed (Core names the script error, and applies
   extra policy flags, reported as `non-mandatory-script-verify-flag (...)`).
-* No replacement (RBF): a conflicting transaction is refused with `txn-mempool-conflict` (Core 28+ would try a
-  full-RBF replacement). No package relay; CPFP works because blocks take the whole mempool in arrival order.
+* Replacement is Core 28's full RBF (no BIP-125 signalling needed): a conflicting transaction replaces its
+  conflicts and their descendants when it pays a higher fee rate than each conflict and at least their fees plus
+  1 sat/vB of its own size, adds no unconfirmed input and evicts at most 100; else `insufficient fee` (or
+  `replacement-adds-unconfirmed`, `too many potential replacements`, `bad-txns-spends-conflicting-tx`). No
+  package relay or package RBF; CPFP works because blocks take the whole mempool in arrival order.
 * `estimatesmartfee` is the median fee rate of the last blocks' transactions (Core's error when there are none).
 * Standardness covers version, scriptSig, output types, OP_RETURN (83 bytes, one), dust and minimum size; bare
   multisig outputs and witness-stack policy limits are not checked.

@@ -7,7 +7,10 @@ Everything else a wallet-less `bitcoind` offers to this project is built here, i
   (reorg), re-synchronised from the kernel's active chain after it changes (the kernel is the truth);
 * a mempool with Core's checks and reject reasons (missing inputs, conflicts, coinbase maturity, value,
   absolute locktime, BIP-68 relative locks, dust, minimum relay fee), each input verified with the kernel's
-  script interpreter (`ScriptPubkey.verify`, all prevouts supplied for taproot);
+  script interpreter (`ScriptPubkey.verify`, all prevouts supplied for taproot); a conflicting transaction
+  replaces the ones it conflicts with (and their descendants) under Core 28's full-RBF rules (no signalling
+  needed; higher fee rate than each direct conflict, more absolute fee plus the incremental relay fee for its
+  own size, no new unconfirmed inputs, at most 100 evictions), refused with Core's reasons otherwise;
 * block assembly (BIP-34 height, BIP-141 witness commitment, merkle root, regtest proof of work, time above
   the median time past) for `generatetoaddress` / `generateblock`, and `submitblock`;
 * a development faucet (`sendtoaddress`) spending the node's own coinbase outputs.
@@ -77,6 +80,8 @@ MIN_STANDARD_TX_NONWITNESS_SIZE = 65
 MAX_STANDARD_SCRIPTSIG_SIZE = 1650
 MAX_OP_RETURN_RELAY = 83
 MIN_RELAY_FEE_SAT_PER_KVB = 1000
+INCREMENTAL_RELAY_FEE_SAT_PER_KVB = 1000  # Core's -incrementalrelayfee default (BIP-125 rule 4)
+MAX_REPLACEMENT_CANDIDATES = 100  # Core's limit on transactions one replacement evicts (BIP-125 rule 5)
 DEFAULT_MAX_FEE_RATE = Decimal("0.10")  # BTC/kvB, sendrawtransaction's default maxfeerate
 FAUCET_FEE_SAT_PER_VB = 2
 SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
@@ -307,7 +312,7 @@ class RegtestNode:
         self._feerates = {bytes.fromhex(b): [Decimal(r) for r in rates] for b, rates in data["feerates"].items()}
         for raw_hex, entered in data["mempool"]:
             try:
-                self._accept_to_mempool(Tx.from_hex(raw_hex), entered_at=entered)
+                self._accept_to_mempool(Tx.from_hex(raw_hex), entered_at=entered, allow_replacement=False)
             except TxRejected as exc:
                 log.info("dropping persisted mempool transaction: %s", exc)
         return True
@@ -396,15 +401,19 @@ class RegtestNode:
 
     def _refill_mempool(self, disconnected: Iterable[Block]) -> None:
         """After a chain change: re-add transactions of disconnected blocks, then re-check the old mempool."""
-        candidates = [(tx, int(time.time())) for block in disconnected for tx in block.txs[1:]]
-        candidates += [(entry.tx, entry.time) for entry in self._mempool.values()]
+        now = int(time.time())
+        candidates: list[tuple[Tx, int, int | None]] = [
+            (tx, now, None) for block in disconnected for tx in block.txs[1:]
+        ]
+        # A transaction still waiting keeps its entry time and height (getmempoolentry's "time" and "height").
+        candidates += [(entry.tx, entry.time, entry.height) for entry in self._mempool.values()]
         self._mempool.clear()
         self._mempool_spends.clear()
-        for tx, entered in candidates:
+        for tx, entered, entered_height in candidates:
             if tx.txid in self._txindex:
                 continue
             try:
-                self._accept_to_mempool(tx, entered_at=entered)
+                self._accept_to_mempool(tx, entered_at=entered, entered_height=entered_height, allow_replacement=False)
             except TxRejected as exc:
                 log.info("transaction %s leaves the mempool: %s", tx.txid_hex, exc)
 
@@ -526,8 +535,11 @@ class RegtestNode:
             raise TxRejected("bad-txns-in-belowout", f"value in ({btc(value_in)}) < value out ({btc(value_out)})")
         return coins, value_in - value_out
 
-    def _check_for_mempool(self, tx: Tx, max_fee_rate: Decimal | None) -> tuple[int, list[OutPoint]]:
-        """Every mempool check of `tx` (chain + mempool); return (fee, spent outpoints); no side effects."""
+    def _check_for_mempool(
+        self, tx: Tx, max_fee_rate: Decimal | None, *, allow_replacement: bool = True
+    ) -> tuple[int, list[OutPoint], set[bytes]]:
+        """Every mempool check of `tx` (chain + mempool), in Core's order; return (fee, spent outpoints, mempool
+        transactions it replaces); no side effects. Without `allow_replacement` a conflict is refused at once."""
         self._check_tx_sanity(tx)
         if tx.is_coinbase():
             raise TxRejected("coinbase")
@@ -539,10 +551,13 @@ class RegtestNode:
             raise TxRejected("txn-already-known", code=RPC_VERIFY_ALREADY_IN_CHAIN)
         height = self._tip_height() + 1
         self._check_final(tx, height, self._median_time_past(height - 1), "non-final")
+        conflicts: set[bytes] = set()
         for txin in tx.vin:
             conflict = self._mempool_spends.get(txin.prevout)
             if conflict is not None:
-                raise TxRejected("txn-mempool-conflict", f"spends an output spent by {conflict[::-1].hex()}")
+                if not allow_replacement:
+                    raise TxRejected("txn-mempool-conflict", f"spends an output spent by {conflict[::-1].hex()}")
+                conflicts.add(conflict)
         coins, fee = self._check_inputs(tx, CoinView(self._mempool_coin), height)
         self._check_sequence_locks(tx, coins, height, "non-BIP68-final")
         vsize = tx.vsize
@@ -551,14 +566,104 @@ class RegtestNode:
             raise TxRejected("min relay fee not met", f"{fee} < {min_fee}")
         if max_fee_rate is not None and max_fee_rate > 0 and Decimal(fee) > max_fee_rate * COIN * vsize / 1000:
             raise TxRejected("max-fee-exceeded", f"fee {fee} sats is above maxfeerate {max_fee_rate} BTC/kvB")
+        replaced = self._replacement_checks(tx, fee, vsize, conflicts) if conflicts else set()
         self._verify_scripts(tx, coins)
-        return fee, [txin.prevout for txin in tx.vin]
+        return fee, [txin.prevout for txin in tx.vin], replaced
+
+    def _descendants(self, txids: Iterable[bytes]) -> set[bytes]:
+        """`txids` and every mempool transaction spending their outputs, recursively."""
+        found: set[bytes] = set()
+        queue = list(txids)
+        while queue:
+            txid = queue.pop()
+            if txid in found:
+                continue
+            found.add(txid)
+            for index in range(len(self._mempool[txid].tx.vout)):
+                spender = self._mempool_spends.get(OutPoint(txid, index))
+                if spender is not None:
+                    queue.append(spender)
+        return found
+
+    def _mempool_ancestors(self, tx: Tx) -> set[bytes]:
+        """Every mempool transaction `tx` spends from, recursively."""
+        found: set[bytes] = set()
+        queue = [txin.prevout.txid for txin in tx.vin]
+        while queue:
+            txid = queue.pop()
+            entry = self._mempool.get(txid)
+            if entry is None or txid in found:
+                continue
+            found.add(txid)
+            queue.extend(txin.prevout.txid for txin in entry.tx.vin)
+        return found
+
+    def _replacement_checks(self, tx: Tx, fee: int, vsize: int, conflicts: set[bytes]) -> set[bytes]:
+        """Core 28's full-RBF ReplacementChecks (BIP-125 rules 2 to 6, no signalling); return every mempool
+        transaction the replacement evicts (its direct conflicts and their descendants)."""
+        txid_hex = tx.txid_hex
+        if self._mempool_ancestors(tx) & conflicts:  # Core's PreChecks (EntriesAndTxidsDisjoint)
+            raise TxRejected("bad-txns-spends-conflicting-tx", f"{txid_hex} spends conflicting transaction")
+        new_rate = fee * 1000 // vsize  # CFeeRate: sat/kvB, truncated
+        for conflict in sorted(conflicts):
+            entry = self._mempool[conflict]
+            old_rate = entry.fee * 1000 // entry.vsize
+            if new_rate <= old_rate:  # rule 6
+                raise TxRejected(
+                    "insufficient fee",
+                    f"rejecting replacement {txid_hex}; new feerate {btc(new_rate)} BTC/kvB <= "
+                    f"old feerate {btc(old_rate)} BTC/kvB",
+                )
+        evicted = self._descendants(conflicts)
+        if len(evicted) > MAX_REPLACEMENT_CANDIDATES:  # rule 5
+            raise TxRejected(
+                "too many potential replacements",
+                f"rejecting replacement {txid_hex}; too many potential replacements "
+                f"({len(evicted)} > {MAX_REPLACEMENT_CANDIDATES})",
+            )
+        parents_of_conflicts = {txin.prevout.txid for c in conflicts for txin in self._mempool[c].tx.vin}
+        for index, txin in enumerate(tx.vin):  # rule 2
+            if txin.prevout.txid not in parents_of_conflicts and txin.prevout.txid in self._mempool:
+                raise TxRejected(
+                    "replacement-adds-unconfirmed", f"replacement {txid_hex} adds unconfirmed input, idx {index}"
+                )
+        evicted_fees = sum(self._mempool[t].fee for t in evicted)
+        if fee < evicted_fees:  # rule 3
+            raise TxRejected(
+                "insufficient fee",
+                f"rejecting replacement {txid_hex}, less fees than conflicting txs; {btc(fee)} < {btc(evicted_fees)}",
+            )
+        relay_fee = vsize * INCREMENTAL_RELAY_FEE_SAT_PER_KVB // 1000
+        if fee - evicted_fees < relay_fee:  # rule 4
+            raise TxRejected(
+                "insufficient fee",
+                f"rejecting replacement {txid_hex}, not enough additional fees to relay; "
+                f"{btc(fee - evicted_fees)} < {btc(relay_fee)}",
+            )
+        return evicted
+
+    def _remove_from_mempool(self, txids: Iterable[bytes]) -> None:
+        for txid in txids:
+            entry = self._mempool.pop(txid)
+            for txin in entry.tx.vin:
+                if self._mempool_spends.get(txin.prevout) == txid:
+                    del self._mempool_spends[txin.prevout]
 
     def _accept_to_mempool(
-        self, tx: Tx, *, entered_at: int | None = None, max_fee_rate: Decimal | None = None
+        self,
+        tx: Tx,
+        *,
+        entered_at: int | None = None,
+        entered_height: int | None = None,
+        max_fee_rate: Decimal | None = None,
+        allow_replacement: bool = True,
     ) -> MempoolEntry:
-        fee, spends = self._check_for_mempool(tx, max_fee_rate)
-        entry = MempoolEntry(tx, fee, tx.vsize, entered_at or int(time.time()), self._tip_height())
+        fee, spends, replaced = self._check_for_mempool(tx, max_fee_rate, allow_replacement=allow_replacement)
+        if replaced:
+            log.info("transaction %s replaces %s", tx.txid_hex, ", ".join(t[::-1].hex() for t in sorted(replaced)))
+            self._remove_from_mempool(replaced)
+        height = self._tip_height() if entered_height is None else min(entered_height, self._tip_height())
+        entry = MempoolEntry(tx, fee, tx.vsize, entered_at or int(time.time()), height)
         txid = tx.txid
         self._mempool[txid] = entry
         for outpoint in spends:

@@ -144,10 +144,10 @@ def test_csv_spend_one_block_early_rejected_then_accepted(
 def test_double_spend_rejected(btc_rpc: BitcoinRPC, btc_fund: Callable[..., FundedOutput]) -> None:
     coin = btc_fund(OP_TRUE_P2WSH, 50_000)
     first = spend_op_true((coin.txid, coin.vout), coin.sats, 40_000).serialize().hex()
-    second = spend_op_true((coin.txid, coin.vout), coin.sats, 39_000).serialize().hex()
+    second = spend_op_true((coin.txid, coin.vout), coin.sats, 41_000).serialize().hex()
     first_txid = btc_rpc.sendrawtransaction(first)
     assert btc_rpc.sendrawtransaction(first) == first_txid  # resubmitting the same transaction is idempotent
-    assert_rejected(btc_rpc, second, "txn-mempool-conflict")
+    assert_rejected(btc_rpc, second, "insufficient fee")  # a lower fee rate replaces nothing (full RBF)
     assert btc_rpc.gettxout(coin.txid, coin.vout) is None  # spent in the mempool
     assert btc_to_sats(btc_rpc.gettxout(coin.txid, coin.vout, include_mempool=False)["value"]) == coin.sats
     mine_blocks(btc_rpc, 1)

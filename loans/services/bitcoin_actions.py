@@ -10,6 +10,9 @@
 - ``collateral_lock`` / ``collateral_capture`` (the lender or an operator): TX_1 from B's newest verified
   pre-signature, or TX_capture after t_1, signed with the lender's key from the vault and broadcast.
 - ``bitcoin_broadcast_retry`` (operators): a stored broadcast sent again, with an ``OperatorAction`` row.
+- ``presigned_sweep_broadcast`` (the server, no actor: the borrower's watchtower): one of B's stored ladder rungs
+  re-verified, completed (TX_release with the public pL) and broadcast, under the checks B's own broadcast and
+  PSBTs have, and more: a TX_exit only for an escrow the contract will never take into TX_1, after t_0.
 
 The node's answer to a broadcast: accepted (``accepted_at``), refused as invalid (``broadcast_refused``) or not
 final yet (``too_early``: BIP-68 or locktime), in which case nothing is stored; unreachable: the row is stored
@@ -52,6 +55,8 @@ from bitcoin.transactions import (
     check_fee_rate_bounds,
     finalize,
     finalize_capture,
+    finalize_exit,
+    finalize_release,
     finalize_tx1,
 )
 
@@ -128,6 +133,21 @@ COLLATERAL_CAPTURE_CODES: tuple[str, ...] = (
     "no_lender_key",
     "lender_secret_mismatch",
     "broadcast_refused",
+)
+PRESIGNED_SWEEP_CODES: tuple[str, ...] = (
+    "wrong_state",
+    "not_a_ladder_rung",
+    "lender_preimage_unknown",
+    "collateral_not_locked",
+    "chain_fact_mismatch",
+    "escrow_not_confirmed",
+    "escrow_spent",
+    "escrow_owed_to_lender",
+    "invalid_loan_terms",
+    "incomplete_transaction",
+    *_CHECK_REASONS,
+    "broadcast_refused",
+    "too_early",
 )
 #: A retry is never refused for what the node says (the outcome is on the row and in the audit row).
 BROADCAST_RETRY_CODES: tuple[str, ...] = ()
@@ -499,6 +519,105 @@ def bitcoin_transaction_broadcast(*, loan: Loan, actor: User, transaction_hex: s
     return _broadcast(locked, prepared.kind.value, tx.hex(), tx.txid, actor)
 
 
+# ------------------------------------------------------------------------------------------------ the watchtower's
+
+
+#: Loan states whose escrow the contract will never take into TX_1: cancelled, offer expired, never offered.
+STRANDED_ESCROW_STATUSES = frozenset(
+    {Loan.Status.DRAFT, Loan.Status.REQUESTED, Loan.Status.CANCELLED, Loan.Status.OFFER_EXPIRED}
+)
+
+
+def _verified_rung(facts: LoanFacts, rung: BorrowerSignature, tx1_txid: str | None) -> VerifiedSweep:
+    """A stored rung verified again in full against the loan's facts (its signature included)."""
+    kind = SpendKind(rung.kind)
+    try:
+        if rung.form == BorrowerSignature.Form.PSBT:
+            return verify_borrower_sweep_signature(facts, kind, psbt=rung.psbt_base64, tx1_txid=tx1_txid)
+        if kind is not SpendKind.TX_EXIT:
+            raise _refuse("not_a_ladder_rung", f"rung {rung.pk} is no PSBT: a TX_release rung is one")
+        prepared = check_sweep_transaction(facts, kind, Transaction.parse(rung.unsigned_tx_hex))
+        full = finalize(prepared, signatures=[bytes.fromhex(rung.signature_hex)])
+        return verify_borrower_sweep_signature(facts, kind, transaction=full)
+    except PresignatureError as error:
+        raise _refuse(error.reason, f"rung {rung.pk} no longer verifies: {error.args[0]}") from None
+    except BitcoinProtocolError as error:
+        raise _refuse("invalid_loan_terms", f"loan {rung.loan_id}'s facts make no {kind.value}: {error}") from None
+
+
+def presigned_sweep_broadcast(*, loan: Loan, rung: BorrowerSignature) -> BitcoinBroadcast:
+    """Broadcast one of B's pre-signed ladder rungs for B, with no user acting (the borrower's watchtower; the
+    server holds no borrower key: the rung is B's own signature). Re-verified against the loan's facts, completed
+    (TX_release with pL) and checked like ``bitcoin_transaction_broadcast``; a TX_release only once pL is public
+    and TX_1 applied, a TX_exit only for a stranded escrow (``STRANDED_ESCROW_STATUSES``, pB never public) after
+    t_0: never one the contract owes to the lender. The same rung again: its row, sent again."""
+    if rung.loan_id != loan.pk or rung.kind not in (BorrowerSignature.Kind.TX_RELEASE, BorrowerSignature.Kind.TX_EXIT):
+        raise _refuse("not_a_ladder_rung", f"signature {rung.pk} is no TX_release or TX_exit rung of loan {loan.pk}")
+    if rung.verified_at is None:
+        raise _refuse("not_a_ladder_rung", f"rung {rung.pk} was never verified")
+    with db_transaction.atomic():
+        locked = _locked(loan)
+        _require_open(locked, "its bitcoin is settled")
+        facts = _facts(locked)
+        if rung.kind == BorrowerSignature.Kind.TX_RELEASE:
+            tx = _complete_release(locked, facts, rung)
+            tx1_txids = {tx.inputs[0].outpoint.txid}
+        else:
+            tx = _complete_exit(locked, facts, rung)
+            tx1_txids = set()
+        try:
+            prepared = _identify(facts, tx, tx1_txids)
+        except PresignatureError as error:
+            raise _refuse(error.reason, str(error.args[0])) from None
+        if prepared.kind.value != rung.kind:
+            raise _refuse("not_a_ladder_rung", f"rung {rung.pk} is a {prepared.kind.value}, stored as {rung.kind}")
+        _check_complete(prepared, tx)
+    return _broadcast(locked, prepared.kind.value, tx.hex(), tx.txid, None)
+
+
+def _complete_release(loan: Loan, facts: LoanFacts, rung: BorrowerSignature) -> Transaction:
+    if loan.lender_preimage is None:
+        raise _refuse("lender_preimage_unknown", f"loan {loan.pk}'s pL is not public yet: nothing to release")
+    tx1_txid = _applied_tx1_txid(loan)
+    if loan.bitcoin_status != Loan.BitcoinStatus.COLLATERAL_LOCKED or tx1_txid is None:
+        raise _refuse("collateral_not_locked", f"loan {loan.pk}'s bitcoin is {loan.bitcoin_status}, not locked")
+    preimage = bytes.fromhex(loan.lender_preimage)
+    if facts.lender_hash is None or sha256(preimage) != facts.lender_hash:
+        raise _refuse("chain_fact_mismatch", f"loan {loan.pk}'s pL does not hash to its hL")
+    spent = Transaction.parse(rung.unsigned_tx_hex).inputs[0].outpoint
+    if spent.txid != tx1_txid or spent.vout != COLLATERAL_OUTPUT_INDEX:
+        raise _refuse("wrong_outpoint", f"rung {rung.pk} spends {spent}, not output 1 of the applied TX_1 {tx1_txid}")
+    verified = _verified_rung(facts, rung, tx1_txid)
+    try:
+        return finalize_release(
+            verified.prepared, borrower_signature=verified.borrower_signature, lender_preimage=preimage
+        )
+    except TransactionError as error:
+        raise _refuse("chain_fact_mismatch", f"TX_release cannot be completed: {error}") from None
+
+
+def _complete_exit(loan: Loan, facts: LoanFacts, rung: BorrowerSignature) -> Transaction:
+    if loan.bitcoin_status in (Loan.BitcoinStatus.COLLATERAL_LOCKED, *Loan.TERMINAL_BITCOIN_STATUSES):
+        raise _refuse("escrow_spent", f"loan {loan.pk}'s escrow is spent ({loan.bitcoin_status})")
+    if loan.bitcoin_status != Loan.BitcoinStatus.ESCROW_CONFIRMED or loan.escrow_txid is None:
+        raise _refuse("escrow_not_confirmed", f"loan {loan.pk} has no confirmed escrow")
+    if loan.status not in STRANDED_ESCROW_STATUSES or loan.borrower_preimage is not None:
+        raise _refuse(
+            "escrow_owed_to_lender",
+            f"loan {loan.pk} is {loan.status}: its escrow may still go into TX_1; the server never exits it",
+        )
+    timelock = loan_timelocks(loan=loan).exit
+    if timelock.blocks_remaining is None:
+        raise _refuse("escrow_not_confirmed", f"loan {loan.pk}'s escrow height is not known yet")
+    if not timelock.is_mature:
+        raise _refuse(
+            "too_early",
+            f"t_0 matures at height {timelock.mature_height}: {timelock.blocks_remaining} more block(s) first",
+        )
+    verified = _verified_rung(facts, rung, None)
+    return finalize_exit(verified.prepared, borrower_signature=verified.borrower_signature)
+
+
 # ------------------------------------------------------------------------------------------------ the lender's
 
 
@@ -632,7 +751,9 @@ __all__ = [
     "EXIT_PSBT_CODES",
     "LADDER_UPLOAD_CODES",
     "MAX_LADDER_RUNGS",
+    "PRESIGNED_SWEEP_CODES",
     "RELEASE_PSBT_CODES",
+    "STRANDED_ESCROW_STATUSES",
     "PreparedPsbt",
     "bitcoin_broadcast_retry",
     "bitcoin_transaction_broadcast",
@@ -641,5 +762,6 @@ __all__ = [
     "exit_psbt_prepare",
     "ladder_rung_amounts",
     "presigned_ladder_upload",
+    "presigned_sweep_broadcast",
     "release_psbt_prepare",
 ]

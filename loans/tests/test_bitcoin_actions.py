@@ -751,12 +751,13 @@ def test_tx_capture_after_t1_never_a_block_early(node, watch, btc_mine, operator
 
 
 @pytest.mark.integration
-def test_the_node_refusing_a_broadcast_stores_nothing(node, watch, lender):
+def test_the_node_refusing_a_broadcast_stores_nothing(node, watch, btc_mine, lender):
     chain = funded(node, watch)
     contract(chain, "cancelled")
     prepared = build_exit(chain.facts(), fee_rate_sat_vb=2)
     exit_hex = finalize_exit(prepared, borrower_signature=prepared.sign(chain.borrower)).hex()
-    node.sendrawtransaction(chain.tx1().hex())  # the escrow is spent elsewhere first
+    node.sendrawtransaction(chain.tx1().hex())  # the escrow is spent elsewhere first, and confirmed (a spend
+    btc_mine(1)  # still in the mempool is only a conflict: the node tries a full-RBF replacement of it)
     error = refused(
         "broadcast_refused",
         bitcoin_transaction_broadcast,
