@@ -44,7 +44,7 @@ from fractions import Fraction
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import connections, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound, Web3Exception
@@ -137,7 +137,8 @@ class _Claimed(Exception):
 
 
 def automation_run(*, now: datetime | None = None) -> AutomationReport:
-    """One pass of the lender's automation over every open loan (see the module docstring)."""
+    """One pass of the lender's automation over every open loan, and every loan with an unfinished duty (a loan
+    closes when the watcher applies the last transaction: its duty is then seen done) (see the module docstring)."""
     now = now or timezone.now()
     report = AutomationReport()
     try:
@@ -146,9 +147,13 @@ def automation_run(*, now: datetime | None = None) -> AutomationReport:
         logger.warning("automation: the EVM node is unavailable: %s", error)
         head = None
     policies = {p.deployment_id: p for p in DeploymentPolicy.objects.all()}
+    unfinished_states = [Automation.State.PENDING, Automation.State.SENT]
     loans = (
-        Loan.objects.filter(closed_at__isnull=True)
+        Loan.objects.filter(
+            Q(closed_at__isnull=True) | Q(automations__state__in=unfinished_states, automations__party="lender")
+        )
         .exclude(status=Loan.Status.DRAFT)
+        .distinct()
         .select_related("deployment", "lender")
         .order_by("pk")
     )

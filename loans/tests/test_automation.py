@@ -15,7 +15,16 @@ from bitcoin.tests.loan_vectors import lender_key
 from bitcoin.transactions import Transaction
 from evm.client import LoanStatus
 from loans import vault
-from loans.models import Automation, BitcoinBroadcast, DeploymentPolicy, EvmTransaction, LenderKey, Loan
+from loans.models import (
+    PARAMETER_FIELDS,
+    Automation,
+    BitcoinBroadcast,
+    DeploymentPolicy,
+    EvmTransaction,
+    LenderKey,
+    Loan,
+    ProtocolParameters,
+)
 from loans.services import evm_calls as calls
 from loans.services.automation import automation_run
 from loans.services.lender_secrets import lender_key_store
@@ -260,3 +269,52 @@ def test_a_lingering_tx1_is_bumped_by_cpfp_from_its_fee_output(scene: Scene, set
     assert Automation.objects.get(pk=row.pk).last_error == ""
     mine_blocks(scene.btc, 1)
     assert scene.btc.get_utxo(child, 0).confirmations == 1
+
+
+def test_collateral_capture_not_one_block_before_t1_matured_then_once(scene: Scene, settings):
+    settings.AUTOMATION_TX1_LINGER_BLOCKS = 100
+    client = scene.client
+    small = client.parameters().replace(**SMALL)
+    ratio = small.evm_blocks_per_btc_block * 10_000
+    loan_blocks = SMALL["loan_duration_blocks"] + SMALL["repayment_window_blocks"]
+    t_1 = (loan_blocks * small.drift_factor_bps + small.safety_btc_blocks * ratio) // ratio + 1  # the smallest
+    short = small.replace(collateral_timelock_btc_blocks=t_1)
+    client.send(client.update_parameters(short), scene.desk.lender.account)
+    parameters = ProtocolParameters.objects.create(
+        version=client.parameters_version(),
+        lender_btc_pubkey=short.lender_btc_pubkey.hex(),
+        **{name: getattr(short, name) for name in PARAMETER_FIELDS},
+    )
+    policy(scene, auto_mark_default=True, auto_capture=True)
+    _store_lender_btc_key(scene)
+    sync_bitcoin(start_height=scene.btc.getblockcount())
+    loan = active_with(scene, parameters=parameters)
+    automation_run()  # TX_1
+    mine_blocks(scene.btc, 1)
+    sync_bitcoin()
+    automation_run()
+    assert Automation.objects.get(loan=loan, action="collateral-lock").state == "done"
+    scene.mine_evm(scene.chain(loan).repayment_deadline_block - 1 - scene.desk.w3.eth.block_number)
+    automation_run()  # the default, marked at activation + t_D
+    loan = scene.sync(loan)
+    assert loan.status == Loan.Status.DEFAULTED
+    tx1_height = scene.btc.getblockcount()  # TX_1 was mined in the block after it was broadcast, the tip then
+    tx1_height = Loan.objects.get(pk=loan.pk).collateral_btc_height or tx1_height
+    mine_blocks(scene.btc, tx1_height + t_1 - 2 - scene.btc.getblockcount())  # the next block is one too early
+    sync_bitcoin()
+    automation_run()
+    assert not BitcoinBroadcast.objects.filter(loan=loan, kind="tx_capture").exists()
+    assert not Automation.objects.filter(loan=loan, action="collateral-capture").exists()
+    mine_blocks(scene.btc, 1)  # the next block may hold TX_capture
+    sync_bitcoin()
+    automation_run()
+    [capture] = BitcoinBroadcast.objects.filter(loan=loan, kind="tx_capture")
+    assert capture.accepted_at is not None
+    assert Automation.objects.get(loan=loan, action="collateral-capture").state == "sent"
+    automation_run()
+    assert BitcoinBroadcast.objects.filter(loan=loan, kind="tx_capture").count() == 1
+    mine_blocks(scene.btc, 1)
+    sync_bitcoin()
+    automation_run()
+    assert Automation.objects.get(loan=loan, action="collateral-capture").state == "done"
+    assert Loan.objects.get(pk=loan.pk).bitcoin_status == "captured"
