@@ -264,6 +264,14 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "loan desk <desk@localhost>")
 # Links in e-mails (no trailing slash), e.g. https://desk.example.com.
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000")
+# Deadline alerts (loans.services.deadline_alerts): each party is told once a deadline is this close, in blocks of
+# its chain (Rootstock: about 30 s a block, 2880 a day; Bitcoin: 144 a day). Operators are told when a watcher has
+# failed this many runs in a row, or is more than this many blocks behind its node's head.
+ALERT_WARNING_EVM_BLOCKS = env_int("ALERT_WARNING_EVM_BLOCKS", 2880)
+ALERT_WARNING_BTC_BLOCKS = env_int("ALERT_WARNING_BTC_BLOCKS", 144)
+ALERT_NODE_FAILURES = env_int("ALERT_NODE_FAILURES", 3)
+ALERT_WATCHER_LAG_EVM_BLOCKS = env_int("ALERT_WATCHER_LAG_EVM_BLOCKS", 120)
+ALERT_WATCHER_LAG_BTC_BLOCKS = env_int("ALERT_WATCHER_LAG_BTC_BLOCKS", 6)
 
 # --- Observability -------------------------------------------------------------------------------------------
 # Logs: LOG_FORMAT=json writes one JSON object a line (time, level, logger, message, loan_id, exception, extras:

@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 
 from .errors import LoanServiceError
 from .models import (
+    Alert,
     ApiToken,
     BitcoinBroadcast,
     BitcoinTransaction,
@@ -462,3 +463,14 @@ class LenderPreimageAdmin(OperatorReadOnlyAdmin):
 class EvmNonceAdmin(OperatorReadOnlyAdmin):
     list_display = ["address", "chain_id", "next_nonce", "last_tx_hash", "updated_at"]
     list_filter = ["chain_id"]
+
+
+@admin.register(Alert)
+class AlertAdmin(OperatorReadOnlyAdmin):
+    """Every alert made (``loans.services.alerts``): who was told what and when, whether mailed and read."""
+
+    list_display = ["created_at", "kind", "recipient", "loan", "subject", "emailed_at", "read_at"]
+    list_filter = ["kind", "created_at"]
+    search_fields = ["key", "subject", "recipient__username"]
+    list_select_related = ["recipient", "loan"]
+    date_hierarchy = "created_at"

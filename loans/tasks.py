@@ -15,8 +15,9 @@ SCHEDULES = (
     ("sync EVM chain", "loans.tasks.sync_evm_task", 1),
     ("sync Bitcoin chain", "loans.tasks.sync_bitcoin_task", 1),
     ("prune expired records", "loans.tasks.prune_expired_task", 24 * 60),
-    ("borrower's watchtower", "loans.tasks.watchtower_task", 1),
     ("lender automation", "loans.tasks.automation_task", 1),
+    ("deadline and operator alerts", "loans.tasks.deadline_alerts_task", 1),
+    ("borrower's watchtower", "loans.tasks.watchtower_task", 1),
 )
 
 
@@ -36,6 +37,12 @@ def automation_task() -> str:
     from .services.automation import automation_run
 
     return str(automation_run())
+
+
+def deadline_alerts_task() -> str:
+    from .services.deadline_alerts import deadline_alerts_run
+
+    return str(deadline_alerts_run())
 
 
 def watchtower_task() -> str:

@@ -1,8 +1,8 @@
 """The OpenAPI schema's cross-cutting answers: statuses that the shared machinery gives on every operation of a
 kind, added once here (a drf-spectacular postprocessing hook) instead of in every view's ``extend_schema``.
 
-- An operation with the ``Idempotency-Key`` header: 400 ``idempotency_key_invalid`` and 409
-  ``idempotency_key_in_use`` (``loans.api.idempotency``).
+- An operation with the ``Idempotency-Key`` header: 400 ``idempotency_key_invalid``, 409
+  ``idempotency_key_in_use`` and 422 ``idempotency_key_reused`` (``loans.api.idempotency``).
 - An operation with a request body: 413 ``request_too_large`` (``loans.api.errors``).
 - An operation with a path parameter: 404 (an id the route does not match, e.g. negative, is answered by
   ``not_found``, in the error shape).
@@ -21,6 +21,7 @@ DESCRIPTIONS = {
     "400": "The request is not valid (see the error's code).",
     "404": "No such thing, or not one the caller may see.",
     "409": "In conflict with the current state (see the error's code).",
+    "422": "Refused (see the error's code), e.g. an Idempotency-Key used with another request.",
     "413": "The request body is too large.",
 }
 
@@ -35,7 +36,7 @@ def cross_cutting_responses(result: dict, generator, request, public) -> dict:
             parameters = operation.get("parameters", [])
             statuses = []
             if any(p.get("in") == "header" and p.get("name") == HEADER for p in parameters):
-                statuses += ["400", "409"]
+                statuses += ["400", "409", "422"]
             if "requestBody" in operation:
                 statuses.append("413")
             if any(p.get("in") == "path" for p in parameters):

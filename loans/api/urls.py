@@ -4,7 +4,7 @@ files, drf-spectacular-sidecar: no CDN)."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import auth, bitcoin_views, evm_views, operator_views, views
+from . import alert_views, auth, bitcoin_views, evm_views, operator_views, views
 
 app_name = "api"
 
@@ -18,6 +18,7 @@ urlpatterns = [
     *evm_views.urlpatterns,
     *bitcoin_views.urlpatterns,
     *operator_views.urlpatterns,
+    *alert_views.urlpatterns,
     path("auth/nonce", auth.NonceView.as_view(), name="auth-nonce"),
     path("auth/siwe", auth.SignInView.as_view(), name="auth-siwe"),
     path("auth/logout", auth.LogoutView.as_view(), name="auth-logout"),

@@ -14,10 +14,12 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from ..models import ALERT_KINDS, Alert, Loan, User
+from ..permissions import require
 
 logger = logging.getLogger(__name__)
 
@@ -86,4 +88,21 @@ def _email(alert: Alert) -> None:
     Alert.objects.filter(pk=alert.pk).update(emailed_at=timezone.now())
 
 
-__all__ = ["alert_create", "user_group_name"]
+def alerts_for(*, user: User, unread: bool = False) -> QuerySet[Alert]:
+    """``user``'s own alerts, newest first (only the unread ones if ``unread``); none for anyone signed out."""
+    if not getattr(user, "is_authenticated", False):
+        return Alert.objects.none()
+    alerts = Alert.objects.filter(recipient_id=user.pk).order_by("-created_at", "-id")
+    return alerts.filter(read_at__isnull=True) if unread else alerts
+
+
+def alert_mark_read(*, alert: Alert, user: User) -> Alert:
+    """Mark ``alert`` read by its recipient (only they may); reading it again keeps the first time."""
+    require(alert.recipient_id == getattr(user, "pk", None), "only its recipient may mark an alert read")
+    if alert.read_at is None:
+        Alert.objects.filter(pk=alert.pk, read_at__isnull=True).update(read_at=timezone.now())
+        alert.refresh_from_db(fields=["read_at"])
+    return alert
+
+
+__all__ = ["alert_create", "alert_mark_read", "alerts_for", "user_group_name"]

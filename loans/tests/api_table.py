@@ -246,6 +246,16 @@ def _paused(world: World) -> None:
     new_loans_pause(deployment=world.loan.deployment, actor=world.people["operator"], reason="maintenance")
 
 
+def _owner_alert(world: World) -> dict:
+    from loans.models import Alert
+
+    row = Alert.objects.create(
+        recipient=world.people["owner"], loan=world.loan, kind="repayment_due", key=f"test:{uuid.uuid4().hex}",
+        subject="Repay", body="Repay before block 10.",
+    )  # fmt: skip
+    return {"pk": row.pk}
+
+
 def _reason(world: World) -> dict:
     return {"reason": "the desk's decision"}
 
@@ -335,6 +345,10 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         OPERATOR_ONLY, body=lambda world: {}, kwargs=_deployment, setup=_paused
     ),
     ("operator-action-list", "GET"): Endpoint(OPERATOR_ONLY),
+    # -- each person's own alerts (loans/api/alert_views.py): everyone signed in lists their own; the owner's alert is
+    # the owner's alone to mark read (anyone else: 404, as no such alert)
+    ("alert-list", "GET"): Endpoint(_statuses(401, 200, 200, 200, 200), note="each lists their own"),
+    ("alert-read", "POST"): Endpoint(_statuses(401, 404, 200, 404, 404), body=lambda world: {}, kwargs=_owner_alert),
     ("schema", "GET"): Endpoint(PUBLIC_READ),
     ("docs", "GET"): Endpoint(PUBLIC_READ),
 }
