@@ -272,6 +272,11 @@ ALERT_WARNING_BTC_BLOCKS = env_int("ALERT_WARNING_BTC_BLOCKS", 144)
 ALERT_NODE_FAILURES = env_int("ALERT_NODE_FAILURES", 3)
 ALERT_WATCHER_LAG_EVM_BLOCKS = env_int("ALERT_WATCHER_LAG_EVM_BLOCKS", 120)
 ALERT_WATCHER_LAG_BTC_BLOCKS = env_int("ALERT_WATCHER_LAG_BTC_BLOCKS", 6)
+# The unattended Bitcoin duties: the lender's TX_1 is bumped by CPFP once it has waited this many blocks in the
+# mempool (loans.services.automation); the watchtower climbs a TX_release rung that waited this many
+# (loans.services.watchtower).
+AUTOMATION_TX1_LINGER_BLOCKS = env_int("AUTOMATION_TX1_LINGER_BLOCKS", 3)
+WATCHTOWER_CLIMB_AFTER_BLOCKS = env_int("WATCHTOWER_CLIMB_AFTER_BLOCKS", 3)
 
 # --- Observability -------------------------------------------------------------------------------------------
 # Logs: LOG_FORMAT=json writes one JSON object a line (time, level, logger, message, loan_id, exception, extras:

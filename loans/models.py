@@ -948,11 +948,18 @@ class Automation(models.Model):
     party = models.CharField(max_length=16, choices=Party.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
-    consecutive_failures = models.PositiveIntegerField(default=0)
+    consecutive_failures = models.PositiveIntegerField(default=0, help_text="Failed runs since the last success.")
+    failure_streaks = models.PositiveIntegerField(
+        default=0, help_text="Runs of failures so far (one per streak): names the operators' alert of a streak."
+    )
     last_error = models.TextField(blank=True)
     evm_tx_hash = Hex32Field(null=True, blank=True)
     evm_nonce = models.PositiveBigIntegerField(null=True, blank=True)
-    evm_signed_tx = models.TextField(blank=True, help_text="The signed EVM transaction (hex), to send it again.")
+    evm_signed_tx = SealedField(
+        null=True,
+        blank=True,
+        help_text="The signed EVM transaction, sealed (an acceptLoanRepayment carries pL until it is mined).",
+    )
     bitcoin_broadcast = models.ForeignKey(
         BitcoinBroadcast, null=True, blank=True, on_delete=models.PROTECT, related_name="automations"
     )
@@ -974,6 +981,19 @@ class Automation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} of loan {self.loan_id} ({self.state})"
+
+    @classmethod
+    def failure_counts(cls) -> dict[str, object]:
+        """The update that counts one more failed run: ``consecutive_failures`` + 1, and a new streak when it was
+        0 (one UPDATE reads the old values, so racing writers cannot split a streak)."""
+        return {
+            "consecutive_failures": models.F("consecutive_failures") + 1,
+            "failure_streaks": models.Case(
+                models.When(consecutive_failures=0, then=models.F("failure_streaks") + 1),
+                default=models.F("failure_streaks"),
+                output_field=models.PositiveIntegerField(),
+            ),
+        }
 
 
 ALERT_KINDS = [

@@ -58,6 +58,7 @@ from bitcoin.transactions import OutPoint, Transaction, TxOut
 from evm.client import SubmitOutcome, submit_signed, wait_for_receipt
 from evm.errors import EvmError, TransactionFailed
 
+from .. import vault
 from ..chains import bitcoin_rpc, evm_web3
 from ..errors import LoanServiceError
 from ..escrow import ESCROW_PROBLEMS
@@ -106,7 +107,6 @@ NOT_YET_CODES: frozenset[str] = frozenset(
 )
 #: Refusals after which the duty cannot succeed any more: ``failed`` (an operator looks).
 FINAL_CODES: frozenset[str] = frozenset({"too_late", "lender_hash_elsewhere", "lender_secret_mismatch"})
-DEFAULT_TX1_LINGER_BLOCKS = 3
 #: How long a pass waits for the receipt of a transaction it handed to the node again.
 RESEND_RECEIPT_WAIT_SECONDS = 10.0
 #: CPFP child: one key-path input, one P2TR output (vbytes, upper bound).
@@ -204,7 +204,7 @@ def _log(level: int, row: Automation, message: str, *args: object) -> None:
 def _failure(row: Automation, error: str, report: AutomationReport, *, final: bool = False) -> None:
     """A failed run: count it (the alerts helper alerts operators at 2), keep the error; ``final``: ``failed``."""
     changes: dict[str, object] = {
-        "consecutive_failures": F("consecutive_failures") + 1,
+        **Automation.failure_counts(),
         "last_error": error[:2000],
         "updated_at": timezone.now(),
     }
@@ -220,7 +220,7 @@ def _success(row: Automation, *, now: datetime, **changes: object) -> None:
 
 
 def _done(row: Automation, report: AutomationReport, now: datetime, what: str) -> None:
-    _success(row, now=now, state=Automation.State.DONE, done_at=now, evm_signed_tx="")
+    _success(row, now=now, state=Automation.State.DONE, done_at=now, evm_signed_tx=None)
     report.done.append((row.loan_id, row.action, what))
     _log(logging.INFO, row, "done (%s)", what)
 
@@ -261,7 +261,7 @@ def _recorder(row: Automation) -> Callable[[int, bytes, bytes], None]:
                 state=Automation.State.SENT,
                 evm_tx_hash=tx_hash.hex(),
                 evm_nonce=nonce,
-                evm_signed_tx=signed_tx.hex(),
+                evm_signed_tx=vault.seal(vault.Secret(signed_tx)),
                 attempts=F("attempts") + 1,
                 updated_at=timezone.now(),
             )
@@ -318,14 +318,14 @@ def _follow_sent(row: Automation, report: AutomationReport, now: datetime) -> No
         w3 = evm_web3()
         receipt = _receipt(w3, tx_hash)
         if receipt is None and not _known(w3, tx_hash):
-            outcome = submit_signed(w3, bytes.fromhex(row.evm_signed_tx))
+            outcome = submit_signed(w3, vault.unseal(row.evm_signed_tx).reveal())
             if outcome is SubmitOutcome.NONCE_USED:
                 receipt = _receipt(w3, tx_hash)
                 if receipt is None:
                     reset = Automation.objects.filter(
                         pk=row.pk, state=Automation.State.SENT, evm_tx_hash=row.evm_tx_hash
                     )
-                    reset.update(state=Automation.State.PENDING, evm_tx_hash=None, evm_nonce=None, evm_signed_tx="")
+                    reset.update(state=Automation.State.PENDING, evm_tx_hash=None, evm_nonce=None, evm_signed_tx=None)
                     _failure(row, f"nonce {row.evm_nonce} was taken by another transaction: signing anew", report)
                     return
             else:
@@ -346,7 +346,7 @@ def _follow_sent(row: Automation, report: AutomationReport, now: datetime) -> No
     else:
         _failure(row, f"contract_reverted: 0x{tx_hash.hex()} reverted in block {receipt['blockNumber']}", report,
                  final=True)  # fmt: skip
-        Automation.objects.filter(pk=row.pk).update(evm_signed_tx="")
+        Automation.objects.filter(pk=row.pk).update(evm_signed_tx=None)
 
 
 def _receipt(w3, tx_hash: bytes):
@@ -460,7 +460,7 @@ def automation_collateral_capture(*, loan: Loan, report: AutomationReport, now: 
 
 
 def _linger_blocks() -> int:
-    return int(getattr(settings, "AUTOMATION_TX1_LINGER_BLOCKS", DEFAULT_TX1_LINGER_BLOCKS))
+    return settings.AUTOMATION_TX1_LINGER_BLOCKS
 
 
 def _tx1_bump_if_lingering(row: Automation, loan: Loan) -> str | None:

@@ -37,8 +37,8 @@ none (or its lender is no longer active). Nobody on a closed loan, nobody else.
   of that tip (until then it cannot have caught up in between, heads only grow), so a watcher that stays behind is
   reminded of at most once per the distance it had to cover, not every minute.
 - ``automation_failed``: an automation with ``consecutive_failures >= 2``. Key
-  ``automation_failed:<automation id>:<attempts - consecutive_failures>``: the attempt its failure streak started
-  after, the same for the whole streak (``attempts`` counts every run, failed ones too); a later streak is another.
+  ``automation_failed:<automation id>:<failure_streaks>``: the same for the whole streak (a streak starts when a
+  failure follows a success or the first run; ``Automation.failure_counts``); a later streak is another.
 """
 
 from __future__ import annotations
@@ -402,7 +402,7 @@ def operator_notices() -> list[Notice]:
             )
     failing = Automation.objects.filter(consecutive_failures__gte=2).exclude(state=Automation.State.DONE)
     for automation in failing.order_by("pk"):
-        streak = automation.attempts - automation.consecutive_failures
+        streak = automation.failure_streaks
         notices.append(
             Notice(
                 "operator",

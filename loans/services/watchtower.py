@@ -53,15 +53,13 @@ logger = logging.getLogger(__name__)
 
 RELEASE = "release"
 EXIT = "exit"
-#: Blocks a broadcast rung may wait in the node's mempool before the next dearer rung replaces it.
-DEFAULT_CLIMB_AFTER_BLOCKS = 3
 #: Refusals that mean "not yet": the duty stays pending, no failure counted.
 NOT_YET_CODES = frozenset({"too_early"})
 _RPC_NOT_FOUND = -5
 
 
 def climb_after_blocks() -> int:
-    return int(getattr(settings, "WATCHTOWER_CLIMB_AFTER_BLOCKS", DEFAULT_CLIMB_AFTER_BLOCKS))
+    return settings.WATCHTOWER_CLIMB_AFTER_BLOCKS
 
 
 @dataclass
@@ -350,7 +348,7 @@ def _send(
 
 def _failure(row: Automation, error: str, report: WatchtowerReport, loan: Loan) -> None:
     Automation.objects.filter(pk=row.pk).update(
-        consecutive_failures=F("consecutive_failures") + 1, last_error=error[:2000], updated_at=timezone.now()
+        **Automation.failure_counts(), last_error=error[:2000], updated_at=timezone.now()
     )
     report.failed.append((loan.pk, row.action, error))
     logger.warning("watchtower %s of loan %s: %s", row.action, loan.pk, error, extra={"loan_id": loan.pk})
@@ -361,7 +359,7 @@ def _finish(row: Automation, report: WatchtowerReport, *, now: datetime, state: 
     if state == Automation.State.DONE:
         changes.update(done_at=now, consecutive_failures=0, last_error="")
     else:
-        changes.update(consecutive_failures=F("consecutive_failures") + 1, last_error=error[:2000])
+        changes.update(**Automation.failure_counts(), last_error=error[:2000])
     finished = Automation.objects.filter(pk=row.pk, state__in=[Automation.State.PENDING, Automation.State.SENT]).update(
         **changes
     )
@@ -428,7 +426,6 @@ def _presign_missing(duty: _Duty, loan: Loan, report: WatchtowerReport) -> None:
 
 
 __all__ = [
-    "DEFAULT_CLIMB_AFTER_BLOCKS",
     "EXIT",
     "RELEASE",
     "WatchtowerReport",

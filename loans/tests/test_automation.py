@@ -65,7 +65,7 @@ def test_withdraw_offer_not_one_block_early_then_exactly_once(scene: Scene):
     assert (row.state, row.party, row.attempts, row.consecutive_failures) == ("done", "lender", 1, 0)
     [tx] = sent("withdrawLoanOffer", loan)
     assert (tx.tx_hash, tx.status, tx.block_number) == (row.evm_tx_hash, "mined", deadline)
-    assert row.evm_signed_tx == "" and row.evm_nonce is not None and row.done_at is not None
+    assert row.evm_signed_tx is None and row.evm_nonce is not None and row.done_at is not None
     assert scene.chain(loan).status is LoanStatus.OFFER_EXPIRED
 
     automation_run()
@@ -109,7 +109,7 @@ def test_accept_repayment_before_its_deadline(scene: Scene):
     assert tx.status == "mined"
     assert scene.chain(loan).status is LoanStatus.REPAID
     row = Automation.objects.get(loan=loan, action="accept-repayment")
-    assert row.state == "done" and row.evm_signed_tx == ""  # the signed bytes (they held pL) are not kept
+    assert row.state == "done" and row.evm_signed_tx is None  # the signed bytes (they held pL) are not kept
     automation_run()
     assert len(sent("acceptLoanRepayment", loan)) == 1
 

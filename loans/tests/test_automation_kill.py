@@ -13,9 +13,11 @@ import sys
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
+from eth_utils import keccak
 from hexbytes import HexBytes
 
 from evm.client import LoanStatus
+from loans import vault
 from loans.models import Automation, DeploymentPolicy, EvmTransaction
 from loans.services.automation import automation_run
 
@@ -60,6 +62,14 @@ def test_killed_around_sending_it_sends_the_same_transaction_once(scene: Scene, 
     row = Automation.objects.get(loan=loan, action="withdraw-offer")
     assert (row.state, row.evm_nonce) == ("sent", nonce)  # recorded before the node saw anything
     recorded = row.evm_tx_hash
+    # The signed transaction is kept sealed (an acceptLoanRepayment's would carry pL): ciphertext in the column,
+    # opening to the transaction whose hash was recorded.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT evm_signed_tx FROM loans_automation WHERE id = %s", [row.pk])
+        (stored,) = cursor.fetchone()
+    signed = vault.unseal(row.evm_signed_tx).reveal()
+    assert stored.startswith("fernet:") and signed.hex() not in stored
+    assert keccak(signed).hex() == recorded
     if when == "after":
         assert w3.eth.get_transaction(HexBytes(bytes.fromhex(recorded))) is not None
         assert w3.eth.get_transaction_count(lender) == nonce + 1

@@ -312,25 +312,28 @@ def test_a_lagging_watcher_alerts_once_per_episode(people):
 
 def test_an_automation_failing_twice_alerts_operators_once_per_streak(people):
     loan = _loan(people, status=S.REQUESTED)
-    automation = Automation.objects.create(
-        loan=loan, action="offer", party="lender", attempts=1, consecutive_failures=1, last_error="nonce too low"
-    )
-    deadline_alerts_run()
-    assert Alert.objects.count() == 0  # failed once
-    for attempts, failures in ((2, 2), (3, 3), (4, 4)):
-        Automation.objects.filter(pk=automation.pk).update(attempts=attempts, consecutive_failures=failures)
+    automation = Automation.objects.create(loan=loan, action="offer", party="lender", last_error="nonce too low")
+    rows = Automation.objects.filter(pk=automation.pk)
+
+    def fail() -> None:  # counted as the automation and the watchtower count a failed run
+        rows.update(**Automation.failure_counts())
         deadline_alerts_run()
-    key = f"automation_failed:{automation.pk}:0"
+
+    fail()
+    assert Alert.objects.count() == 0  # failed once
+    for _ in range(3):
+        fail()
+    key = f"automation_failed:{automation.pk}:1"
     assert operator_alerts(people, "automation_failed") == {"operator": [key], "root": [key]}
     assert "nonce too low" in Alert.objects.filter(key=key).first().body
-    # it went through once, then failed twice again: a new streak
-    Automation.objects.filter(pk=automation.pk).update(attempts=5, consecutive_failures=0)
+    # it went through once (a success resets the count), then failed twice again: a new streak
+    rows.update(consecutive_failures=0)
     deadline_alerts_run()
-    Automation.objects.filter(pk=automation.pk).update(attempts=7, consecutive_failures=2)
-    deadline_alerts_run()
-    assert operator_alerts(people, "automation_failed")["operator"] == [key, f"automation_failed:{automation.pk}:5"]
-    Automation.objects.filter(pk=automation.pk).update(state="done", attempts=9, consecutive_failures=2)
-    deadline_alerts_run()  # done: nothing to look at
+    fail()
+    fail()
+    assert operator_alerts(people, "automation_failed")["operator"] == [key, f"automation_failed:{automation.pk}:2"]
+    rows.update(state="done")
+    fail()  # done: nothing to look at
     assert Alert.objects.filter(kind="automation_failed").count() == 4
     assert not Alert.objects.filter(recipient__in=[people["lender"], people["borrower"]]).exists()
 
