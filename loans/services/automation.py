@@ -63,6 +63,7 @@ from ..chains import bitcoin_rpc, evm_web3
 from ..errors import LoanServiceError
 from ..escrow import ESCROW_PROBLEMS
 from ..funding import current_fee_rate_sat_vb
+from ..logging import loan_context
 from ..models import Automation, DeploymentPolicy, LenderKey, Loan, User
 from ..permissions import is_lender
 from ..selectors import loan_deadlines, loan_next_actions, loan_timelocks
@@ -158,19 +159,28 @@ def automation_run(*, now: datetime | None = None) -> AutomationReport:
         .order_by("pk")
     )
     for loan in loans:
-        open_actions = _open_lender_actions(loan, head)
-        unfinished = set(
-            Automation.objects.filter(loan=loan, party=Automation.Party.LENDER)
-            .exclude(state__in=[Automation.State.DONE, Automation.State.FAILED])
-            .values_list("action", flat=True)
-        )
-        policy = policies.get(loan.deployment_id)
-        for action in LENDER_ACTIONS:
-            switch = POLICY_SWITCH[action]
-            allowed = switch is None or bool(policy is not None and getattr(policy, switch))
-            if action in unfinished or (allowed and action in open_actions):
-                DUTIES[action](loan=loan, report=report, now=now)
+        with loan_context(loan.pk):
+            try:
+                _visit(loan, head, policies.get(loan.deployment_id), report, now)
+            except Exception as error:  # one loan's trouble never stops the pass
+                logger.exception("automation of loan %s failed", loan.pk, extra={"loan_id": loan.pk})
+                report.failed.append((loan.pk, "", f"{type(error).__name__}: {error}"))
     return report
+
+
+def _visit(loan: Loan, head: int | None, policy: DeploymentPolicy | None, report: AutomationReport, now) -> None:
+    """Every lender duty of one loan that is open now (and allowed by the policy) or unfinished."""
+    open_actions = _open_lender_actions(loan, head)
+    unfinished = set(
+        Automation.objects.filter(loan=loan, party=Automation.Party.LENDER)
+        .exclude(state__in=[Automation.State.DONE, Automation.State.FAILED])
+        .values_list("action", flat=True)
+    )
+    for action in LENDER_ACTIONS:
+        switch = POLICY_SWITCH[action]
+        allowed = switch is None or bool(policy is not None and getattr(policy, switch))
+        if action in unfinished or (allowed and action in open_actions):
+            DUTIES[action](loan=loan, report=report, now=now)
 
 
 def _open_lender_actions(loan: Loan, head: int | None) -> set[str]:

@@ -51,6 +51,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Q
 
+from ..logging import loan_context
 from ..models import Alert, Automation, ChainCursor, Loan, User
 from ..selectors import (
     BITCOIN_TARGET_BLOCK_SECONDS,
@@ -119,19 +120,20 @@ def deadline_alerts_run(*, now: datetime | None = None) -> DeadlineAlertsReport:
     )
     for loan in loans:
         report.loans_checked += 1
-        for notice in loan_deadline_notices(
-            loan=loan, evm_head=report.evm_head, bitcoin_tip=report.bitcoin_tip, now=now
-        ):
-            for recipient in _recipients(loan, notice.party, lenders):
-                _, created = alert_create(
-                    recipient=recipient,
-                    loan=loan,
-                    kind=notice.kind,
-                    key=notice.key,
-                    subject=notice.subject,
-                    body=notice.body,
-                )
-                report.count(notice.kind, created)
+        with loan_context(loan.pk):
+            for notice in loan_deadline_notices(
+                loan=loan, evm_head=report.evm_head, bitcoin_tip=report.bitcoin_tip, now=now
+            ):
+                for recipient in _recipients(loan, notice.party, lenders):
+                    _, created = alert_create(
+                        recipient=recipient,
+                        loan=loan,
+                        kind=notice.kind,
+                        key=notice.key,
+                        subject=notice.subject,
+                        body=notice.body,
+                    )
+                    report.count(notice.kind, created)
     for notice in operator_notices():
         for operator in _operators():
             _, created = alert_create(

@@ -44,6 +44,7 @@ from bitcoin.transactions import COLLATERAL_OUTPUT_INDEX, Transaction
 from ..chains import bitcoin_rpc
 from ..errors import LoanServiceError
 from ..funding import current_fee_rate_sat_vb
+from ..logging import loan_context
 from ..models import Automation, BitcoinTransaction, BorrowerSignature, Loan
 from ..selectors import loan_timelocks
 from .alerts import alert_create
@@ -131,7 +132,8 @@ def watchtower_run(*, now: datetime | None = None) -> WatchtowerReport:
     for duty, loans in ((_RELEASE, releases), (_EXIT, exits)):
         for loan in loans.distinct().order_by("pk"):
             try:
-                _run(duty, loan, now, report)
+                with loan_context(loan.pk):
+                    _run(duty, loan, now, report)
             except Exception as error:  # one loan's trouble never stops the pass
                 logger.exception("watchtower %s of loan %s failed", duty.action, loan.pk, extra={"loan_id": loan.pk})
                 report.failed.append((loan.pk, duty.action, f"{type(error).__name__}: {error}"))

@@ -318,3 +318,25 @@ def test_collateral_capture_not_one_block_before_t1_matured_then_once(scene: Sce
     automation_run()
     assert Automation.objects.get(loan=loan, action="collateral-capture").state == "done"
     assert Loan.objects.get(pk=loan.pk).bitcoin_status == "captured"
+
+
+@pytest.mark.django_db
+def test_one_loans_trouble_never_stops_the_pass(settings, monkeypatch):
+    """A duty that raises something unexpected is logged and reported for its loan; the other loans are visited."""
+    from loans.services import automation as module
+
+    from .factories import make_loan
+
+    settings.EVM_RPC_URL = "http://127.0.0.1:9"  # no node: the pass still visits every loan
+    first, second = make_loan(status=Loan.Status.REQUESTED), make_loan(status=Loan.Status.REQUESTED)
+    visited = []
+
+    def visit(loan, *args):
+        visited.append(loan.pk)
+        if loan.pk == first.pk:
+            raise RuntimeError("something unexpected")
+
+    monkeypatch.setattr(module, "_visit", visit)
+    report = automation_run()
+    assert visited == [first.pk, second.pk]
+    assert report.failed == [(first.pk, "", "RuntimeError: something unexpected")]
