@@ -16,11 +16,16 @@ transaction and only after commit tells the outside world (channels broadcast, q
   TX_capture with the server's key, the operators' broadcast retry
 - ``lender_secrets``: pL and the lender's keys, sealed in the vault
 - ``operators``: the lender role, pausing new loans, pruning expired records (audited)
+- ``automation``: the lender's unattended duties (server keys; at most once per loan and action)
+- ``watchtower``: the borrower's pre-signed TX_release and TX_exit, broadcast for a borrower who went offline
+- ``alerts``, ``deadline_alerts``: one message per person and occasion, before each deadline and to operators
 - ``accounts``, ``idempotency``: sign-in, API tokens, Idempotency-Key records
 - ``parameters``, ``deployments``: protocol parameter versions and contract deployments
 """
 
 from ..errors import ChainFactError, DeepReorgError, LoanServiceError, TransitionError
+from .alerts import alert_create, alert_mark_read
+from .automation import automation_run
 from .bitcoin_actions import (
     bitcoin_broadcast_retry,
     bitcoin_transaction_broadcast,
@@ -32,6 +37,7 @@ from .bitcoin_actions import (
 )
 from .bitcoin_facts import bitcoin_block_disconnect, bitcoin_transaction_apply, bitcoin_transaction_record
 from .borrower_actions import loan_create
+from .deadline_alerts import deadline_alerts_run
 from .deployments import contract_deployment_record
 from .evm_calls import (
     evm_transaction_report,
@@ -52,12 +58,16 @@ from .operators import expired_records_prune, lender_role_grant, lender_role_rev
 from .parameters import protocol_parameters_create, protocol_parameters_matching
 from .presignatures import presignature_upload
 from .transitions import loan_group_name, loan_status_transition
+from .watchtower import watchtower_run
 
 __all__ = [
     "ChainFactError",
     "DeepReorgError",
     "LoanServiceError",
     "TransitionError",
+    "alert_create",
+    "alert_mark_read",
+    "automation_run",
     "bitcoin_block_disconnect",
     "bitcoin_broadcast_retry",
     "bitcoin_transaction_apply",
@@ -66,6 +76,7 @@ __all__ = [
     "collateral_capture",
     "collateral_lock",
     "contract_deployment_record",
+    "deadline_alerts_run",
     "evm_event_apply",
     "evm_transaction_report",
     "exit_psbt_prepare",
@@ -93,4 +104,5 @@ __all__ = [
     "protocol_parameters_create",
     "protocol_parameters_matching",
     "release_psbt_prepare",
+    "watchtower_run",
 ]
