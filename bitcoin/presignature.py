@@ -104,8 +104,8 @@ class VerifiedPresignature:
         return self.prepared.fee_rate
 
 
-#: Every reason a TX_1 upload can be refused with (stable: the API returns them as error codes).
-TX1_REFUSAL_REASONS: tuple[str, ...] = (
+#: What any uploaded pre-signature can be refused for: its form and the frame of its one input.
+_FRAME_REFUSAL_REASONS: tuple[str, ...] = (
     "malformed_psbt",
     "malformed_transaction",
     "malformed_signature",
@@ -119,51 +119,39 @@ TX1_REFUSAL_REASONS: tuple[str, ...] = (
     "nonempty_script_sig",
     "witness_utxo_mismatch",
     "wrong_output_count",
-    "wrong_fee_output",
-    "wrong_fee_amount",
-    "dust_fee_output",
-    "wrong_collateral_output",
-    "insufficient_collateral",
-    "collateral_above_cap",
-    "wrong_collateral_amount",
-    "wrong_change_output",
-    "dust_change_output",
-    "missing_change_output",
-    "outputs_exceed_input",
-    "fee_rate_too_low",
-    "fee_rate_too_high",
-    "wrong_sighash_type",
-    "wrong_leaf",
-    "wrong_signer",
-    "invalid_signature",
+)
+#: The money: inputs and the loan's fee-rate bounds.
+_FEE_REFUSAL_REASONS: tuple[str, ...] = ("outputs_exceed_input", "fee_rate_too_low", "fee_rate_too_high")
+#: The signature itself.
+_SIGNATURE_REFUSAL_REASONS: tuple[str, ...] = ("wrong_sighash_type", "wrong_leaf", "wrong_signer", "invalid_signature")
+#: Every reason a TX_1 upload can be refused with (stable: the API returns them as error codes).
+TX1_REFUSAL_REASONS: tuple[str, ...] = (
+    *_FRAME_REFUSAL_REASONS,
+    *(  # TX_1's outputs
+        "wrong_fee_output",
+        "wrong_fee_amount",
+        "dust_fee_output",
+        "wrong_collateral_output",
+        "insufficient_collateral",
+        "collateral_above_cap",
+        "wrong_collateral_amount",
+        "wrong_change_output",
+        "dust_change_output",
+        "missing_change_output",
+    ),
+    *_FEE_REFUSAL_REASONS,
+    *_SIGNATURE_REFUSAL_REASONS,
 )
 #: The reasons only the borrower's check of a sweep (TX_exit, TX_release) or of an unknown transaction gives.
 SWEEP_REFUSAL_REASONS: tuple[str, ...] = ("wrong_payout_output", "dust_payout_output", "not_a_loan_transaction")
 #: Every reason ``verify_borrower_sweep_signature`` (a TX_release or TX_exit rung of B's ladders) can give;
 #: ``malformed_witness`` (a finalized rung whose witness is not its leaf's) is its own.
 SWEEP_SIGNATURE_REFUSAL_REASONS: tuple[str, ...] = (
-    "malformed_psbt",
-    "malformed_transaction",
-    "malformed_signature",
-    "missing_signature",
-    "ambiguous_upload",
-    "wrong_version",
-    "wrong_input_count",
-    "wrong_outpoint",
-    "wrong_sequence",
-    "wrong_locktime",
-    "nonempty_script_sig",
-    "witness_utxo_mismatch",
-    "wrong_output_count",
+    *_FRAME_REFUSAL_REASONS,
     "wrong_payout_output",
     "dust_payout_output",
-    "outputs_exceed_input",
-    "fee_rate_too_low",
-    "fee_rate_too_high",
-    "wrong_sighash_type",
-    "wrong_leaf",
-    "wrong_signer",
-    "invalid_signature",
+    *_FEE_REFUSAL_REASONS,
+    *_SIGNATURE_REFUSAL_REASONS,
     "malformed_witness",
 )
 REFUSAL_REASONS = frozenset(TX1_REFUSAL_REASONS + SWEEP_REFUSAL_REASONS + SWEEP_SIGNATURE_REFUSAL_REASONS)

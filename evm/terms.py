@@ -28,7 +28,8 @@ from .parameters import FIELDS, UINT32, UINT64, ProtocolParameters, as_bytes32, 
 if TYPE_CHECKING:  # evm.client imports this module
     from .client import Loan
 
-REFUSAL_REASONS: tuple[str, ...] = (
+#: The reasons ``check_loan_terms`` gives: the loan's snapshot is not what the borrower asked for.
+TERMS_REFUSAL_REASONS: tuple[str, ...] = (
     "wrong_borrower",
     "wrong_amount",
     "wrong_borrower_btc_pubkey",
@@ -42,9 +43,8 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "wrong_processing_fee",
     "wrong_repayment_amount",
     "wrong_bond",
-    "not_offered",
-    "accept_cutoff",
 )
+REFUSAL_REASONS: tuple[str, ...] = (*TERMS_REFUSAL_REASONS, "not_offered", "accept_cutoff")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,4 +143,4 @@ def check_loan_terms(loan: Loan, terms: BorrowerTerms) -> None:
         raise _refuse(loan, "wrong_bond", "the bond (wei)", loan.bond, terms.bond_wei)
 
 
-__all__ = ("REFUSAL_REASONS", "BorrowerStepRefused", "BorrowerTerms", "check_loan_terms")
+__all__ = ("REFUSAL_REASONS", "TERMS_REFUSAL_REASONS", "BorrowerStepRefused", "BorrowerTerms", "check_loan_terms")

@@ -51,7 +51,7 @@ from evm.errors import (
     TransactionFailed,
 )
 from evm.events import default_decoder
-from evm.terms import BorrowerTerms
+from evm.terms import TERMS_REFUSAL_REASONS, BorrowerTerms
 
 from ..chains import loan_contract_client
 from ..errors import LoanServiceError
@@ -67,21 +67,7 @@ from .operators import new_loans_paused
 _NODE = ("evm_node_unavailable", "contract_would_revert")
 _CHAIN_STATE = ("not_on_chain", "wrong_state")
 _BORROWER = ("no_evm_address", *_NODE, *_CHAIN_STATE)
-_TERMS = (
-    "wrong_borrower",
-    "wrong_amount",
-    "wrong_borrower_btc_pubkey",
-    "wrong_borrower_hash",
-    "wrong_escrow_txid",
-    "wrong_escrow_vout",
-    "wrong_escrow_sats",
-    "wrong_parameters_version",
-    "wrong_parameters",
-    "wrong_lender_btc_pubkey",
-    "wrong_processing_fee",
-    "wrong_repayment_amount",
-    "wrong_bond",
-)
+_TERMS = TERMS_REFUSAL_REASONS  # the loan's snapshot is not what the borrower asked for (evm.terms)
 _LENDER = ("no_evm_address", "not_contract_owner", "no_lender_key", "contract_reverted", *_NODE, *_CHAIN_STATE)
 
 LOAN_REQUEST_CODES: tuple[str, ...] = (
