@@ -66,7 +66,7 @@ from ..facts import loan_facts
 from ..funding import current_fee_rate_sat_vb
 from ..models import BitcoinBroadcast, BitcoinTransaction, BorrowerSignature, Loan, OperatorAction, User
 from ..permissions import is_lender, is_loan_borrower, is_operator, require
-from ..selectors import loan_timelocks
+from ..selectors import TimelockPath, loan_timelocks
 from .lender_secrets import lender_bitcoin_key
 
 #: The most rungs a ladder may have, per kind.
@@ -383,17 +383,22 @@ def exit_psbt_prepare(*, loan: Loan, actor: User, fee_rate_sat_vb: object) -> Pr
         raise _refuse(
             "escrow_owed_to_lender", f"loan {loan.pk} is {loan.status}: its escrow belongs in TX_1, not back to B"
         )
-    timelock = loan_timelocks(loan=loan).exit
-    if timelock.blocks_remaining is None:
-        raise _refuse("escrow_not_confirmed", f"loan {loan.pk}'s escrow height is not known yet")
-    if not timelock.is_mature:
-        raise _refuse(
-            "too_early",
-            f"t_0 matures at height {timelock.mature_height}: {timelock.blocks_remaining} more block(s) first",
-        )
+    _require_mature(loan_timelocks(loan=loan).exit, "t_0", unknown=("escrow_not_confirmed", "escrow"))
     facts = _facts(loan)
     prepared = _build(build_exit, facts, _fee_rate(facts, fee_rate_sat_vb))
     return PreparedPsbt(psbt=create_psbt(prepared), prepared=prepared)
+
+
+def _require_mature(path: TimelockPath, name: str, *, unknown: tuple[str, str]) -> None:
+    """Refuse unless the next block may hold the spend of ``path`` (its timelock ``name``, e.g. t_0); ``unknown``
+    is the code and the output's name when its height is not known yet."""
+    code, output = unknown
+    if path.blocks_remaining is None:
+        raise _refuse(code, f"the {output}'s height is not known yet")
+    if not path.is_mature:
+        raise _refuse(
+            "too_early", f"{name} matures at height {path.mature_height}: {path.blocks_remaining} more block(s) first"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ broadcasts
@@ -606,14 +611,7 @@ def _complete_exit(loan: Loan, facts: LoanFacts, rung: BorrowerSignature) -> Tra
             "escrow_owed_to_lender",
             f"loan {loan.pk} is {loan.status}: its escrow may still go into TX_1; the server never exits it",
         )
-    timelock = loan_timelocks(loan=loan).exit
-    if timelock.blocks_remaining is None:
-        raise _refuse("escrow_not_confirmed", f"loan {loan.pk}'s escrow height is not known yet")
-    if not timelock.is_mature:
-        raise _refuse(
-            "too_early",
-            f"t_0 matures at height {timelock.mature_height}: {timelock.blocks_remaining} more block(s) first",
-        )
+    _require_mature(loan_timelocks(loan=loan).exit, "t_0", unknown=("escrow_not_confirmed", "escrow"))
     verified = _verified_rung(facts, rung, None)
     return finalize_exit(verified.prepared, borrower_signature=verified.borrower_signature)
 
@@ -700,14 +698,7 @@ def collateral_capture(*, loan: Loan, actor: User, fee_rate_sat_vb: object | Non
         tx1_txid = _applied_tx1_txid(locked)
         if locked.bitcoin_status != Loan.BitcoinStatus.COLLATERAL_LOCKED or tx1_txid is None:
             raise _refuse("collateral_not_locked", f"loan {locked.pk}'s bitcoin is {locked.bitcoin_status}")
-        timelock = loan_timelocks(loan=locked).capture
-        if timelock.blocks_remaining is None:
-            raise _refuse("collateral_not_locked", f"loan {locked.pk}'s TX_1 height is not known yet")
-        if not timelock.is_mature:
-            raise _refuse(
-                "too_early",
-                f"t_1 matures at height {timelock.mature_height}: {timelock.blocks_remaining} more block(s) first",
-            )
+        _require_mature(loan_timelocks(loan=locked).capture, "t_1", unknown=("collateral_not_locked", "TX_1"))
         facts = _facts(locked)
         if fee_rate_sat_vb is None:
             rate, _source = current_fee_rate_sat_vb()
