@@ -38,6 +38,7 @@ from loans.facts import loan_facts
 from loans.models import ContractDeployment, Loan, User
 from loans.services.accounts import api_token_issue, siwe_nonce_issue
 
+from .caches import use_own_cache
 from .factories import evm_address, hex32, make_loan, make_parameters, make_user
 
 API_PREFIX = "api/v1/"
@@ -117,13 +118,7 @@ def vector_loan(owner: User) -> Loan:
 
 def desk_settings(settings) -> None:
     """Regtest, the fee bounds, the lender's payout address, this test's own rate-limit counters, no node."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
     settings.BITCOIN_NETWORK = "regtest"
     settings.BITCOIN_MIN_FEE_RATE_SAT_VB = "1"
     settings.BITCOIN_MAX_FEE_RATE_SAT_VB = "500"

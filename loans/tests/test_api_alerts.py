@@ -3,14 +3,13 @@ own read; another person's alert is 404 and stays unread. (Every role x endpoint
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from loans.models import Alert, IdempotencyRecord, User
 
+from .caches import use_own_cache
 from .factories import make_loan, make_user
 
 pytestmark = pytest.mark.django_db
@@ -18,13 +17,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _own_throttle_counters(settings):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
 
 
 def client_of(user: User) -> APIClient:

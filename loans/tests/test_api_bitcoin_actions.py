@@ -4,8 +4,6 @@ the caller may not see is 404, one it sees but may not act on 403; refusals keep
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from cryptography.fernet import Fernet
 from django.urls import reverse
@@ -18,6 +16,7 @@ from bitcoin.transactions import build_exit, build_release
 from loans.facts import loan_facts
 from loans.models import BitcoinBroadcast, BorrowerSignature, Loan, OperatorAction, User
 
+from .caches import use_own_cache
 from .factories import make_user
 from .test_bitcoin_actions import (
     CLOSED_PORT_URL,
@@ -39,13 +38,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _desk(settings) -> None:
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
     settings.BITCOIN_NETWORK = "regtest"
     settings.BITCOIN_MIN_FEE_RATE_SAT_VB = "1"
     settings.BITCOIN_MAX_FEE_RATE_SAT_VB = "500"

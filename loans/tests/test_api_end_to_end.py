@@ -47,6 +47,7 @@ from loans.services.lender_secrets import lender_key_store
 from loans.sync.bitcoin import sync_bitcoin
 from loans.sync.evm import sync_evm
 
+from .caches import use_own_cache
 from .conftest import Desk
 from .evm_calls_scene import SMALL
 
@@ -191,13 +192,7 @@ def world(settings, anvil, w3, btc_rpc, desk: Desk, stranger_account, tmp_path) 
     settings.BITCOIN_CONFIRMATIONS = settings.EVM_CONFIRMATIONS = 1
     settings.LOAN_VAULT_KEYS_FILE, settings.LOAN_VAULT_KEYS = "", Fernet.generate_key().decode()
     settings.ALLOWED_HOSTS = ["testserver"]
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
     settings.LENDER_BTC_PAYOUT_ADDRESS = lender_payout = REGTEST_P2WPKH
 
     # The operator's setup: the contracts' parameters for this desk, and the lender's keys in the vault.

@@ -28,6 +28,7 @@ from loans.facts import loan_facts
 from loans.models import PARAMETER_FIELDS, ContractDeployment, IdempotencyRecord, Loan, User
 from loans.services import loan_create
 
+from .caches import use_own_cache
 from .factories import evm_address, hex32, make_loan, make_parameters, make_user
 
 pytestmark = pytest.mark.django_db
@@ -39,13 +40,7 @@ BORROWER_KEY = PrivateKey.generate()
 
 @pytest.fixture(autouse=True)
 def _desk(settings, monkeypatch):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
     settings.BITCOIN_NETWORK = "regtest"
     settings.BITCOIN_MIN_FEE_RATE_SAT_VB = "1"
     settings.BITCOIN_MAX_FEE_RATE_SAT_VB = "500"

@@ -3,8 +3,6 @@ borrower gets 403, an anonymous caller 401, and nothing is written); refusals ke
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -13,6 +11,7 @@ from loans import funding
 from loans.models import DeploymentPolicy, Loan, OperatorAction, User
 from loans.services.operators import new_loans_pause
 
+from .caches import use_own_cache
 from .factories import make_deployment, make_user
 from .test_operators import desk_deployment, loan_request  # noqa: F401 - a fixture and its request
 
@@ -21,13 +20,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _cache(settings):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
 
 
 def client_for(user: User | None) -> APIClient:

@@ -5,7 +5,6 @@ refusal by its code, with nothing written; the same upload again returns the sto
 from __future__ import annotations
 
 import base64
-import uuid
 from dataclasses import replace
 
 import pytest
@@ -31,6 +30,7 @@ from loans.facts import loan_facts
 from loans.models import BorrowerSignature, Loan, User
 from loans.services import presignature_upload
 
+from .caches import use_own_cache
 from .factories import make_loan, make_parameters, make_user
 
 pytestmark = pytest.mark.django_db
@@ -38,13 +38,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _desk(settings):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
     settings.BITCOIN_NETWORK = "regtest"
     settings.BITCOIN_MIN_FEE_RATE_SAT_VB = "1"
     settings.BITCOIN_MAX_FEE_RATE_SAT_VB = "500"

@@ -3,7 +3,6 @@ query counts, both chains' state with deadlines in blocks, the timeline in time 
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -19,6 +18,7 @@ from loans.api.fields import SatsField, WeiField
 from loans.errors import ChainFactError, LoanServiceError, TransitionError
 from loans.models import BitcoinTransaction, ChainCursor, EvmEvent, Loan, LoanStatusChange, User
 
+from .caches import use_own_cache
 from .factories import hex32, make_deployment, make_loan, make_parameters, make_user
 
 pytestmark = pytest.mark.django_db
@@ -27,13 +27,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _own_throttle_counters(settings):
     """Rate-limit counters of this test only (the Redis database is shared with other suites)."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
 
 
 def client_for(user: User | None) -> APIClient:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 from django.contrib.staticfiles import finders
@@ -17,6 +16,7 @@ from loans.api.idempotency import IdempotentPostMixin
 from loans.errors import TransitionError
 from loans.models import ApiToken, IdempotencyRecord, User
 
+from .caches import use_own_cache
 from .factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -24,13 +24,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _own_throttle_counters(settings):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
 
 
 def test_schema_validates_without_warnings(tmp_path):

@@ -5,7 +5,6 @@ logout, and the sign-in and write rate limits (429 rate_limited with Retry-After
 from __future__ import annotations
 
 import hashlib
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,6 +18,7 @@ from siwe import SiweMessage
 from loans.api.throttles import SignInRateThrottle, WriteRateThrottle
 from loans.models import ApiToken, SiweNonce, User
 
+from .caches import use_own_cache
 from .factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -27,13 +27,7 @@ HOST = "testserver"
 
 @pytest.fixture(autouse=True)
 def _own_throttle_counters(settings):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        }
-    }
+    use_own_cache(settings)
 
 
 def iso(moment: datetime) -> str:
