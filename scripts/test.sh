@@ -34,5 +34,7 @@ echo "== OpenAPI schema"
 DJANGO_SECRET_KEY=check-only $py manage.py spectacular --validate --fail-on-warn --file /dev/null
 echo "== contract artifacts match their sources"
 node contracts/compile.js --check
+echo "== the browser signer bundle matches its source and the lock file"
+node frontend/build.js --check
 echo "== pytest"
 exec .venv/bin/pytest "$@"
