@@ -29,7 +29,7 @@ from bitcoin.presignature import (
     verify_borrower_presignature,
     verify_borrower_sweep_signature,
 )
-from bitcoin.psbt import Psbt, create_psbt
+from bitcoin.psbt import PSBT_IN_SIGHASH_TYPE, Psbt, create_psbt
 from bitcoin.rpc import BitcoinRPC, RPCError, btc_to_sats
 from bitcoin.scripts import HASHLOCK_LEAF
 from bitcoin.testing import FundedOutput
@@ -416,6 +416,16 @@ def test_the_bundle_refuses_a_psbt_that_lies_about_the_escrow(signer: Callable[.
     with pytest.raises(SignerError) as info:
         signer("checkLoanTransaction", facts.to_json_dict(), base64.b64encode(b"not a psbt").decode())
     assert info.value.reason == "malformed_psbt"
+
+
+def test_the_bundle_refuses_a_psbt_asking_for_another_sighash_type(signer: Callable[..., Any]) -> None:
+    facts, borrower = _facts()
+    psbt = create_psbt(build_tx1(facts, fee_rate_sat_vb=2))
+    psbt.inputs[0][bytes([PSBT_IN_SIGHASH_TYPE])] = (1).to_bytes(4, "little")  # SIGHASH_ALL
+    assert _refusal(lambda: verify_borrower_presignature(facts, psbt=psbt.to_base64())) == "wrong_sighash_type"
+    with pytest.raises(SignerError) as info:
+        signer("signPsbt", facts.to_json_dict(), psbt.to_base64(), borrower.secret.hex())
+    assert info.value.reason == "wrong_sighash_type"
 
 
 def test_the_summary_names_every_output_with_its_address(signer: Callable[..., Any]) -> None:
