@@ -185,8 +185,13 @@ class ConsoleLog:
         self.errors: list[str] = []
 
     def attach(self, page) -> None:
-        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("console", self._console)
         page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            url = (message.location or {}).get("url", "")
+            self.errors.append(f"{message.text} ({url})" if url else message.text)
 
     @property
     def csp_errors(self) -> list[str]:

@@ -39,6 +39,8 @@ def test_first_sign_in_creates_a_borrower_and_the_nav_shows_the_address(
     message = bytes.fromhex(signed[0][2:]).decode()
     assert f"\n{wallet.address}\n" in message and "Chain ID: 31337" in message
     assert [r.method for r in recorder.to("/api/v1/auth/")] == ["POST", "POST"]
+    (sent,) = recorder.to("/api/v1/auth/siwe")  # the recorder holds the bodies, too
+    assert '"signature":"0x' in sent.body and recorder.containing(wallet.address.lower()) == [sent]
     assert SiweNonce.objects.filter(used_at__isnull=False).count() == 1
 
     # The same session on a phone: the address wraps inside the header.
