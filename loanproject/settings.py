@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "csp",
     "template_partials",
     "rest_framework",
     "drf_spectacular",
@@ -98,6 +99,11 @@ MIDDLEWARE = [
     # django-prometheus: first and last, so they time the whole request (see "Observability" below).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (htmx, the pages' CSS and JavaScript, admin and API docs assets) straight from the app, in
+    # production too: see "Static files" below.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Content-Security-Policy on every response: see "Content-Security-Policy" below.
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -186,9 +192,55 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- Static files ----------------------------------------------------------------------------------------------
+# WhiteNoise serves them from the app process (daphne), so the compose stack needs no separate web server. In
+# production (DEBUG off, not under pytest) they come from STATIC_ROOT, filled by `collectstatic` when the image is
+# built (docker/Dockerfile), under content-hashed names with far-future caching and gzip/brotli copies; with DEBUG on
+# and under pytest they are found in place (STATICFILES_DIRS and the apps) so nothing needs collecting.
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_COLLECTED = env_bool("STATIC_COLLECTED", not (DEBUG or UNDER_PYTEST))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_COLLECTED
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not STATIC_COLLECTED
+WHITENOISE_AUTOREFRESH = not STATIC_COLLECTED
+
+# --- Content-Security-Policy (django-csp) ------------------------------------------------------------------
+# No inline script and no eval anywhere: JavaScript lives in static files and reads data-* attributes; htmx is told
+# not to eval (templates/base.html's htmx-config). Each source, and why it is allowed:
+# - default-src 'self': anything not named below only from this origin.
+# - script-src 'self': our static files (htmx, the pages' modules). No 'unsafe-inline', no 'unsafe-eval'.
+# - style-src 'self': our stylesheets; htmx's injected indicator <style> is switched off (includeIndicatorStyles).
+# - img-src 'self' data:: our images, and data: URIs that the API docs page's stylesheet (Swagger UI) draws icons with.
+# - connect-src 'self': htmx requests, the pages' fetch() to /api/v1/, and the live websocket (CSP Level 3 'self'
+#   matches ws:/wss: of this host). The wallet talks to its own node from its extension, not from the page.
+# - object-src 'none', base-uri 'self', form-action 'self', frame-ancestors 'none' (with X-Frame-Options: DENY).
+# Exemptions, each on its own view: the API docs page (loans/api/urls.py) gets style-src 'unsafe-inline' for the
+# <style> block in drf-spectacular's template; its script is served as a file (SpectacularSwaggerSplitView). The
+# admin needs none. CSP_REPORT_ONLY=1 sends the same policy as Content-Security-Policy-Report-Only instead.
+_CSP_DIRECTIVES = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+if env_bool("CSP_REPORT_ONLY", False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": _CSP_DIRECTIVES}
+else:
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": _CSP_DIRECTIVES}
 
 # Throttle counters and other short-lived state: Redis when REDIS_URL is set (shared by every web process),
 # otherwise this process's memory.
@@ -231,6 +283,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No badge fetched from the public validator (it would leave the site and break img-src 'self').
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     # statuses the shared machinery gives (idempotency keys, body size, unmatched ids): loans/api/schema.py
     "POSTPROCESSING_HOOKS": [

@@ -13,6 +13,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),  # Prometheus; who may scrape: METRICS_TOKEN in settings
     path("admin/", admin.site.urls),
     path("api/v1/", include("loans.api.urls")),
+    path("", include("loans.pages.urls")),
 ]
 
 handler404 = "loans.api.schema.not_found"  # /api/...: the error shape, not an HTML page

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and the whole test suite on PostgreSQL and Redis (127.0.0.1:5432 user postgres, trust auth;
-# 127.0.0.1:6379). Extra arguments go to pytest, e.g. `./scripts/test.sh loans -x`.
+# 127.0.0.1:6379). Extra arguments go to pytest, e.g. `./scripts/test.sh loans -x` (then the browser tests are not
+# run). With none, the browser tests (marker `browser`, loans/tests/browser/) run after the main suite in a pytest
+# process of their own, in headless Chromium (Debian's `chromium`, installed here when missing and run as root).
+# Their screenshots land in BROWSER_ARTIFACTS_DIR (default var/browser-artifacts/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
@@ -34,5 +37,22 @@ echo "== OpenAPI schema"
 DJANGO_SECRET_KEY=check-only $py manage.py spectacular --validate --fail-on-warn --file /dev/null
 echo "== contract artifacts match their sources"
 node contracts/compile.js --check
+echo "== the browser signer bundle matches its source and the lock file"
+node frontend/build.js --check
 echo "== pytest"
-exec .venv/bin/pytest "$@"
+if [ $# -gt 0 ]; then
+    exec .venv/bin/pytest "$@"
+fi
+.venv/bin/pytest
+echo "== browser tests (headless Chromium)"
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test: installing Debian's chromium"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core
+    else
+        echo "test: the browser tests need Debian's chromium: apt-get install chromium" >&2
+        exit 1
+    fi
+fi
+exec .venv/bin/pytest -m browser loans/tests/browser

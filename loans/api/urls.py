@@ -1,8 +1,9 @@
 """/api/v1/: the reads, Sign-In with Ethereum, the OpenAPI schema and its docs page (served from our own static
 files, drf-spectacular-sidecar: no CDN)."""
 
+from csp.decorators import csp_update
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from . import alert_views, auth, bitcoin_views, evm_views, operator_views, views
 
@@ -25,7 +26,10 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
     path(
         "docs/",
-        SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[], authentication_classes=[]),
+        # Its script is a file (?script), not inline; only its template's <style> block needs 'unsafe-inline'.
+        csp_update({"style-src": ["'unsafe-inline'"]})(
+            SpectacularSwaggerSplitView.as_view(url_name="api:schema", permission_classes=[], authentication_classes=[])
+        ),
         name="docs",
     ),
 ]

@@ -1,0 +1,160 @@
+"""Pages: the lender's desk: the queue of requests with their escrow check, each loan's lender actions (sent with
+the lender's stored key through the services), and the dashboard. The lender and operators only (403 otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Sum
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import path
+from django.views.decorators.http import require_GET, require_POST
+
+from .. import selectors
+from ..errors import LoanServiceError
+from ..escrow import lender_queue
+from ..models import Loan
+from ..permissions import is_lender, is_operator, require
+from ..services import evm_calls
+from ..services.bitcoin_actions import collateral_capture, collateral_lock
+from .borrower import Moment, action_view, loan_deadline_rows, page, refusal, refusal_status, visible_loan
+
+# The lender's steps a page form may take, each through its service, sent with the lender's stored key.
+LENDER_EVM_CALLS = {
+    "commit-lender-hash": evm_calls.lender_hash_commit,
+    "offer": evm_calls.loan_offer_extend,
+    "accept-repayment": evm_calls.loan_repayment_accept,
+    "withdraw-offer": evm_calls.loan_offer_withdraw,
+    "mark-default": evm_calls.loan_default_mark,
+}
+LENT_STATUSES = (Loan.Status.ACTIVE, Loan.Status.REPAYMENT_IN_PROGRESS)
+
+
+def _require_desk(request: HttpRequest) -> None:
+    require(is_lender(request.user) or is_operator(request.user), "the lender's desk is for the lender and operators")
+
+
+def _action(loan: Loan, actor: Any, name: str, fee_rate: str | None) -> str:
+    if name in LENDER_EVM_CALLS:
+        call = LENDER_EVM_CALLS[name](loan=loan, actor=actor, send=True)
+        sent = call.transaction
+        return f"{call.prepared.method} sent: {sent.tx_hash} ({sent.get_status_display()})." if sent else "Prepared."
+    if name == "collateral-lock":
+        row = collateral_lock(loan=loan, actor=actor)
+    elif name == "collateral-capture":
+        row = collateral_capture(loan=loan, actor=actor, fee_rate_sat_vb=fee_rate or None)
+    else:
+        raise Http404("no such action")
+    if row.accepted_at is None:
+        return f"{row.kind} {row.txid} stored; the node did not take it yet ({row.last_error})."
+    return f"{row.kind} {row.txid} broadcast."
+
+
+# ------------------------------------------------------------------------------------------------ dashboard
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Capital lent and locked, loans by state, the deadlines coming up."""
+    _require_desk(request)
+    loans = selectors.loans_visible_to(user=request.user)
+    lent = loans.filter(status__in=LENT_STATUSES).aggregate(amount=Sum("amount_wei"), bond=Sum("bond_wei"))
+    offered = loans.filter(status=Loan.Status.OFFERED).aggregate(amount=Sum("amount_wei"), bond=Sum("bond_wei"))
+    by_state = loans.values("status", "bitcoin_status").annotate(count=Count("id")).order_by("status", "bitcoin_status")
+    labels, bitcoin_labels = dict(Loan.Status.choices), dict(Loan.BitcoinStatus.choices)
+    coming: list[dict[str, Any]] = []
+    open_loans = loans.exclude(status__in=Loan.TERMINAL_STATUSES).exclude(status=Loan.Status.DRAFT)
+    for loan in open_loans.order_by("id"):
+        for action in selectors.loan_next_actions(loan=loan, user=request.user):
+            moment = Moment.of(action.closes if action.open else action.opens)
+            if moment is not None and moment.blocks_remaining is not None:
+                coming.append({"loan": loan, "action": action_view(loan, action), "moment": moment})
+    coming.sort(key=lambda row: (row["moment"].blocks_remaining, row["loan"].pk))
+    context = {
+        "lent_wei": lent["amount"] or 0,
+        "lent_bond_wei": lent["bond"] or 0,
+        "offered_wei": offered["amount"] or 0,
+        "offered_bond_wei": offered["bond"] or 0,
+        "by_state": [
+            {"status": labels[row["status"]], "bitcoin": bitcoin_labels[row["bitcoin_status"]], "count": row["count"]}
+            for row in by_state
+        ],
+        "coming": coming,
+    }
+    return page(request, "loans/lender/dashboard.html", "dashboard", context)
+
+
+# ------------------------------------------------------------------------------------------------ the queue
+
+
+@login_required
+@require_GET
+def queue(request: HttpRequest) -> HttpResponse:
+    """The requested loans, oldest first, each with its escrow check on the Bitcoin node."""
+    _require_desk(request)
+    entries = [
+        {"loan": loan, "check": check, "deadlines": selectors.loan_deadlines(loan=loan)}
+        for loan, check in lender_queue(actor=request.user)
+    ]
+    return page(request, "loans/lender/queue.html", "queue", {"entries": entries})
+
+
+# ------------------------------------------------------------------------------------------------ one loan
+
+
+def _loan_page(request: HttpRequest, loan: Loan, *, status: int = 200, **extra: Any) -> HttpResponse:
+    deadlines = selectors.loan_deadlines(loan=loan)
+    timelocks = selectors.loan_timelocks(loan=loan)
+    actions = [
+        action_view(loan, action)
+        for action in selectors.loan_next_actions(
+            loan=loan, user=request.user, deadlines=deadlines, timelocks=timelocks
+        )
+        if action.party == "lender"
+    ]
+    context = {
+        "loan": loan,
+        "deadlines": loan_deadline_rows(loan, deadlines, timelocks),
+        "evm_head": deadlines.head,
+        "btc_tip": timelocks.tip_height,
+        "actions": actions,
+        **extra,
+    }
+    return page(request, "loans/lender/loan.html", "lender-loan", context, status=status)
+
+
+@login_required
+@require_GET
+def loan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_desk(request)
+    return _loan_page(request, visible_loan(request, pk))
+
+
+@login_required
+@require_POST
+def loan_action(request: HttpRequest, pk: int, name: str) -> HttpResponse:
+    """One lender step through its service (evm-calls sent with the lender's key, TX_1, TX_capture); a refusal
+    shows its code and message."""
+    _require_desk(request)
+    loan = visible_loan(request, pk)
+    if name not in LENDER_EVM_CALLS and name not in ("collateral-lock", "collateral-capture"):
+        raise Http404("no such action")
+    try:
+        done = _action(loan, request.user, name, request.POST.get("fee_rate_sat_vb", "").strip())
+    except (LoanServiceError, PermissionDenied) as error:
+        loan.refresh_from_db()
+        return _loan_page(request, loan, status=refusal_status(error), refusal=refusal(error))
+    loan.refresh_from_db()
+    return _loan_page(request, loan, done=done)
+
+
+urlpatterns = [
+    path("lender/", dashboard, name="lender-dashboard"),
+    path("lender/queue/", queue, name="lender-queue"),
+    path("lender/loans/<int:pk>/", loan_detail, name="lender-loan"),
+    path("lender/loans/<int:pk>/actions/<str:name>/", loan_action, name="lender-loan-action"),
+]

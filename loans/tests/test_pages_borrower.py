@@ -1,0 +1,240 @@
+"""The borrower's pages (Django test client, no browser): my loans, a new loan, the loan page. Each page's htmx
+partial is the same fragment as the whole page's; a refused action shows the service's code and message and changes
+nothing; another borrower gets 404."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from bitcoin.addresses import encode_segwit_address
+from bitcoin.keys import PrivateKey
+from loans import funding
+from loans.models import BorrowerSignature, ContractDeployment, Loan, User
+from loans.qr import qr_svg
+from loans.services import loan_create
+
+from .factories import evm_address, hex32, make_parameters, make_user
+
+pytestmark = pytest.mark.django_db
+
+AMOUNT_WEI = 10**16
+LENDER_KEY = PrivateKey.generate()
+BORROWER_KEY = PrivateKey.generate()
+
+
+class _NoEstimate:
+    def estimatesmartfee(self, conf_target, estimate_mode="conservative"):
+        return {"errors": ["Insufficient data"], "blocks": 0}
+
+
+@pytest.fixture(autouse=True)
+def _desk(settings, monkeypatch):
+    settings.BITCOIN_NETWORK = "regtest"
+    settings.BITCOIN_MIN_FEE_RATE_SAT_VB = "1"
+    settings.BITCOIN_MAX_FEE_RATE_SAT_VB = "500"
+    settings.LENDER_BTC_PAYOUT_ADDRESS = encode_segwit_address("regtest", 0, b"\x11" * 20)
+    monkeypatch.setattr(funding, "bitcoin_rpc", lambda **kwargs: _NoEstimate())
+    parameters = make_parameters(lender_btc_pubkey=LENDER_KEY.xonly_pubkey.hex())
+    ContractDeployment.objects.create(
+        chain_id=settings.EVM_CHAIN_ID,
+        loan_contract_address=evm_address(),
+        ether_swap_address=evm_address(),
+        block_number=1,
+        block_hash=hex32(),
+        parameters=parameters,
+    )
+
+
+def values(**overrides):
+    return {
+        "amount_wei": str(AMOUNT_WEI),
+        "borrower_btc_pubkey": BORROWER_KEY.xonly_pubkey.hex(),
+        "borrower_hash": hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+        "borrower_payout_address": encode_segwit_address("regtest", 1, b"\x22" * 32),
+        **overrides,
+    }
+
+
+@pytest.fixture
+def borrower():
+    return make_user(User.Role.BORROWER)
+
+
+@pytest.fixture
+def loan(borrower):
+    data = values()
+    data["amount_wei"] = int(data["amount_wei"])
+    return loan_create(borrower=borrower, **data)
+
+
+def _fragment(body: str, element_id: str) -> str:
+    """The element with ``element_id`` (a <section>) as it stands in ``body``, outermost tags included."""
+    start = body.index(f'<section id="{element_id}"')
+    depth, position = 0, start
+    for match in re.finditer(r"<(/?)section\b", body[start:]):
+        depth += -1 if match.group(1) else 1
+        if depth == 0:
+            position = start + match.end()
+            break
+    return body[start : body.index(">", position) + 1]
+
+
+def _same_fragment(client, url, element_id):
+    whole = client.get(url)
+    partial = client.get(url, headers={"HX-Request": "true"})
+    assert whole.status_code == partial.status_code == 200
+    whole_body, partial_body = whole.content.decode(), partial.content.decode()
+    assert "<html" in whole_body and "<html" not in partial_body
+    # the csrf token differs per render: compare with it masked
+    mask = re.compile(r'(value|data-csrf)="[A-Za-z0-9]{64}"')
+    assert mask.sub("", partial_body.strip()) == mask.sub("", _fragment(whole_body, element_id))
+    return whole_body
+
+
+def test_my_loans_lists_only_the_borrowers_own_and_its_partial_is_the_same(client, borrower, loan):
+    other = make_user(User.Role.BORROWER)
+    others = loan_create(borrower=other, **{**values(), "amount_wei": AMOUNT_WEI})
+    client.force_login(borrower)
+    body = _same_fragment(client, reverse("pages:borrower-loans"), "loan-list")
+    assert reverse("pages:borrower-loan", args=[loan.pk]) in body
+    assert reverse("pages:borrower-loan", args=[others.pk]) not in body
+
+
+def test_pages_need_a_signed_in_user(client, loan):
+    for url in (reverse("pages:borrower-loans"), reverse("pages:borrower-loan", args=[loan.pk])):
+        response = client.get(url)
+        assert response.status_code == 302 and "login" in response["Location"]
+
+
+def test_new_loan_shows_the_terms_and_every_deadline_and_htmx_gets_the_terms_partial(client, borrower):
+    client.force_login(borrower)
+    url = reverse("pages:borrower-loan-new")
+    whole = client.get(url, {"amount_wei": AMOUNT_WEI})
+    body = whole.content.decode()
+    assert whole.status_code == 200
+    loan_terms = _fragment(body, "loan-terms")
+    # bond 10 %, interest floored over t_D: the same figures loan_create fixes
+    repayment = AMOUNT_WEI + AMOUNT_WEI * 500 * 540_000 // (10_000 * 1_051_200)
+    assert f"{AMOUNT_WEI // 10} wei" in loan_terms and f"{repayment} wei" in loan_terms
+    assert f"{repayment - AMOUNT_WEI} wei" in loan_terms
+    for name in ("t_B", "t_D", "t_L", "t_0", "t_1"):
+        assert name in loan_terms
+    partial = client.get(url, {"amount_wei": AMOUNT_WEI}, headers={"HX-Request": "true"}).content.decode()
+    assert "<html" not in partial and partial.strip() == loan_terms
+
+
+def test_new_loan_post_creates_the_draft_through_loan_create(client, borrower):
+    client.force_login(borrower)
+    data = values()
+    response = client.post(reverse("pages:borrower-loan-new"), data)
+    loan = Loan.objects.get(borrower=borrower)
+    assert response.status_code == 302 and response["Location"] == reverse("pages:borrower-loan", args=[loan.pk])
+    assert loan.borrower_hash == data["borrower_hash"] and loan.amount_wei == AMOUNT_WEI
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"amount_wei": "1"}, "amount_out_of_bounds"),
+        ({"amount_wei": "lots"}, "amount_out_of_bounds"),
+        ({"borrower_btc_pubkey": "00" * 32}, "invalid_key"),
+        ({"borrower_hash": "xyz"}, "invalid_hash"),
+        ({"borrower_payout_address": "not-an-address"}, "invalid_payout_address"),
+    ],
+)
+def test_a_refused_new_loan_shows_the_services_code_and_writes_nothing(client, borrower, overrides, code):
+    client.force_login(borrower)
+    response = client.post(reverse("pages:borrower-loan-new"), values(**overrides))
+    assert response.status_code == 422
+    body = response.content.decode()
+    assert f'data-code="{code}"' in body and f"Refused ({code})" in body
+    assert not Loan.objects.exists()
+
+
+def test_a_lender_may_not_create_a_loan_and_is_told_why(client):
+    lender = make_user(User.Role.LENDER)
+    client.force_login(lender)
+    response = client.post(reverse("pages:borrower-loan-new"), values())
+    assert response.status_code == 403 and 'data-code="permission_denied"' in response.content.decode()
+    assert not Loan.objects.exists()
+
+
+def test_the_loan_page_shows_the_escrow_the_exact_amount_the_bip21_link_and_its_qr(client, borrower, loan):
+    client.force_login(borrower)
+    body = _same_fragment(client, reverse("pages:borrower-loan", args=[loan.pk]), "loan")
+    instructions = funding.loan_funding_instructions(
+        loan=loan, fee_rate_sat_vb=funding.fee_rate_bounds()[0], fee_rate_source="minimum"
+    )
+    assert instructions.escrow_address in body
+    assert f"exactly {instructions.total_sats} sat" in body
+    assert f'href="{instructions.bip21_uri}"' in body
+    assert str(qr_svg(instructions.bip21_uri, title=f"Pay {instructions.total_sats} sat to the escrow")) in body
+    assert "Fund the escrow" in body  # loan_next_actions' first step of a draft
+    assert "<script>" not in body and "wallet.js" in body
+
+
+def test_the_funding_status_partial_polls_and_is_the_loan_pages_same_fragment(client, borrower, loan):
+    client.force_login(borrower)
+    page_body = client.get(reverse("pages:borrower-loan", args=[loan.pk])).content.decode()
+    url = reverse("pages:borrower-loan-funding", args=[loan.pk])
+    partial = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert 'hx-trigger="every 15s"' in partial
+    assert partial.strip() == _fragment(page_body, "funding-status")
+    whole = client.get(url).content.decode()
+    assert "<html" in whole and _fragment(whole, "funding-status") == partial.strip()
+    assert "No payment to the escrow seen yet" in partial
+
+
+def test_another_borrower_gets_404_everywhere(client, loan):
+    client.force_login(make_user(User.Role.BORROWER))
+    for url in (
+        reverse("pages:borrower-loan", args=[loan.pk]),
+        reverse("pages:borrower-loan-funding", args=[loan.pk]),
+        reverse("pages:borrower-loan-psbt", args=[loan.pk, "exit"]),
+    ):
+        assert client.get(url).status_code == 404
+    response = client.post(reverse("pages:borrower-loan-presignature", args=[loan.pk]), {"psbt": "cHNidP8="})
+    assert response.status_code == 404
+    assert not BorrowerSignature.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "code"),
+    [
+        ("pages:borrower-loan-presignature", {"psbt": "cHNidP8BAAoCAAAAAAAAAAAAAA=="}, None),
+        ("pages:borrower-loan-ladders", {"release": "", "exit": ""}, "ladder_empty"),
+        ("pages:borrower-loan-broadcast", {"transaction": "00"}, None),
+    ],
+)
+def test_a_refused_upload_or_broadcast_shows_its_reason_and_stores_nothing(client, borrower, loan, name, data, code):
+    client.force_login(borrower)
+    before = Loan.objects.values().get(pk=loan.pk)
+    response = client.post(reverse(name, args=[loan.pk]), data)
+    body = response.content.decode()
+    assert response.status_code == 422, body[:500]
+    found = re.search(r'data-code="([a-z_]+)"', body)
+    assert found is not None and (code is None or found.group(1) == code)
+    assert "<html" in body and 'id="loan"' in body
+    assert not BorrowerSignature.objects.exists()
+    assert Loan.objects.values().get(pk=loan.pk) == before
+
+
+def test_an_exit_psbt_before_the_escrow_is_confirmed_shows_the_refusal(client, borrower, loan):
+    client.force_login(borrower)
+    response = client.get(reverse("pages:borrower-loan-psbt", args=[loan.pk, "exit"]))
+    assert response.status_code == 422 and 'data-code="escrow_not_confirmed"' in response.content.decode()
+    assert client.get(reverse("pages:borrower-loan-psbt", args=[loan.pk, "other"])).status_code == 404
+
+
+def test_the_wallet_script_is_served_and_reads_data_attributes():
+    from pathlib import Path
+
+    from django.contrib.staticfiles import finders
+
+    text = Path(finders.find("loans/wallet.js")).read_text()
+    assert "eth_sendTransaction" in text and "dataset.endpoint" in text and "dataset.report" in text
