@@ -43,7 +43,7 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ "$(cat node_modules/.package-lock.sha256 2>/dev/null)" != "$lock_hash" ]; then
-    echo "bootstrap: installing npm dependencies (solc-js, anvil, htmx)"
+    echo "bootstrap: installing npm dependencies (solc-js, anvil, htmx, esbuild and the signer's libraries)"
     npm ci --no-audit --no-fund --loglevel=error
     echo "$lock_hash" >node_modules/.package-lock.sha256
 fi
