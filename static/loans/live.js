@@ -44,9 +44,27 @@
     return false;
   }
 
+  var pending = null; // the newest pushed partial, held while the borrower's signer is busy on the page
+
   function swapIn(html) {
     var element = target();
     if (!element) return;
+    if (document.querySelector("[data-signer-busy]")) {
+      // Never swap away what the borrower is reviewing or signing (borrower.js marks it): apply the newest
+      // partial once the signer is done.
+      var waiting = pending !== null;
+      pending = html;
+      if (!waiting) {
+        var retry = function () {
+          if (document.querySelector("[data-signer-busy]")) { setTimeout(retry, 500); return; }
+          var latest = pending;
+          pending = null;
+          swapIn(latest);
+        };
+        setTimeout(retry, 500);
+      }
+      return;
+    }
     if (window.htmx && typeof window.htmx.swap === "function") {
       window.htmx.swap(element, html, { swapStyle: "outerHTML" });
     } else {

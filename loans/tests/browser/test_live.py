@@ -178,3 +178,24 @@ def test_without_the_socket_htmx_polling_takes_over(open_page, live_server, borr
     assert len(polls) >= 2  # the page, then the poll that brought the change
     shot(page, "requested, brought by the poll")
     assert console.csp_errors == []
+
+
+def test_a_push_waits_while_the_borrower_signs(asgi_server, browser, borrower, loan, console, recorder):
+    """What the borrower is reviewing or signing (borrower.js marks the section busy) is never swapped away: the
+    newest pushed partial is applied once the signer is done."""
+    context, page = _signed_in_page(browser, asgi_server, borrower, console, recorder)
+    try:
+        page.goto(f"/borrower/loans/{loan.pk}/")
+        page.locator("[data-live][data-live-state='open']").wait_for(state="attached")
+        page.evaluate("() => { const s = document.getElementById('loan'); s.dataset.signerBusy = '1'; }")
+        _transition_elsewhere(loan.pk, Loan.Status.REQUESTED)
+        page.wait_for_timeout(1500)
+        assert _status(page).startswith("Draft;")  # held while busy
+        page.evaluate("() => { delete document.getElementById('loan').dataset.signerBusy; }")
+        page.wait_for_function("() => !document.querySelector('#loan[data-signer-busy]')", timeout=5_000)
+        page.wait_for_function(
+            "() => document.querySelector('#loan .loan-summary dd').innerText.startsWith('Requested;')", timeout=5_000
+        )
+        assert console.csp_errors == []
+    finally:
+        context.close()
