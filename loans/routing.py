@@ -2,8 +2,9 @@
 
 from django.urls import path
 
-from .consumers import AlertsConsumer
+from .consumers import AlertsConsumer, LoanConsumer
 
 websocket_urlpatterns = [
     path("ws/alerts/", AlertsConsumer.as_asgi()),
+    path("ws/loans/<int:loan_id>/", LoanConsumer.as_asgi()),
 ]

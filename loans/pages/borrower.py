@@ -20,6 +20,7 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from bitcoin.errors import BitcoinProtocolError
+from bitcoin.loan import fee_rate_text
 
 from .. import selectors
 from ..errors import LoanServiceError
@@ -262,6 +263,9 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
         )
         if action.party == "borrower"
     ]
+    signatures = loan.borrower_signatures.order_by("created_at", "id")
+    tx1 = next((row for row in signatures if row.kind == "tx_1"), None)
+    signing = any(action["name"] in {"presignature", "ladders"} for action in actions)
     return {
         "loan": loan,
         "deadlines": loan_deadline_rows(loan, deadlines, timelocks),
@@ -270,7 +274,10 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
         "steps": [action for action in actions if not action["is_exit"]],
         "exits": [action for action in actions if action["is_exit"]],
         "funding": _funding(loan),
-        "signatures": loan.borrower_signatures.order_by("created_at", "id"),
+        "signatures": signatures,
+        "tx1_txid": tx1.txid if tx1 is not None else "",
+        # The fee rate the browser signer starts from (the node's estimate within the desk's bounds).
+        "fee_rate": fee_rate_text(current_fee_rate_sat_vb()[0]) if signing else "",
         "loan_file_url": reverse("api:loan-file", args=[loan.pk]),
     }
 

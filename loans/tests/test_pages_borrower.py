@@ -238,3 +238,84 @@ def test_the_wallet_script_is_served_and_reads_data_attributes():
 
     text = Path(finders.find("loans/wallet.js")).read_text()
     assert "eth_sendTransaction" in text and "dataset.endpoint" in text and "dataset.report" in text
+
+
+# ------------------------------------------------------------------------------------------------ the browser's key
+
+
+def test_new_loan_page_asks_the_browser_for_the_keys_and_the_recovery_kit(client, borrower):
+    client.force_login(borrower)
+    body = client.get(reverse("pages:borrower-loan-new")).content.decode()
+    new_loan = _fragment(body, "new-loan")
+    assert "data-new-loan" in new_loan and "data-borrower-keys" in new_loan
+    assert re.search(r"<section[^>]*data-recovery-kit hidden", new_loan)  # shown by borrower.js only
+    assert re.search(r'<button type="submit" data-needs-kit>', new_loan)  # usable without JavaScript
+    assert '<script type="module" src="/static/loans/borrower.js"></script>' in body
+    # Only the public values have a field: no private key or pB ever goes through this form.
+    assert set(re.findall(r'name="([a-z_]+)"', new_loan)) == {
+        "csrfmiddlewaretoken",
+        "amount_wei",
+        "borrower_btc_pubkey",
+        "borrower_hash",
+        "borrower_payout_address",
+    }
+
+
+def _ready_to_presign(loan):
+    Loan.objects.filter(pk=loan.pk).update(
+        status=Loan.Status.REQUESTED,
+        contract_loan_id=1,
+        lender_hash=hex32(),
+        bitcoin_status=Loan.BitcoinStatus.ESCROW_CONFIRMED,
+        escrow_txid=hex32(),
+        escrow_vout=0,
+        escrow_sats=1_200_000,
+    )
+    loan.refresh_from_db()
+    return loan
+
+
+def test_the_presign_step_gives_the_browser_signer_its_endpoints_and_a_fee_rate(client, borrower, loan):
+    loan = _ready_to_presign(loan)
+    client.force_login(borrower)
+    body = _same_fragment(client, reverse("pages:borrower-loan", args=[loan.pk]), "loan")
+    assert f'data-borrower-xb="{loan.borrower_btc_pubkey}"' in body
+    assert f'data-loan-file-url="{reverse("api:loan-file", args=[loan.pk])}"' in body
+    step = body[body.index('id="step-presignature"') :]
+    assert re.search(r"<div[^>]*data-presign hidden", step)
+    assert f'data-presignature-url="{reverse("api:loan-presignature", args=[loan.pk])}"' in step
+    assert f'data-ladders-url="{reverse("api:loan-ladders", args=[loan.pk])}"' in step
+    assert re.search(r'id="presign-fee-rate" data-fee-rate inputmode="decimal" value="1"', step)  # the minimum
+    assert 'name="psbt"' in step  # the pasted PSBT still works without JavaScript
+    assert "data-ladders " not in body
+
+
+def test_once_tx1_is_stored_the_ladders_step_names_its_txid(client, borrower, loan):
+    loan = _ready_to_presign(loan)
+    txid = hex32()
+    BorrowerSignature.objects.create(
+        loan=loan,
+        kind=BorrowerSignature.Kind.TX_1,
+        form=BorrowerSignature.Form.RAW,
+        signature_hex="ab" * 64,
+        txid=txid,
+        sighash_hex=hex32(),
+        unsigned_tx_hex="00",
+        uploaded_by=borrower,
+    )
+    client.force_login(borrower)
+    body = client.get(reverse("pages:borrower-loan", args=[loan.pk])).content.decode()
+    step = body[body.index('id="step-ladders"') :]
+    assert re.search(rf'<div[^>]*data-ladders hidden[^>]*data-tx1-txid="{txid}"', step)
+    assert "data-presign " not in body
+
+
+def test_the_borrower_script_is_a_module_of_the_vendored_signer():
+    from pathlib import Path
+
+    from django.contrib.staticfiles import finders
+
+    text = Path(finders.find("loans/borrower.js")).read_text()
+    assert "from './vendor/signer.js'" in text and finders.find("loans/vendor/signer.js")
+    for name in ("newBorrowerSecrets", "buildTx1", "checkLoanTransaction", "signPsbt", "buildLadders"):
+        assert name in text

@@ -55,6 +55,7 @@
         say(section, "Sent " + txHash + "; recording it...");
         return post(section.dataset.report, csrf, { tx_hash: txHash }).then(function (row) {
           say(section, "Sent " + row.tx_hash + " (" + row.status + "). The page follows the chain.");
+          section.dispatchEvent(new CustomEvent("wallet:sent", { bubbles: true, detail: row }));
         });
       })
       .catch(function (error) {
