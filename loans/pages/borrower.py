@@ -25,8 +25,8 @@ from bitcoin.loan import fee_rate_text
 from .. import selectors
 from ..errors import LoanServiceError
 from ..funding import current_fee_rate_sat_vb, loan_funding_instructions
-from ..models import BitcoinTransaction, Loan, ProtocolParameters
-from ..permissions import can_borrow, can_view_loan
+from ..models import BitcoinBroadcast, BitcoinTransaction, BorrowerSignature, Loan, ProtocolParameters
+from ..permissions import can_borrow, can_view_loan, is_loan_borrower, require
 from ..qr import qr_svg
 from ..services import loan_create, presignature_upload
 from ..services.bitcoin_actions import (
@@ -36,6 +36,7 @@ from ..services.bitcoin_actions import (
     release_psbt_prepare,
 )
 from ..services.borrower_actions import on_chain_parameters
+from ..services.watchtower import WatchtowerReport, watchtower_exit, watchtower_release
 
 # What each step is called on a page, and which steps are ways out of the loan.
 ACTION_LABELS = {
@@ -59,6 +60,22 @@ ACTION_LABELS = {
 }
 EXIT_ACTIONS = frozenset({"cancel-request", "exit-psbt", "withdraw-repayment"})
 PSBT_KINDS = {"release": release_psbt_prepare, "exit": exit_psbt_prepare}
+# The loan's Bitcoin spends the loan page follows to confirmation (below the escrow funding).
+SPEND_ROLES = {
+    BitcoinTransaction.Role.COLLATERAL_LOCK: "TX_1 (collateral locked)",
+    BitcoinTransaction.Role.COLLATERAL_RELEASE: "TX_release (collateral back to you)",
+    BitcoinTransaction.Role.ESCROW_EXIT: "TX_exit (escrow back to you)",
+    BitcoinTransaction.Role.COLLATERAL_CAPTURE: "TX_capture (the lender captured the collateral)",
+}
+# The refusal codes of the page's "now" buttons (the watchtower's release and exit, one loan), besides
+# permission_denied and the watchtower's own reasons.
+WATCHTOWER_NOW_CODES: tuple[str, ...] = (
+    "wrong_state",
+    "too_early",
+    "no_presigned_rungs",
+    "not_yet",
+    "broadcast_failed",
+)
 
 
 # ------------------------------------------------------------------------------------------------ shared helpers
@@ -240,7 +257,28 @@ def _funding(loan: Loan) -> dict[str, Any]:
         {"tx": tx, "confirmations": selectors.bitcoin_transaction_confirmations(bitcoin_transaction=tx, tip_height=tip)}
         for tx in loan.bitcoin_transactions.filter(role=BitcoinTransaction.Role.ESCROW_FUNDING).order_by("id")
     ]
-    context: dict[str, Any] = {"transactions": funding_txs, "followed_height": tip, "instructions": None}
+    spends = [
+        {
+            "tx": tx,
+            "label": SPEND_ROLES[tx.role],
+            "confirmations": selectors.bitcoin_transaction_confirmations(bitcoin_transaction=tx, tip_height=tip),
+        }
+        for tx in loan.bitcoin_transactions.filter(role__in=list(SPEND_ROLES)).order_by("id")
+    ]
+    seen = {item["tx"].txid for item in spends}
+    # What the desk handed to its node that the watcher has not seen in a block yet (TX_release, TX_exit).
+    pending = [
+        row
+        for row in BitcoinBroadcast.objects.filter(loan=loan, kind__in=["tx_release", "tx_exit"]).order_by("id")
+        if row.txid not in seen
+    ]
+    context: dict[str, Any] = {
+        "transactions": funding_txs,
+        "spends": spends,
+        "pending": pending,
+        "followed_height": tip,
+        "instructions": None,
+    }
     if loan.bitcoin_status == Loan.BitcoinStatus.NONE and not loan.is_closed:
         rate, source = current_fee_rate_sat_vb()
         try:
@@ -266,6 +304,7 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
     signatures = loan.borrower_signatures.order_by("created_at", "id")
     tx1 = next((row for row in signatures if row.kind == "tx_1"), None)
     signing = any(action["name"] in {"presignature", "ladders"} for action in actions)
+    rungs = loan.borrower_signatures.filter(verified_at__isnull=False)
     return {
         "loan": loan,
         "deadlines": loan_deadline_rows(loan, deadlines, timelocks),
@@ -279,6 +318,10 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
         # The fee rate the browser signer starts from (the node's estimate within the desk's bounds).
         "fee_rate": fee_rate_text(current_fee_rate_sat_vb()[0]) if signing else "",
         "loan_file_url": reverse("api:loan-file", args=[loan.pk]),
+        "release_rungs": rungs.filter(kind=BorrowerSignature.Kind.TX_RELEASE).count(),
+        "exit_rungs": rungs.filter(kind=BorrowerSignature.Kind.TX_EXIT).count(),
+        "capture": Moment.of(timelocks.capture) if timelocks.capture.mature_height is not None else None,
+        "exit_matures": Moment.of(timelocks.exit) if timelocks.exit.mature_height is not None else None,
     }
 
 
@@ -381,6 +424,78 @@ def loan_psbt(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     return response
 
 
+def _watchtower_now(request: HttpRequest, loan: Loan, *, step: str, kind: str, what: str, run) -> str:
+    """The watchtower's duty for this one loan, now, at its borrower's request: only the loan's borrower, only when
+    the loan's next steps (``selectors.loan_next_actions``) have ``step`` open and the borrower left a pre-signed
+    rung of ``kind``. What it did, or a ``LoanServiceError`` with why not (see ``WATCHTOWER_NOW_CODES``)."""
+    require(is_loan_borrower(request.user, loan), f"only the loan's borrower may {what}")
+    action = next((a for a in selectors.loan_next_actions(loan=loan, user=request.user) if a.name == step), None)
+    if action is None:
+        raise LoanServiceError(
+            f"nothing to {what} now: the loan is {loan.get_status_display()}, {loan.get_bitcoin_status_display()}",
+            code="wrong_state",
+        )
+    if not action.open:
+        opens = Moment.of(action.opens)
+        when = f" at Bitcoin height {opens.block} ({opens.blocks_remaining} block(s) to go)" if opens else ""
+        raise LoanServiceError(f"too early to {what}: it opens{when}", code="too_early")
+    if not loan.borrower_signatures.filter(kind=kind, verified_at__isnull=False).exists():
+        raise LoanServiceError(
+            f"you left no pre-signed {kind} for the watchtower: download the unsigned PSBT, sign it and broadcast it",
+            code="no_presigned_rungs",
+        )
+    report: WatchtowerReport = run(loan=loan)
+    for _loan, _action, txid in report.sent + report.climbed:
+        return f"{kind} {txid} handed to the Bitcoin node; this page follows it to confirmation."
+    if report.done:
+        return f"{kind} confirmed: done."
+    if report.failed:
+        raise LoanServiceError(f"the broadcast failed: {report.failed[0][2]}", code="broadcast_failed")
+    if report.waiting:
+        raise LoanServiceError(f"not yet: {report.waiting[0][2]}", code="not_yet")
+    if report.skipped:
+        raise LoanServiceError("the watchtower is broadcasting it right now", code="not_yet")
+    raise LoanServiceError(f"nothing to {what} now", code="wrong_state")
+
+
+@login_required
+@require_POST
+def loan_release_now(request: HttpRequest, pk: int) -> HttpResponse:
+    """The watchtower's release of this loan, now: the pre-signed TX_release rung, completed with pL."""
+    loan = visible_loan(request, pk)
+    return _acted(
+        request,
+        loan,
+        lambda: _watchtower_now(
+            request,
+            loan,
+            step="release-psbt",
+            kind=BorrowerSignature.Kind.TX_RELEASE,
+            what="release the collateral",
+            run=watchtower_release,
+        ),
+    )
+
+
+@login_required
+@require_POST
+def loan_exit_now(request: HttpRequest, pk: int) -> HttpResponse:
+    """The watchtower's exit of this loan's stranded escrow, now (after t_0): the pre-signed TX_exit rung."""
+    loan = visible_loan(request, pk)
+    return _acted(
+        request,
+        loan,
+        lambda: _watchtower_now(
+            request,
+            loan,
+            step="exit-psbt",
+            kind=BorrowerSignature.Kind.TX_EXIT,
+            what="reclaim the escrow",
+            run=watchtower_exit,
+        ),
+    )
+
+
 urlpatterns = [
     path("borrower/loans/", my_loans, name="borrower-loans"),
     path("borrower/loans/new/", loan_new, name="borrower-loan-new"),
@@ -390,4 +505,6 @@ urlpatterns = [
     path("borrower/loans/<int:pk>/ladders/", loan_ladders, name="borrower-loan-ladders"),
     path("borrower/loans/<int:pk>/broadcast/", loan_broadcast, name="borrower-loan-broadcast"),
     path("borrower/loans/<int:pk>/psbt/<str:kind>/", loan_psbt, name="borrower-loan-psbt"),
+    path("borrower/loans/<int:pk>/release/", loan_release_now, name="borrower-loan-release"),
+    path("borrower/loans/<int:pk>/exit/", loan_exit_now, name="borrower-loan-exit"),
 ]
