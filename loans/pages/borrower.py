@@ -26,7 +26,7 @@ from .. import selectors
 from ..errors import LoanServiceError
 from ..funding import current_fee_rate_sat_vb, loan_funding_instructions
 from ..models import BitcoinBroadcast, BitcoinTransaction, BorrowerSignature, Loan, ProtocolParameters
-from ..permissions import can_borrow, can_view_loan, is_loan_borrower, require
+from ..permissions import can_borrow, can_view_loan
 from ..qr import qr_svg
 from ..services import loan_create, presignature_upload
 from ..services.bitcoin_actions import (
@@ -36,7 +36,7 @@ from ..services.bitcoin_actions import (
     release_psbt_prepare,
 )
 from ..services.borrower_actions import on_chain_parameters
-from ..services.watchtower import WatchtowerReport, watchtower_exit, watchtower_release
+from ..services.watchtower import EXIT, RELEASE, watchtower_now
 
 # What each step is called on a page, and which steps are ways out of the loan.
 ACTION_LABELS = {
@@ -69,13 +69,6 @@ SPEND_ROLES = {
 }
 # The refusal codes of the page's "now" buttons (the watchtower's release and exit, one loan), besides
 # permission_denied and the watchtower's own reasons.
-WATCHTOWER_NOW_CODES: tuple[str, ...] = (
-    "wrong_state",
-    "too_early",
-    "no_presigned_rungs",
-    "not_yet",
-    "broadcast_failed",
-)
 
 
 # ------------------------------------------------------------------------------------------------ shared helpers
@@ -424,40 +417,6 @@ def loan_psbt(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     return response
 
 
-def _watchtower_now(request: HttpRequest, loan: Loan, *, step: str, kind: str, what: str, run) -> str:
-    """The watchtower's duty for this one loan, now, at its borrower's request: only the loan's borrower, only when
-    the loan's next steps (``selectors.loan_next_actions``) have ``step`` open and the borrower left a pre-signed
-    rung of ``kind``. What it did, or a ``LoanServiceError`` with why not (see ``WATCHTOWER_NOW_CODES``)."""
-    require(is_loan_borrower(request.user, loan), f"only the loan's borrower may {what}")
-    action = next((a for a in selectors.loan_next_actions(loan=loan, user=request.user) if a.name == step), None)
-    if action is None:
-        raise LoanServiceError(
-            f"nothing to {what} now: the loan is {loan.get_status_display()}, {loan.get_bitcoin_status_display()}",
-            code="wrong_state",
-        )
-    if not action.open:
-        opens = Moment.of(action.opens)
-        when = f" at Bitcoin height {opens.block} ({opens.blocks_remaining} block(s) to go)" if opens else ""
-        raise LoanServiceError(f"too early to {what}: it opens{when}", code="too_early")
-    if not loan.borrower_signatures.filter(kind=kind, verified_at__isnull=False).exists():
-        raise LoanServiceError(
-            f"you left no pre-signed {kind} for the watchtower: download the unsigned PSBT, sign it and broadcast it",
-            code="no_presigned_rungs",
-        )
-    report: WatchtowerReport = run(loan=loan)
-    for _loan, _action, txid in report.sent + report.climbed:
-        return f"{kind} {txid} handed to the Bitcoin node; this page follows it to confirmation."
-    if report.done:
-        return f"{kind} confirmed: done."
-    if report.failed:
-        raise LoanServiceError(f"the broadcast failed: {report.failed[0][2]}", code="broadcast_failed")
-    if report.waiting:
-        raise LoanServiceError(f"not yet: {report.waiting[0][2]}", code="not_yet")
-    if report.skipped:
-        raise LoanServiceError("the watchtower is broadcasting it right now", code="not_yet")
-    raise LoanServiceError(f"nothing to {what} now", code="wrong_state")
-
-
 @login_required
 @require_POST
 def loan_release_now(request: HttpRequest, pk: int) -> HttpResponse:
@@ -466,14 +425,7 @@ def loan_release_now(request: HttpRequest, pk: int) -> HttpResponse:
     return _acted(
         request,
         loan,
-        lambda: _watchtower_now(
-            request,
-            loan,
-            step="release-psbt",
-            kind=BorrowerSignature.Kind.TX_RELEASE,
-            what="release the collateral",
-            run=watchtower_release,
-        ),
+        lambda: watchtower_now(loan=loan, actor=request.user, action=RELEASE),
     )
 
 
@@ -485,14 +437,7 @@ def loan_exit_now(request: HttpRequest, pk: int) -> HttpResponse:
     return _acted(
         request,
         loan,
-        lambda: _watchtower_now(
-            request,
-            loan,
-            step="exit-psbt",
-            kind=BorrowerSignature.Kind.TX_EXIT,
-            what="reclaim the escrow",
-            run=watchtower_exit,
-        ),
+        lambda: watchtower_now(loan=loan, actor=request.user, action=EXIT),
     )
 
 
