@@ -25,7 +25,7 @@ from bitcoin.loan import fee_rate_text
 from .. import selectors
 from ..errors import LoanServiceError
 from ..funding import current_fee_rate_sat_vb, loan_funding_instructions
-from ..models import BitcoinTransaction, Loan, ProtocolParameters
+from ..models import BitcoinBroadcast, BitcoinTransaction, BorrowerSignature, Loan, ProtocolParameters
 from ..permissions import can_borrow, can_view_loan
 from ..qr import qr_svg
 from ..services import loan_create, presignature_upload
@@ -36,6 +36,7 @@ from ..services.bitcoin_actions import (
     release_psbt_prepare,
 )
 from ..services.borrower_actions import on_chain_parameters
+from ..services.watchtower import EXIT, RELEASE, watchtower_now
 
 # What each step is called on a page, and which steps are ways out of the loan.
 ACTION_LABELS = {
@@ -59,6 +60,15 @@ ACTION_LABELS = {
 }
 EXIT_ACTIONS = frozenset({"cancel-request", "exit-psbt", "withdraw-repayment"})
 PSBT_KINDS = {"release": release_psbt_prepare, "exit": exit_psbt_prepare}
+# The loan's Bitcoin spends the loan page follows to confirmation (below the escrow funding).
+SPEND_ROLES = {
+    BitcoinTransaction.Role.COLLATERAL_LOCK: "TX_1 (collateral locked)",
+    BitcoinTransaction.Role.COLLATERAL_RELEASE: "TX_release (collateral back to you)",
+    BitcoinTransaction.Role.ESCROW_EXIT: "TX_exit (escrow back to you)",
+    BitcoinTransaction.Role.COLLATERAL_CAPTURE: "TX_capture (the lender captured the collateral)",
+}
+# The refusal codes of the page's "now" buttons (the watchtower's release and exit, one loan), besides
+# permission_denied and the watchtower's own reasons.
 
 
 # ------------------------------------------------------------------------------------------------ shared helpers
@@ -240,7 +250,28 @@ def _funding(loan: Loan) -> dict[str, Any]:
         {"tx": tx, "confirmations": selectors.bitcoin_transaction_confirmations(bitcoin_transaction=tx, tip_height=tip)}
         for tx in loan.bitcoin_transactions.filter(role=BitcoinTransaction.Role.ESCROW_FUNDING).order_by("id")
     ]
-    context: dict[str, Any] = {"transactions": funding_txs, "followed_height": tip, "instructions": None}
+    spends = [
+        {
+            "tx": tx,
+            "label": SPEND_ROLES[tx.role],
+            "confirmations": selectors.bitcoin_transaction_confirmations(bitcoin_transaction=tx, tip_height=tip),
+        }
+        for tx in loan.bitcoin_transactions.filter(role__in=list(SPEND_ROLES)).order_by("id")
+    ]
+    seen = {item["tx"].txid for item in spends}
+    # What the desk handed to its node that the watcher has not seen in a block yet (TX_release, TX_exit).
+    pending = [
+        row
+        for row in BitcoinBroadcast.objects.filter(loan=loan, kind__in=["tx_release", "tx_exit"]).order_by("id")
+        if row.txid not in seen
+    ]
+    context: dict[str, Any] = {
+        "transactions": funding_txs,
+        "spends": spends,
+        "pending": pending,
+        "followed_height": tip,
+        "instructions": None,
+    }
     if loan.bitcoin_status == Loan.BitcoinStatus.NONE and not loan.is_closed:
         rate, source = current_fee_rate_sat_vb()
         try:
@@ -266,6 +297,7 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
     signatures = loan.borrower_signatures.order_by("created_at", "id")
     tx1 = next((row for row in signatures if row.kind == "tx_1"), None)
     signing = any(action["name"] in {"presignature", "ladders"} for action in actions)
+    rungs = loan.borrower_signatures.filter(verified_at__isnull=False)
     return {
         "loan": loan,
         "deadlines": loan_deadline_rows(loan, deadlines, timelocks),
@@ -279,6 +311,10 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
         # The fee rate the browser signer starts from (the node's estimate within the desk's bounds).
         "fee_rate": fee_rate_text(current_fee_rate_sat_vb()[0]) if signing else "",
         "loan_file_url": reverse("api:loan-file", args=[loan.pk]),
+        "release_rungs": rungs.filter(kind=BorrowerSignature.Kind.TX_RELEASE).count(),
+        "exit_rungs": rungs.filter(kind=BorrowerSignature.Kind.TX_EXIT).count(),
+        "capture": Moment.of(timelocks.capture) if timelocks.capture.mature_height is not None else None,
+        "exit_matures": Moment.of(timelocks.exit) if timelocks.exit.mature_height is not None else None,
     }
 
 
@@ -381,6 +417,30 @@ def loan_psbt(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     return response
 
 
+@login_required
+@require_POST
+def loan_release_now(request: HttpRequest, pk: int) -> HttpResponse:
+    """The watchtower's release of this loan, now: the pre-signed TX_release rung, completed with pL."""
+    loan = visible_loan(request, pk)
+    return _acted(
+        request,
+        loan,
+        lambda: watchtower_now(loan=loan, actor=request.user, action=RELEASE),
+    )
+
+
+@login_required
+@require_POST
+def loan_exit_now(request: HttpRequest, pk: int) -> HttpResponse:
+    """The watchtower's exit of this loan's stranded escrow, now (after t_0): the pre-signed TX_exit rung."""
+    loan = visible_loan(request, pk)
+    return _acted(
+        request,
+        loan,
+        lambda: watchtower_now(loan=loan, actor=request.user, action=EXIT),
+    )
+
+
 urlpatterns = [
     path("borrower/loans/", my_loans, name="borrower-loans"),
     path("borrower/loans/new/", loan_new, name="borrower-loan-new"),
@@ -390,4 +450,6 @@ urlpatterns = [
     path("borrower/loans/<int:pk>/ladders/", loan_ladders, name="borrower-loan-ladders"),
     path("borrower/loans/<int:pk>/broadcast/", loan_broadcast, name="borrower-loan-broadcast"),
     path("borrower/loans/<int:pk>/psbt/<str:kind>/", loan_psbt, name="borrower-loan-psbt"),
+    path("borrower/loans/<int:pk>/release/", loan_release_now, name="borrower-loan-release"),
+    path("borrower/loans/<int:pk>/exit/", loan_exit_now, name="borrower-loan-exit"),
 ]

@@ -45,8 +45,9 @@ from ..chains import bitcoin_rpc
 from ..errors import LoanServiceError
 from ..funding import current_fee_rate_sat_vb
 from ..logging import loan_context
-from ..models import Automation, BitcoinTransaction, BorrowerSignature, Loan
-from ..selectors import loan_timelocks
+from ..models import Automation, BitcoinTransaction, BorrowerSignature, Loan, User
+from ..permissions import is_loan_borrower, require
+from ..selectors import TimelockPath, loan_next_actions, loan_timelocks
 from .alerts import alert_create
 from .bitcoin_actions import STRANDED_ESCROW_STATUSES, ladder_rung_amounts, presigned_sweep_broadcast
 
@@ -427,12 +428,67 @@ def _presign_missing(duty: _Duty, loan: Loan, report: WatchtowerReport) -> None:
         logger.info("watchtower %s of loan %s: %s", duty.action, loan.pk, reason, extra={"loan_id": loan.pk})
 
 
+#: Why ``watchtower_now`` did nothing (``PermissionDenied`` for anyone but the loan's borrower).
+WATCHTOWER_NOW_CODES: tuple[str, ...] = (
+    "wrong_state",
+    "too_early",
+    "no_presigned_rungs",
+    "not_yet",
+    "broadcast_failed",
+)
+# action -> (the borrower's next step that must be open, the rung kind, what the borrower asked for)
+_NOW = {
+    RELEASE: ("release-psbt", BorrowerSignature.Kind.TX_RELEASE, "release the collateral"),
+    EXIT: ("exit-psbt", BorrowerSignature.Kind.TX_EXIT, "reclaim the escrow"),
+}
+
+
+def watchtower_now(*, loan: Loan, actor: User, action: str) -> str:
+    """The watchtower's ``action`` (release or exit) for this one loan, now, at its borrower's request: only the
+    loan's borrower, only while that step is open in the loan's next steps, and only with a verified pre-signed rung
+    (checked first, so the button never raises the "presign missing" alert). Returns what was done, or raises a
+    ``LoanServiceError`` with one of ``WATCHTOWER_NOW_CODES``."""
+    step, kind, what = _NOW[action]
+    require(is_loan_borrower(actor, loan), f"only the loan's borrower may {what}")
+    found = next((a for a in loan_next_actions(loan=loan, user=actor) if a.name == step), None)
+    if found is None:
+        raise LoanServiceError(
+            f"nothing to {what} now: the loan is {loan.get_status_display()}, {loan.get_bitcoin_status_display()}",
+            code="wrong_state",
+        )
+    if not found.open:
+        opens = found.opens
+        when = ""
+        if isinstance(opens, TimelockPath) and opens.mature_height is not None:
+            when = f" at Bitcoin height {opens.mature_height} ({opens.blocks_remaining} block(s) to go)"
+        raise LoanServiceError(f"too early to {what}: it opens{when}", code="too_early")
+    if not loan.borrower_signatures.filter(kind=kind, verified_at__isnull=False).exists():
+        raise LoanServiceError(
+            f"you left no pre-signed {kind} for the watchtower: download the unsigned PSBT, sign it and broadcast it",
+            code="no_presigned_rungs",
+        )
+    report = (watchtower_release if action == RELEASE else watchtower_exit)(loan=loan)
+    for _loan, _action, txid in report.sent + report.climbed:
+        return f"{kind} {txid} handed to the Bitcoin node; this page follows it to confirmation."
+    if report.done:
+        return f"{kind} confirmed: done."
+    if report.failed:
+        raise LoanServiceError(f"the broadcast failed: {report.failed[0][2]}", code="broadcast_failed")
+    if report.waiting:
+        raise LoanServiceError(f"not yet: {report.waiting[0][2]}", code="not_yet")
+    if report.skipped:
+        raise LoanServiceError("the watchtower is broadcasting it right now", code="not_yet")
+    raise LoanServiceError(f"nothing to {what} now", code="wrong_state")
+
+
 __all__ = [
     "EXIT",
     "RELEASE",
+    "WATCHTOWER_NOW_CODES",
     "WatchtowerReport",
     "climb_after_blocks",
     "watchtower_exit",
+    "watchtower_now",
     "watchtower_release",
     "watchtower_run",
 ]

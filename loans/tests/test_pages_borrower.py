@@ -319,3 +319,176 @@ def test_the_borrower_script_is_a_module_of_the_vendored_signer():
     assert "from './vendor/signer.js'" in text and finders.find("loans/vendor/signer.js")
     for name in ("newBorrowerSecrets", "buildTx1", "checkLoanTransaction", "signPsbt", "buildLadders"):
         assert name in text
+
+
+# ------------------------------------------------------------------------------------------------ release and exits
+
+
+def _step(body: str, name: str) -> str:
+    """The loan page's step section ``name`` (it holds no nested section)."""
+    start = body.index(f'id="step-{name}"')
+    return body[start : body.index("</section>", start)]
+
+
+def _watchtower_state(loan):
+    from loans.models import Alert, Automation, BitcoinBroadcast
+
+    loan.refresh_from_db()
+    return (
+        loan.status,
+        loan.bitcoin_status,
+        loan.updated_at,
+        list(BitcoinBroadcast.objects.filter(loan=loan).values_list("kind", "txid", "attempts")),
+        list(Automation.objects.filter(loan=loan).values_list("action", "state", "attempts")),
+        Alert.objects.filter(loan=loan).count(),
+    )
+
+
+def _refused(client, url, loan, code, status=422):
+    before = _watchtower_state(loan)
+    response = client.post(url)
+    body = response.content.decode()
+    assert response.status_code == status, body[:500]
+    assert f'data-code="{code}"' in body and 'id="loan"' in body
+    assert _watchtower_state(loan) == before
+    return body
+
+
+@pytest.fixture
+def node_down(settings):
+    from .test_bitcoin_actions import CLOSED_PORT_URL
+
+    settings.BITCOIN_RPC_URL = CLOSED_PORT_URL
+    settings.LOAN_VAULT_KEYS_FILE = ""
+
+
+def _released(borrower, *, rung: bool = True):
+    from loans.services.bitcoin_actions import presigned_ladder_upload
+
+    from .test_bitcoin_actions import release_rung, released_loan
+
+    loan, tx1_txid = released_loan(borrower)  # repaid, pL public, TX_1 applied at height 200
+    rows = presigned_ladder_upload(loan=loan, actor=borrower, release=[release_rung(loan, tx1_txid)]) if rung else []
+    return loan, rows
+
+
+def test_the_release_step_says_the_watchtower_will_do_it_and_offers_it_now(client, borrower, node_down):
+    loan, _rows = _released(borrower)
+    client.force_login(borrower)
+    body = _same_fragment(client, reverse("pages:borrower-loan", args=[loan.pk]), "loan")
+    step = _step(body, "release-psbt")
+    assert "The watchtower will broadcast your pre-signed TX_release (1 rung)" in step
+    assert f'action="{reverse("pages:borrower-loan-release", args=[loan.pk])}"' in step
+    assert "Release the collateral now" in step
+
+
+def test_only_the_loans_borrower_may_release_now(client, borrower, node_down):
+    loan, _ = _released(borrower)
+    url = reverse("pages:borrower-loan-release", args=[loan.pk])
+    before = _watchtower_state(loan)
+    response = client.post(url)
+    assert response.status_code == 302 and "login" in response["Location"]
+    client.force_login(make_user(User.Role.BORROWER))
+    assert client.post(url).status_code == 404  # a loan the caller may not see
+    for role in (User.Role.LENDER, User.Role.OPERATOR):
+        client.force_login(make_user(role))
+        body = _refused(client, url, loan, "permission_denied", status=403)
+        assert "only the loan&#x27;s borrower may release the collateral" in body
+    assert _watchtower_state(loan) == before
+
+
+def test_release_now_refusals_change_nothing(client, borrower, loan, node_down):
+    client.force_login(borrower)
+    _refused(client, reverse("pages:borrower-loan-release", args=[loan.pk]), loan, "wrong_state")  # a draft
+    released, _ = _released(borrower, rung=False)
+    body = _refused(client, reverse("pages:borrower-loan-release", args=[released.pk]), released, "no_presigned_rungs")
+    assert "You left no pre-signed TX_release" in body
+
+
+def test_release_now_with_the_node_down_keeps_the_transaction_for_the_watchtower(client, borrower, node_down):
+    from loans.models import Automation, BitcoinBroadcast
+
+    loan, (rung,) = _released(borrower)
+    client.force_login(borrower)
+    response = client.post(reverse("pages:borrower-loan-release", args=[loan.pk]))
+    body = response.content.decode()
+    assert response.status_code == 422 and 'data-code="broadcast_failed"' in body
+    row = BitcoinBroadcast.objects.get(loan=loan)
+    assert (row.kind, row.txid, row.accepted_at, row.requested_by) == ("tx_release", rung.txid, None, None)
+    assert Automation.objects.get(loan=loan, action="release").state == "pending"
+    pending = re.search(r'<li data-spend-pending="tx_release">.*?</li>', body, re.S).group(0)
+    assert rung.txid in pending and "not taken by the node yet" in pending
+
+
+def test_reclaim_the_escrow_waits_for_t0_then_hands_the_rung_to_the_watchtower(client, borrower, node_down):
+    from loans.models import BitcoinBroadcast
+    from loans.services.bitcoin_actions import presigned_ladder_upload
+
+    from .test_bitcoin_actions import cancelled_loan_with_escrow_at, exit_tx, follow
+
+    loan = cancelled_loan_with_escrow_at(borrower, 500)  # t_0 = 100: a block at 600 may hold TX_exit
+    (rung,) = presigned_ladder_upload(loan=loan, actor=borrower, exit=[exit_tx(loan).hex()])
+    url = reverse("pages:borrower-loan-exit", args=[loan.pk])
+    follow(598)
+    client.force_login(borrower)
+    step = _step(client.get(reverse("pages:borrower-loan", args=[loan.pk])).content.decode(), "exit-psbt")
+    assert "Opens at Bitcoin block 600: 1 block to go" in step and "Not open yet." in step
+    assert "Reclaim the escrow now" not in step
+    assert "the watchtower then broadcasts your pre-signed TX_exit" in step
+    body = _refused(client, url, loan, "too_early")
+    assert "it opens at Bitcoin height 600 (1 block(s) to go)" in body
+    client.force_login(make_user(User.Role.LENDER))
+    _refused(client, url, loan, "permission_denied", status=403)
+
+    follow(599)
+    client.force_login(borrower)
+    step = _step(client.get(reverse("pages:borrower-loan", args=[loan.pk])).content.decode(), "exit-psbt")
+    assert "The watchtower will broadcast your pre-signed TX_exit (1 rung)" in step
+    assert "Reclaim the escrow now" in step
+    response = client.post(url)
+    assert response.status_code == 422 and 'data-code="broadcast_failed"' in response.content.decode()
+    row = BitcoinBroadcast.objects.get(loan=loan)
+    assert (row.kind, row.txid, row.accepted_at) == ("tx_exit", rung.txid, None)
+
+
+def test_no_exit_for_an_escrow_the_contract_may_still_take(client, borrower, node_down):
+    from .test_bitcoin_actions import cancelled_loan_with_escrow_at, follow, set_loan
+
+    loan = cancelled_loan_with_escrow_at(borrower, 500)
+    set_loan(loan, status=Loan.Status.ACTIVE)
+    follow(700)
+    client.force_login(borrower)
+    _refused(client, reverse("pages:borrower-loan-exit", args=[loan.pk]), loan, "wrong_state")
+
+
+def test_the_repay_step_shows_the_amount_due(client, borrower, loan):
+    Loan.objects.filter(pk=loan.pk).update(status=Loan.Status.ACTIVE, contract_loan_id=1)
+    client.force_login(borrower)
+    body = client.get(reverse("pages:borrower-loan", args=[loan.pk])).content.decode()
+    step = _step(body, "repay")
+    assert f"Amount due: <strong>{loan.repayment_wei} wei</strong>" in step
+    assert "Repay the loan with your wallet" in step
+
+
+def test_the_wallet_exits_say_what_happens_next(client, borrower, loan):
+    from .test_bitcoin_actions import follow
+
+    Loan.objects.filter(pk=loan.pk).update(
+        status=Loan.Status.REQUESTED,
+        contract_loan_id=1,
+        bitcoin_status=Loan.BitcoinStatus.ESCROW_CONFIRMED,
+        escrow_txid=hex32(),
+        escrow_vout=0,
+        escrow_sats=1_200_000,
+        escrow_btc_height=500,
+    )
+    follow(510)
+    client.force_login(borrower)
+    body = client.get(reverse("pages:borrower-loan", args=[loan.pk])).content.decode()
+    cancel = _step(body, "cancel-request")
+    assert f"once t_0 matures (Bitcoin height {500 + loan.escrow_timelock_btc_blocks})" in cancel
+    assert "Cancel the request with your wallet" in cancel
+    Loan.objects.filter(pk=loan.pk).update(status=Loan.Status.REPAYMENT_IN_PROGRESS)
+    body = client.get(reverse("pages:borrower-loan", args=[loan.pk])).content.decode()
+    withdraw = _step(body, "withdraw-repayment")
+    assert f"({loan.repayment_wei} + {loan.bond_wei} wei)" in withdraw and "Not open yet." in withdraw
