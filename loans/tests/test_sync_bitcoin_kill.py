@@ -146,7 +146,7 @@ def test_killed_at_random_points_and_restarted_it_stores_every_fact_once_and_app
 
     # One final run finishes the work.
     report = sync_bitcoin(rpc=btc_rpc)
-    assert report.height == btc_rpc.getblockcount()
+    assert report.height == btc_rpc.getblockcount(), str(report)
 
     total = sum(len(roles) for roles in expected.values())
     assert BitcoinTransaction.objects.count() == total

@@ -6,10 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
+
+from loans.sync.locks import exclusive_run
 
 
 def shared_database_url() -> str:
@@ -39,6 +42,18 @@ class WatcherProcess:
         self.process.send_signal(signal.SIGKILL)
         assert self.process.wait(timeout=30) == -signal.SIGKILL
         self.process = None
+        self._wait_for_its_lock_to_go()
+
+    def _wait_for_its_lock_to_go(self, timeout: float = 15.0) -> None:
+        """PostgreSQL frees a dead client's advisory lock when its server process notices the closed connection,
+        which under load takes a moment: wait for that, so the next run is not skipped for a lock nobody holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with exclusive_run(self.chain) as acquired:
+                if acquired:
+                    return
+            assert time.monotonic() < deadline, f"the killed {self.chain} watcher's run lock outlived it by {timeout} s"
+            time.sleep(0.05)
 
     def once(self) -> str:
         """One run to the end (``--once``); its output."""
