@@ -173,28 +173,17 @@ def _load_inputs(
     if psbt is not None:
         if signature is not None or transaction is not None:
             raise _refuse("ambiguous_upload", "send either a PSBT or a raw signature with its transaction")
-        try:
-            parsed = psbt if isinstance(psbt, Psbt) else Psbt.load(psbt)
-        except PsbtError as error:
-            raise _refuse("malformed_psbt", str(error)) from None
-        if len(parsed.inputs) != 1:
-            raise _refuse("wrong_input_count", f"TX_1 has exactly one input, the PSBT has {len(parsed.inputs)}")
-        try:
-            hash_type = parsed.sighash_type(0)
-            signatures = parsed.tap_script_sigs(0)
-        except PsbtError as error:
-            raise _refuse("malformed_psbt", str(error)) from None
-        if hash_type not in (None, SIGHASH_DEFAULT):
-            raise _refuse("wrong_sighash_type", f"PSBT asks for sighash type {hash_type}, not SIGHASH_DEFAULT")
         escrow = facts.escrow
-        wanted = (facts.borrower_btc_pubkey, escrow.leaf_hash(HASHLOCK_LEAF))
-        if wanted in signatures:
-            return parsed.unsigned_tx, signatures[wanted], parsed
-        if (facts.borrower_btc_pubkey, escrow.leaf_hash(TIMELOCK_LEAF)) in signatures:
-            raise _refuse("wrong_leaf", "the borrower signed the escrow's timelock leaf, not the hashlock leaf")
-        if signatures:
-            raise _refuse("wrong_signer", "the PSBT holds no signature of the borrower's key for the hashlock leaf")
-        raise _refuse("missing_signature", "the PSBT carries no tap script signature")
+        parsed, borrower_signature = _borrower_psbt_signature(
+            psbt,
+            name="TX_1",
+            signer=facts.borrower_btc_pubkey,
+            leaf_hash=escrow.leaf_hash(HASHLOCK_LEAF),
+            other_leaf_hash=escrow.leaf_hash(TIMELOCK_LEAF),
+            wrong_leaf="the borrower signed the escrow's timelock leaf, not the hashlock leaf",
+            wrong_signer="the PSBT holds no signature of the borrower's key for the hashlock leaf",
+        )
+        return parsed.unsigned_tx, borrower_signature, parsed
     if signature is None or transaction is None:
         raise _refuse("missing_signature", "send a PSBT, or a raw 64-byte signature together with the transaction")
     if isinstance(signature, str):
@@ -474,12 +463,36 @@ def _sweep_tree_and_leaf(facts: LoanFacts, kind: SpendKind) -> tuple[bytes, byte
 
 
 def _sweep_psbt_signature(facts: LoanFacts, kind: SpendKind, psbt: str | bytes | Psbt) -> tuple[Psbt, bytes]:
+    leaf_hash, other_leaf_hash = _sweep_tree_and_leaf(facts, kind)
+    return _borrower_psbt_signature(
+        psbt,
+        name=kind.value,
+        signer=facts.borrower_btc_pubkey,
+        leaf_hash=leaf_hash,
+        other_leaf_hash=other_leaf_hash,
+        wrong_leaf=f"the borrower signed the other leaf of the output {kind.value} spends",
+        wrong_signer=f"the PSBT holds no signature of the borrower's key for {kind.value}'s leaf",
+    )
+
+
+def _borrower_psbt_signature(
+    psbt: str | bytes | Psbt,
+    *,
+    name: str,
+    signer: bytes,
+    leaf_hash: bytes,
+    other_leaf_hash: bytes,
+    wrong_leaf: str,
+    wrong_signer: str,
+) -> tuple[Psbt, bytes]:
+    """(parsed PSBT, B's tap script signature for ``leaf_hash``) from an uploaded one-input PSBT (TX_1 or a sweep);
+    refused when malformed, asking for another sighash type, or signed for the other leaf or by another key."""
     try:
         parsed = psbt if isinstance(psbt, Psbt) else Psbt.load(psbt)
     except PsbtError as error:
         raise _refuse("malformed_psbt", str(error)) from None
     if len(parsed.inputs) != 1:
-        raise _refuse("wrong_input_count", f"{kind.value} has exactly one input, the PSBT has {len(parsed.inputs)}")
+        raise _refuse("wrong_input_count", f"{name} has exactly one input, the PSBT has {len(parsed.inputs)}")
     try:
         hash_type = parsed.sighash_type(0)
         signatures = parsed.tap_script_sigs(0)
@@ -487,13 +500,12 @@ def _sweep_psbt_signature(facts: LoanFacts, kind: SpendKind, psbt: str | bytes |
         raise _refuse("malformed_psbt", str(error)) from None
     if hash_type not in (None, SIGHASH_DEFAULT):
         raise _refuse("wrong_sighash_type", f"PSBT asks for sighash type {hash_type}, not SIGHASH_DEFAULT")
-    leaf_hash, other_leaf_hash = _sweep_tree_and_leaf(facts, kind)
-    if (facts.borrower_btc_pubkey, leaf_hash) in signatures:
-        return parsed, signatures[(facts.borrower_btc_pubkey, leaf_hash)]
-    if (facts.borrower_btc_pubkey, other_leaf_hash) in signatures:
-        raise _refuse("wrong_leaf", f"the borrower signed the other leaf of the output {kind.value} spends")
+    if (signer, leaf_hash) in signatures:
+        return parsed, signatures[(signer, leaf_hash)]
+    if (signer, other_leaf_hash) in signatures:
+        raise _refuse("wrong_leaf", wrong_leaf)
     if signatures:
-        raise _refuse("wrong_signer", f"the PSBT holds no signature of the borrower's key for {kind.value}'s leaf")
+        raise _refuse("wrong_signer", wrong_signer)
     raise _refuse("missing_signature", "the PSBT carries no tap script signature")
 
 
