@@ -12,6 +12,7 @@ of the borrower persona's, driven on chain with ``loan_flow`` and followed by th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -19,11 +20,13 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from bitcoin.keys import PrivateKey
+from bitcoin.rpc import BitcoinRPC
 from bitcoin.tests.loan_vectors import borrower_key, lender_key
 from evm.client import LoanContractClient
 from evm.testing import LoanFlow, new_secret
 from loans.models import ContractDeployment, Loan, User
 from loans.services import contract_deployment_record
+from loans.sync.bitcoin import BitcoinSyncReport, sync_bitcoin
 from loans.sync.evm import EvmSyncReport, sync_evm
 
 from .factories import Persona, make_loan, make_persona
@@ -132,3 +135,24 @@ class Desk:
 def desk(w3, deployment, loan_client, loan_flow, borrower_persona, lender_persona, stranger_account) -> Desk:
     record = contract_deployment_record(deployment=deployment)
     return Desk(w3, loan_client, loan_flow, record, borrower_persona, lender_persona, stranger_account)
+
+
+@pytest.fixture
+def node(settings, btc_rpc: BitcoinRPC) -> BitcoinRPC:
+    """The regtest node, as the desk's Bitcoin node (settings.BITCOIN_RPC_URL)."""
+    settings.BITCOIN_RPC_URL = btc_rpc.url
+    return btc_rpc
+
+
+@pytest.fixture
+def watch(node: BitcoinRPC) -> Callable[[], BitcoinSyncReport]:
+    """One Bitcoin watcher run (one confirmation) from the block after the test started; it must not be skipped or
+    refuse a fact."""
+    start = node.getblockcount() + 1
+
+    def run() -> BitcoinSyncReport:
+        report = sync_bitcoin(rpc=node, confirmations=1, start_height=start)
+        assert not report.skipped and not report.refused, report
+        return report
+
+    return run

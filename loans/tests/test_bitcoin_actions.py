@@ -75,7 +75,6 @@ from loans.services.bitcoin_actions import (
     release_psbt_prepare,
 )
 from loans.services.lender_secrets import lender_key_store
-from loans.sync.bitcoin import BitcoinSyncReport, sync_bitcoin
 
 from .factories import hex32, make_loan, make_parameters, make_user
 from .test_sync_bitcoin import T_0, T_1, ChainLoan, make_chain_loan
@@ -603,24 +602,6 @@ def test_collateral_capture_refusals(borrower, lender, operator):
 
 
 # ------------------------------------------------------------------------------------------------ on regtest
-
-
-@pytest.fixture
-def node(settings, btc_rpc: BitcoinRPC) -> BitcoinRPC:
-    settings.BITCOIN_RPC_URL = btc_rpc.url
-    return btc_rpc
-
-
-@pytest.fixture
-def watch(node: BitcoinRPC) -> Callable[[], BitcoinSyncReport]:
-    start = node.getblockcount() + 1
-
-    def run() -> BitcoinSyncReport:
-        report = sync_bitcoin(rpc=node, confirmations=1, start_height=start)
-        assert not report.skipped and not report.refused, report
-        return report
-
-    return run
 
 
 def funded(node: BitcoinRPC, watch) -> ChainLoan:

@@ -10,7 +10,6 @@ no ladder."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from fractions import Fraction
 
 import pytest
@@ -34,7 +33,6 @@ from loans.services.bitcoin_actions import (
     presigned_sweep_broadcast,
 )
 from loans.services.watchtower import watchtower_exit, watchtower_release, watchtower_run
-from loans.sync.bitcoin import BitcoinSyncReport, sync_bitcoin
 
 from .factories import hex32, make_user
 from .test_bitcoin_actions import (
@@ -299,24 +297,6 @@ def test_nothing_is_due_before_pl_nor_before_t0(borrower):
 
 
 # ------------------------------------------------------------------------------------------------ on regtest
-
-
-@pytest.fixture
-def node(settings, btc_rpc: BitcoinRPC) -> BitcoinRPC:
-    settings.BITCOIN_RPC_URL = btc_rpc.url
-    return btc_rpc
-
-
-@pytest.fixture
-def watch(node: BitcoinRPC) -> Callable[[], BitcoinSyncReport]:
-    start = node.getblockcount() + 1
-
-    def run() -> BitcoinSyncReport:
-        report = sync_bitcoin(rpc=node, confirmations=1, start_height=start)
-        assert not report.skipped and not report.refused, report
-        return report
-
-    return run
 
 
 def mine_empty(node: BitcoinRPC, n: int) -> None:
