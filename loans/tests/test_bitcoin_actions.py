@@ -20,14 +20,10 @@ from bitcoin.presignature import verify_borrower_sweep_signature
 from bitcoin.psbt import Psbt, create_psbt, sign_psbt
 from bitcoin.rpc import BitcoinRPC
 from bitcoin.tests.loan_vectors import (
-    BORROWER_HASH,
     BORROWER_PREIMAGE,
     BORROWER_XONLY,
-    ESCROW_OUTPOINT,
     LENDER_HASH,
     LENDER_PREIMAGE,
-    LENDER_XONLY,
-    REGTEST_P2TR,
     REGTEST_P2WPKH,
     borrower_key,
     lender_key,
@@ -76,7 +72,8 @@ from loans.services.bitcoin_actions import (
 )
 from loans.services.lender_secrets import lender_key_store
 
-from .factories import hex32, make_loan, make_parameters, make_user
+from .factories import hex32, make_user
+from .test_api_presignature import make_vector_loan
 from .test_sync_bitcoin import T_0, T_1, ChainLoan, make_chain_loan
 
 pytestmark = pytest.mark.django_db
@@ -118,24 +115,7 @@ def vector_loan(borrower: User, *, fresh: bool = False, **overrides) -> Loan:
     new hashes and escrow outpoint (hashes and outpoints are unique across loans), for a test's second loan."""
     if fresh:
         overrides = {"borrower_hash": hex32(), "lender_hash": hex32(), "escrow_txid": hex32(), **overrides}
-    values = {
-        "parameters": make_parameters(lender_btc_pubkey=LENDER_XONLY, escrow_timelock_btc_blocks=100),
-        "borrower": borrower,
-        "borrower_btc_pubkey": BORROWER_XONLY,
-        "borrower_hash": BORROWER_HASH,
-        "lender_hash": LENDER_HASH,
-        "amount_wei": 10**16,  # 1,000,000 sat
-        "escrow_txid": ESCROW_OUTPOINT.txid,
-        "escrow_vout": ESCROW_OUTPOINT.vout,
-        "escrow_sats": 1_200_000,
-        "borrower_payout_address": REGTEST_P2TR,
-        "lender_payout_address": REGTEST_P2WPKH,
-        "contract_loan_id": 1,
-        "status": Loan.Status.REQUESTED,
-        "bitcoin_status": Loan.BitcoinStatus.ESCROW_CONFIRMED,
-    }
-    values.update(overrides)
-    return make_loan(**values)
+    return make_vector_loan(borrower, **overrides)
 
 
 def upload_tx1(loan: Loan, key=None) -> BorrowerSignature:
