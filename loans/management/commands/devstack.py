@@ -2,7 +2,8 @@
 
 Starts (unless already answering) anvil on EVM_RPC_URL with its state kept in var/anvil/, the embedded regtest
 Bitcoin node on BITCOIN_RPC_URL, deploys the contracts once per anvil state and records them, then runs the
-django-q2 worker, the chain watchers (`sync_chains`, every 2 s) and the ASGI dev server on 127.0.0.1:8000.
+django-q2 worker, the chain watchers with the unattended duties (`sync_chains --duties`, every 2 s: the lender's
+automation, the watchtower, the alerts) and the ASGI dev server on 127.0.0.1:8000.
 Development only: it refuses any other chain.
 """
 
@@ -73,8 +74,9 @@ class Command(BaseCommand):
             self.ensure_deployment()
             if not options["no_worker"]:
                 children.append(self.spawn([sys.executable, MANAGE, "qcluster"], var / "worker.log"))
-                # The chain watchers every 2 s (production schedules them in django-q2: sync_chains --schedule).
-                children.append(self.spawn([sys.executable, MANAGE, "sync_chains"], var / "watchers.log"))
+                # The chain watchers and the duties every 2 s (production schedules them in django-q2 each minute:
+                # sync_chains --schedule), so a loan walked through by hand moves as fast as its chains are mined.
+                children.append(self.spawn([sys.executable, MANAGE, "sync_chains", "--duties"], var / "watchers.log"))
             self.stdout.write(self.style.SUCCESS(f"web app on http://{options['addrport']}/ (Ctrl-C stops all)"))
             server = subprocess.Popen(
                 [sys.executable, MANAGE, "runserver", options["addrport"]], start_new_session=True
