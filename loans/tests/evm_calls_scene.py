@@ -150,8 +150,9 @@ def state(loan: Loan) -> tuple:
     )
 
 
-@pytest.fixture(name="scene")
-def scene_fixture(settings, anvil, btc_rpc, desk) -> Scene:
+def make_scene(settings, anvil, btc_rpc, desk, *, windows: dict[str, int] = SMALL) -> Scene:
+    """The desk on the session's nodes with ``windows`` in force: the parameters updated on chain by the owner and
+    recorded as the version new drafts take, the lender's EVM key in the vault (a new vault key each time)."""
     settings.EVM_RPC_URL = anvil.url
     settings.EVM_CHAIN_ID = desk.client.chain_id
     settings.BITCOIN_RPC_URL = btc_rpc.url
@@ -161,7 +162,7 @@ def scene_fixture(settings, anvil, btc_rpc, desk) -> Scene:
     settings.LOAN_VAULT_KEYS_FILE = ""
     settings.LOAN_VAULT_KEYS = Fernet.generate_key().decode()
     client = desk.client
-    small = client.parameters().replace(**SMALL)
+    small = client.parameters().replace(**windows)
     client.send(client.update_parameters(small), desk.lender.account)
     parameters = ProtocolParameters.objects.create(
         version=client.parameters_version(),
@@ -175,3 +176,8 @@ def scene_fixture(settings, anvil, btc_rpc, desk) -> Scene:
         actor=None,
     )
     return Scene(desk, btc_rpc, parameters)
+
+
+@pytest.fixture(name="scene")
+def scene_fixture(settings, anvil, btc_rpc, desk) -> Scene:
+    return make_scene(settings, anvil, btc_rpc, desk)

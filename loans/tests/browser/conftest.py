@@ -161,3 +161,7 @@ def no_overflow() -> Callable:
         assert measured["overflow"] <= 0, f"the page is {measured['overflow']} px wider than the viewport: {measured}"
 
     return _check
+
+
+# The browser scenarios' world (issue 12): both chains, the worker in its own process, the lender's keys.
+from .scenario import stage  # noqa: E402, F401

@@ -1,0 +1,331 @@
+"""The stage of the browser scenarios (issue 12; ``test_scenario_*.py``): whole loans as their users meet them.
+
+Both chains are real (the session's anvil and regtest node), the worker runs in a process of its own
+(``manage.py sync_chains --duties``: both chain watchers, the lender's automation, the borrower's watchtower and
+the alerts, every 0.3 s, against the test database), and the parties act in headless Chromium on the live server:
+the borrower with an injected EIP-1193 wallet (their anvil account) and the Bitcoin key their browser makes, the
+lender on the desk's pages with the server's vault keys. The test itself never runs a watcher or a service to move a
+loan: it acts in a browser, mines blocks to move time, and waits for the worker to see what happened
+(``Stage.wait_for``). Every assertion on the outcome reads the chains (balances from the nodes) and the database
+(the loan's states and its audit trail).
+
+Time: the windows are small (``SCENARIO_WINDOWS``, under PROTOCOL.md's ordering rules), and ``Stage.mine_evm`` /
+``Stage.mine_btc`` move the chains on; keep the Bitcoin chain short (regtest blocks slow down as it grows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+
+from bitcoin.addresses import address_to_script_pubkey
+from bitcoin.rpc import BitcoinRPC, sats_to_btc
+from bitcoin.testing import mine_blocks
+from bitcoin.tests.loan_vectors import REGTEST_P2TR, REGTEST_P2WPKH
+from bitcoin.transactions import Transaction
+from evm.testing import gas_cost, mine
+from loans import vault
+from loans.models import BitcoinTransaction, LenderKey, Loan, LoanStatusChange
+from loans.services.lender_secrets import lender_key_store
+from loans.tests.evm_calls_scene import SMALL, Scene, make_scene
+from loans.tests.watcher_process import shared_database_url
+
+from .harness import InjectedWallet
+
+# SMALL's windows, with t_1 small enough to reach TX_capture: t_1 * 20 > (t_D + t_L) * 1.1 + safety * 20.
+SCENARIO_WINDOWS = {**SMALL, "collateral_timelock_btc_blocks": 12}
+BORROWER_PAYOUT, LENDER_PAYOUT = REGTEST_P2TR, REGTEST_P2WPKH
+WORKER_INTERVAL_SECONDS = "0.3"
+WAIT_SECONDS = 90.0
+SENT = re.compile(r"Sent (0x)?[0-9a-f]{64} \(mined\)\. The page follows the chain\.")
+
+
+class Worker:
+    """The worker as its own process (``sync_chains --duties``) on the test database and the test's nodes."""
+
+    def __init__(self, log: Path, env: dict[str, str]) -> None:
+        self.log = log
+        self.env = env
+        self.command = [
+            sys.executable,
+            str(Path(django_settings.BASE_DIR) / "manage.py"),
+            "sync_chains",
+            "--duties",
+            "--interval",
+            WORKER_INTERVAL_SECONDS,
+        ]
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        assert self.process is None, "the worker runs already"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("a") as log:
+            log.write(f"--- worker start {self.starts + 1}\n")
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.starts += 1
+
+    def stop(self) -> None:
+        """SIGTERM, as a supervisor stops it; it must go within 30 s."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL in the middle of whatever it does (a machine lost)."""
+        assert self.process is not None and self.process.poll() is None, f"the worker died by itself: {self.tail()}"
+        self.process.send_signal(signal.SIGKILL)
+        assert self.process.wait(timeout=30) == -signal.SIGKILL
+        self.process = None
+
+    def check_alive(self) -> None:
+        assert self.process is not None, "the worker is not running"
+        assert self.process.poll() is None, f"the worker exited ({self.process.returncode}): {self.tail()}"
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text()[-chars:] if self.log.exists() else "(no log)"
+
+
+def worker_environment(settings, *, bitcoin_start_height: int) -> dict[str, str]:
+    """What the worker process needs to be the same desk as the test's live server: the test database, the
+    nodes, the vault's keys, the lender's payout address and the fee bounds (the test's settings, as variables)."""
+    return {
+        **os.environ,
+        "DATABASE_URL": shared_database_url(),
+        "DJANGO_DEBUG": "0",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "text",
+        "EVM_RPC_URL": settings.EVM_RPC_URL,
+        "EVM_CHAIN_ID": str(settings.EVM_CHAIN_ID),
+        "EVM_CONFIRMATIONS": "1",
+        "BITCOIN_RPC_URL": settings.BITCOIN_RPC_URL,
+        "BITCOIN_NETWORK": settings.BITCOIN_NETWORK,
+        "BITCOIN_CONFIRMATIONS": "1",
+        "BITCOIN_SYNC_START_HEIGHT": str(bitcoin_start_height),
+        "BITCOIN_MIN_FEE_RATE_SAT_VB": str(settings.BITCOIN_MIN_FEE_RATE_SAT_VB),
+        "BITCOIN_MAX_FEE_RATE_SAT_VB": str(settings.BITCOIN_MAX_FEE_RATE_SAT_VB),
+        "LOAN_VAULT_KEYS_FILE": "",
+        "LOAN_VAULT_KEYS": settings.LOAN_VAULT_KEYS,
+        "LENDER_BTC_PAYOUT_ADDRESS": settings.LENDER_BTC_PAYOUT_ADDRESS,
+    }
+
+
+@dataclass
+class Stage:
+    """One scenario's world: the scene (contracts, personas, parameters), the regtest node, the worker, and the
+    moves a test makes between browser steps."""
+
+    scene: Scene
+    worker: Worker
+    artifacts: Path
+    evm_start_block: int
+    borrower_evm_before: int
+    lender_evm_before: int
+    waited: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def btc(self) -> BitcoinRPC:
+        return self.scene.btc
+
+    @property
+    def w3(self):
+        return self.scene.desk.w3
+
+    @property
+    def borrower(self):
+        return self.scene.desk.borrower
+
+    @property
+    def lender(self):
+        return self.scene.desk.lender
+
+    def borrower_wallet(self) -> InjectedWallet:
+        return InjectedWallet(account=self.borrower.account, w3=self.w3)
+
+    def lender_wallet(self) -> InjectedWallet:
+        return InjectedWallet(account=self.lender.account, w3=self.w3)
+
+    # --- time
+
+    def mine_evm(self, blocks: int) -> None:
+        mine(self.w3, blocks)
+
+    def mine_btc(self, blocks: int) -> None:
+        mine_blocks(self.btc, blocks)
+
+    # --- the worker
+
+    def wait_for(self, what: str, condition: Callable[[], Any], timeout: float = WAIT_SECONDS) -> Any:
+        """Poll ``condition`` until it returns something true (returned), the worker dies, or ``timeout``."""
+        started = time.monotonic()
+        while True:
+            outcome = condition()
+            if outcome:
+                self.waited.append((what, time.monotonic() - started))
+                return outcome
+            self.worker.check_alive()
+            if time.monotonic() - started > timeout:
+                pytest.fail(f"waited {timeout:.0f} s for {what}; the worker's log ends:\n{self.worker.tail()}")
+            time.sleep(0.2)
+
+    def wait_for_loan(self, loan: Loan, what: str, condition: Callable[[Loan], bool], **kwargs) -> Loan:
+        def check():
+            loan.refresh_from_db()
+            return condition(loan)
+
+        self.wait_for(f"loan {loan.pk}: {what}", check, **kwargs)
+        return loan
+
+    def wait_for_status(self, loan: Loan, status: str | None = None, bitcoin: str | None = None) -> Loan:
+        wanted = " and ".join(str(s) for s in (status, bitcoin) if s)
+        return self.wait_for_loan(
+            loan,
+            wanted,
+            lambda row: (status is None or row.status == status) and (bitcoin is None or row.bitcoin_status == bitcoin),
+        )
+
+    # --- what the chains say
+
+    def evm_balance(self, address: str) -> int:
+        return int(self.w3.eth.get_balance(address))
+
+    def gas_paid_since_start(self, address: str) -> int:
+        """Every wei of gas ``address`` paid for the transactions it sent since the scenario started."""
+        paid = 0
+        for number in range(self.evm_start_block + 1, int(self.w3.eth.block_number) + 1):
+            for tx in self.w3.eth.get_block(number, full_transactions=True)["transactions"]:
+                if tx["from"].lower() == address.lower():
+                    paid += gas_cost(self.w3.eth.get_transaction_receipt(tx["hash"]))
+        return paid
+
+    def sats_paid_to(self, txid: str, address: str) -> int:
+        """What ``txid`` pays ``address`` (sats), read from the node."""
+        tx = Transaction.parse(self.btc.getrawtransaction(txid, False))
+        script = address_to_script_pubkey(address, "regtest")
+        return sum(out.value for out in tx.outputs if out.script_pubkey == script)
+
+    def bitcoin_fee(self, txid: str) -> int:
+        """A transaction's fee (sats): its inputs' values, read from the node, less its outputs."""
+        tx = Transaction.parse(self.btc.getrawtransaction(txid, False))
+        paid_in = 0
+        for txin in tx.inputs:
+            parent = Transaction.parse(self.btc.getrawtransaction(txin.outpoint.txid, False))
+            paid_in += parent.outputs[txin.outpoint.vout].value
+        return paid_in - sum(out.value for out in tx.outputs)
+
+    def confirmed_txid(self, loan: Loan, role: str) -> str:
+        return BitcoinTransaction.objects.get(loan=loan, role=role).txid
+
+    # --- the browsers
+
+    def pay_escrow_from_the_page(self, page, loan: Loan) -> str:
+        """Pay the escrow the page asks for (its address and exact amount, as the borrower's wallet would read
+        them) from the node's faucet; mine it; the page's funding status follows it. The payment's txid."""
+        page.goto(f"/borrower/loans/{loan.pk}/")
+        funding = page.locator("#funding-status")
+        address = funding.locator("dt:text-is('Escrow address') + dd code").inner_text().strip()
+        amount_text = funding.locator("dt:text-is('Amount') + dd").inner_text()
+        total_sats = int(re.match(r"(\d+) sat", amount_text).group(1))
+        assert funding.locator("figure.qr-code svg").count() == 1
+        link = funding.locator("dt:text-is('Payment link') + dd a").inner_text()
+        assert link.startswith(f"bitcoin:{address}?amount="), link
+        txid = str(self.btc.call("sendtoaddress", address, sats_to_btc(total_sats)))
+        self.mine_btc(1)
+        self.wait_for_status(loan, bitcoin=Loan.BitcoinStatus.ESCROW_CONFIRMED)
+        assert loan.escrow_txid == txid and loan.escrow_sats == total_sats
+        return txid
+
+    def audit_trail(self, loan: Loan) -> list[tuple[str, str]]:
+        """The loan's status changes, (side, to_status), in order."""
+        return list(
+            LoanStatusChange.objects.filter(loan=loan).order_by("created_at", "id").values_list("side", "to_status")
+        )
+
+    def save_timings(self, name: str) -> None:
+        """What the test waited for and how long (kept with the screenshots: the worker's pace, not asserted)."""
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        (self.artifacts / f"{name}-waits.json").write_text(json.dumps(self.waited, indent=1))
+
+
+def sign_in(page) -> None:
+    page.goto("/signin/")
+    page.get_by_role("button", name="Connect wallet").click()
+    page.wait_for_url(re.compile(r"://[^/]+/$"))
+
+
+def wallet_step(page, name: str) -> str:
+    """Click the wallet button of the borrower's step ``name``; the wallet signs and sends; the status line."""
+    section = page.locator(f"#step-{name}")
+    section.locator("[data-wallet-send]").click()
+    status = section.locator("[data-wallet-status]")
+    page.wait_for_function(
+        "(el) => /^(Sent \\S+ \\(|Not sent)/.test(el.textContent)", arg=status.element_handle(), timeout=30_000
+    )
+    text = status.inner_text()
+    assert SENT.fullmatch(text), text
+    return text
+
+
+def lender_step(page, loan: Loan, name: str) -> str:
+    """Submit the step's form on the lender's loan page; the page's confirmation (a refusal fails the test)."""
+    page.goto(f"/lender/loans/{loan.pk}/")
+    page.locator(f"#step-{name} button[type=submit]").click()
+    page.wait_for_url(re.compile(rf"/lender/loans/{loan.pk}/actions/{name}/$"))
+    refusal = page.locator(".refusal[role=alert]")
+    assert refusal.count() == 0, refusal.inner_text()
+    return page.locator(".done[role=status]").inner_text()
+
+
+def borrower_steps(page) -> list[str]:
+    """The borrower's steps and ways out the loan page shows now, open or not, in the page's order."""
+    return [element.get_attribute("id").removeprefix("step-") for element in page.locator("#loan section.step").all()]
+
+
+@pytest.fixture
+def stage(settings, anvil, btc_rpc, desk, live_server, transactional_db, shot, request) -> Stage:
+    """A scenario's world with the worker running (stopped after the test); the lender's keys in the vault. Its
+    log and timings go beside the test's screenshots (``shot`` comes first: it empties that directory)."""
+    scene = make_scene(settings, anvil, btc_rpc, desk, windows=SCENARIO_WINDOWS)
+    settings.LENDER_BTC_PAYOUT_ADDRESS = LENDER_PAYOUT
+    lender = scene.desk.lender
+    lender_key_store(
+        lender=lender.user, kind=LenderKey.Kind.BITCOIN, private_key=vault.Secret(lender.btc_key.secret), actor=None
+    )
+    artifacts = shot.directory
+    worker = Worker(
+        artifacts / "worker.log", worker_environment(settings, bitcoin_start_height=btc_rpc.getblockcount() + 1)
+    )
+    w3 = desk.w3
+    stage = Stage(
+        scene=scene,
+        worker=worker,
+        artifacts=artifacts,
+        evm_start_block=int(w3.eth.block_number),
+        borrower_evm_before=int(w3.eth.get_balance(desk.borrower.account.address)),
+        lender_evm_before=int(w3.eth.get_balance(desk.lender.account.address)),
+    )
+    worker.start()
+    try:
+        yield stage
+    finally:
+        worker.stop()
+        stage.save_timings("stage")
