@@ -105,9 +105,12 @@ class Worker:
         return self.log.read_text()[-chars:] if self.log.exists() else "(no log)"
 
 
-def worker_environment(settings, *, bitcoin_start_height: int) -> dict[str, str]:
+def worker_environment(
+    settings, *, bitcoin_start_height: int, evm_confirmations: int = 1, bitcoin_confirmations: int = 1
+) -> dict[str, str]:
     """What the worker process needs to be the same desk as the test's live server: the test database, the
-    nodes, the vault's keys, the lender's payout address and the fee bounds (the test's settings, as variables)."""
+    nodes, the vault's keys, the lender's payout address and the fee bounds (the test's settings, as variables),
+    and how deep a fact must be on each chain before the worker applies it."""
     return {
         **os.environ,
         "DATABASE_URL": shared_database_url(),
@@ -116,10 +119,10 @@ def worker_environment(settings, *, bitcoin_start_height: int) -> dict[str, str]
         "LOG_FORMAT": "text",
         "EVM_RPC_URL": settings.EVM_RPC_URL,
         "EVM_CHAIN_ID": str(settings.EVM_CHAIN_ID),
-        "EVM_CONFIRMATIONS": "1",
+        "EVM_CONFIRMATIONS": str(evm_confirmations),
         "BITCOIN_RPC_URL": settings.BITCOIN_RPC_URL,
         "BITCOIN_NETWORK": settings.BITCOIN_NETWORK,
-        "BITCOIN_CONFIRMATIONS": "1",
+        "BITCOIN_CONFIRMATIONS": str(bitcoin_confirmations),
         "BITCOIN_SYNC_START_HEIGHT": str(bitcoin_start_height),
         "BITCOIN_MIN_FEE_RATE_SAT_VB": str(settings.BITCOIN_MIN_FEE_RATE_SAT_VB),
         "BITCOIN_MAX_FEE_RATE_SAT_VB": str(settings.BITCOIN_MAX_FEE_RATE_SAT_VB),
@@ -303,7 +306,10 @@ def borrower_steps(page) -> list[str]:
 @pytest.fixture
 def stage(settings, anvil, btc_rpc, desk, live_server, transactional_db, shot, request) -> Stage:
     """A scenario's world with the worker running (stopped after the test); the lender's keys in the vault. Its
-    log and timings go beside the test's screenshots (``shot`` comes first: it empties that directory)."""
+    log and timings go beside the test's screenshots (``shot`` comes first: it empties that directory).
+
+    ``@pytest.mark.worker(evm_confirmations=N, bitcoin_confirmations=M)`` on a test sets how deep the worker wants
+    a fact (1 on both chains by default)."""
     scene = make_scene(settings, anvil, btc_rpc, desk, windows=SCENARIO_WINDOWS)
     settings.LENDER_BTC_PAYOUT_ADDRESS = LENDER_PAYOUT
     lender = scene.desk.lender
@@ -311,9 +317,10 @@ def stage(settings, anvil, btc_rpc, desk, live_server, transactional_db, shot, r
         lender=lender.user, kind=LenderKey.Kind.BITCOIN, private_key=vault.Secret(lender.btc_key.secret), actor=None
     )
     artifacts = shot.directory
-    worker = Worker(
-        artifacts / "worker.log", worker_environment(settings, bitcoin_start_height=btc_rpc.getblockcount() + 1)
-    )
+    marker = request.node.get_closest_marker("worker")
+    depths = marker.kwargs if marker is not None else {}
+    environment = worker_environment(settings, bitcoin_start_height=btc_rpc.getblockcount() + 1, **depths)
+    worker = Worker(artifacts / "worker.log", environment)
     w3 = desk.w3
     stage = Stage(
         scene=scene,
