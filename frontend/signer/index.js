@@ -800,6 +800,27 @@ export function buildTx1(loanFile, feeRateSatVb) {
 }
 
 /**
+ * The unsigned TX_exit PSBT at `feeRateSatVb` (exactly bitcoin.transactions.build_exit: escrow leaf 0, nSequence
+ * t_0, all but the fee to the borrower's address), with its summary. Needs the escrow outpoint, not hL.
+ */
+export function buildExit(loanFile, feeRateSatVb) {
+  const f = loadLoanFile(loanFile);
+  requireFacts(f, 'escrowOutpoint', 'escrowSats');
+  const p = buildSweepPrepared(f, KINDS.TX_EXIT, f.escrowOutpoint, feeRateSatVb);
+  return { psbt: base64.encode(createPsbt(p).toPSBT(0)), txid: txid(p.tx), summary: summary(f, p) };
+}
+
+function signedExitRung(f, rate, privateKey) {
+  const exit = buildSweepPrepared(f, KINDS.TX_EXIT, f.escrowOutpoint, rate);
+  checkSweep(f, KINDS.TX_EXIT, exit.tx, null);
+  const signature = signPrepared(f, exit, privateKey);
+  const finalTx = { ...exit.tx, inputs: [{ ...exit.tx.inputs[0],
+    witness: [signature, leafScript(exit), exit.tree.controlBlock(exit.leaf)] }] };
+  return { fee_rate_sat_vb: feeRateText(parseFeeRate(rate)), fee_sats: exit.feeSats.toString(),
+    tx_hex: hex.encode(serializeTx(finalTx)), txid: txid(finalTx), summary: summary(f, exit) };
+}
+
+/**
  * The borrower's pre-signed ladders, like `python -m bitcoin ladders`: at each fee rate a signed TX_release PSBT
  * (spending output 1 of `tx1Txid`; the lender's pL completes it) and a finalized TX_exit (valid t_0 blocks after
  * the escrow confirmed). Each rung goes through `checkLoanTransaction` before it is signed.
@@ -815,15 +836,24 @@ export function buildLadders(loanFile, tx1Txid, feeRates, privateKeyHex) {
     const rel = buildSweepPrepared(f, KINDS.TX_RELEASE, collateralOutpoint(tx1Txid), rate);
     const signed = signPsbt(loanFile, base64.encode(createPsbt(rel).toPSBT(0)), privateKeyHex, { tx1Txid });
     release.push({ fee_rate_sat_vb: text, fee_sats: rel.feeSats.toString(), psbt: signed.psbt });
-    const exit = buildSweepPrepared(f, KINDS.TX_EXIT, f.escrowOutpoint, rate);
-    checkSweep(f, KINDS.TX_EXIT, exit.tx, null);
-    const signature = signPrepared(f, exit, privateKey);
-    const finalTx = { ...exit.tx, inputs: [{ ...exit.tx.inputs[0],
-      witness: [signature, leafScript(exit), exit.tree.controlBlock(exit.leaf)] }] };
-    exits.push({ fee_rate_sat_vb: text, fee_sats: exit.feeSats.toString(), tx_hex: hex.encode(serializeTx(finalTx)),
-      txid: txid(finalTx) });
+    const { summary: _shown, ...exit } = signedExitRung(f, rate, privateKey);
+    exits.push(exit);
   }
   return { tx1_txid: parseTxid(tx1Txid), release, exit: exits };
+}
+
+/**
+ * The TX_exit ladder alone, for an escrow that never reached the pre-sign step (no hL, no TX_1: a request
+ * cancelled or never offered): at each fee rate a finalized TX_exit (escrow leaf 0, nSequence t_0) paying the
+ * borrower's address, checked against the loan file before it is signed, with the summary of what it pays
+ * (`checkLoanTransaction`'s shape). Needs only the escrow outpoint and value in the loan file.
+ */
+export function buildExitLadder(loanFile, feeRates, privateKeyHex) {
+  const privateKey = parsePrivateKey(privateKeyHex);
+  const f = loadLoanFile(loanFile);
+  requireFacts(f, 'escrowOutpoint', 'escrowSats');
+  if (!feeRates.length) throw invalid('a ladder needs at least one fee rate');
+  return { exit: feeRates.map((rate) => signedExitRung(f, rate, privateKey)) };
 }
 
 /**

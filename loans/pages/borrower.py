@@ -298,6 +298,10 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
     tx1 = next((row for row in signatures if row.kind == "tx_1"), None)
     signing = any(action["name"] in {"presignature", "ladders"} for action in actions)
     rungs = loan.borrower_signatures.filter(verified_at__isnull=False)
+    exit_rungs = rungs.filter(kind=BorrowerSignature.Kind.TX_EXIT).count()
+    # An escrow in the exit step with no TX_exit rung (it never reached the pre-sign step: no hL, no TX_1): the
+    # browser that holds the key may sign the exit ladder right there (borrower.js shows the signer only then).
+    exit_signer = exit_rungs == 0 and not signing and any(action["name"] == "exit-psbt" for action in actions)
     return {
         "loan": loan,
         "deadlines": loan_deadline_rows(loan, deadlines, timelocks),
@@ -309,10 +313,11 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
         "signatures": signatures,
         "tx1_txid": tx1.txid if tx1 is not None else "",
         # The fee rate the browser signer starts from (the node's estimate within the desk's bounds).
-        "fee_rate": fee_rate_text(current_fee_rate_sat_vb()[0]) if signing else "",
+        "fee_rate": fee_rate_text(current_fee_rate_sat_vb()[0]) if signing or exit_signer else "",
         "loan_file_url": reverse("api:loan-file", args=[loan.pk]),
         "release_rungs": rungs.filter(kind=BorrowerSignature.Kind.TX_RELEASE).count(),
-        "exit_rungs": rungs.filter(kind=BorrowerSignature.Kind.TX_EXIT).count(),
+        "exit_rungs": exit_rungs,
+        "exit_signer": exit_signer,
         "capture": Moment.of(timelocks.capture) if timelocks.capture.mature_height is not None else None,
         "exit_matures": Moment.of(timelocks.exit) if timelocks.exit.mature_height is not None else None,
     }

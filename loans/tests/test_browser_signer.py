@@ -229,6 +229,42 @@ def test_the_bundles_ladders_are_pythons_sweeps_and_pass_the_sweep_verifier(
         assert exit_rung["txid"] == expected_exit.tx.txid
 
 
+@pytest.mark.parametrize("parties", sorted(PARTIES))
+def test_the_bundles_exit_ladder_needs_no_hl_and_each_rung_is_pythons_tx_exit(
+    signer: Callable[..., Any], parties: str
+) -> None:
+    """A request that never got hL (cancelled, never offered) has no TX_1 and no collateral: buildExitLadder signs
+    the TX_exit rungs alone, each shown (its summary) and accepted by the sweep verifier; buildLadders refuses."""
+    facts, borrower = _facts(parties, lender_hash=None)
+    rates = ["1", "2.5", "10"]
+    with pytest.raises(SignerError) as info:
+        signer("buildLadders", facts.to_json_dict(), "11" * 32, rates, borrower.secret.hex())
+    assert info.value.name == "SignerInputError" and "hL" in str(info.value)
+    ladder = signer("buildExitLadder", facts.to_json_dict(), rates, borrower.secret.hex())
+    assert [rung["fee_rate_sat_vb"] for rung in ladder["exit"]] == rates
+    for rate, rung in zip(rates, ladder["exit"], strict=True):
+        expected = build_exit(facts, fee_rate_sat_vb=rate)
+        verified = verify_borrower_sweep_signature(facts, SpendKind.TX_EXIT, transaction=rung["tx_hex"])
+        assert verified.transaction == expected.tx.without_witness()
+        assert (rung["txid"], rung["fee_sats"]) == (expected.tx.txid, str(expected.fee_sats))
+        shown = rung["summary"]
+        assert shown["kind"] == "tx_exit" and shown["fee_sats"] == str(expected.fee_sats)
+        [payout] = shown["outputs"]
+        assert (payout["role"], payout["address"]) == ("payout", facts.borrower_payout_address)
+        assert payout["amount_sats"] == str(expected.tx.outputs[0].value)
+        # The page shows the unsigned TX_exit first (buildExit, then checkLoanTransaction): the same transaction.
+        unsigned = signer("buildExit", facts.to_json_dict(), rate)
+        assert unsigned["txid"] == rung["txid"]
+        assert signer("checkLoanTransaction", facts.to_json_dict(), unsigned["psbt"]) == shown
+    with pytest.raises(SignerError) as info:  # another key than xB: nothing signed
+        signer("buildExitLadder", facts.to_json_dict(), rates, PrivateKey.from_wif(LENDER_WIF).secret.hex())
+    assert info.value.reason == "wrong_signer"
+    unfunded = _facts(parties, lender_hash=None, escrow_outpoint=None, escrow_sats=None)[0]
+    with pytest.raises(SignerError) as info:
+        signer("buildExitLadder", unfunded.to_json_dict(), rates, borrower.secret.hex())
+    assert info.value.name == "SignerInputError" and "escrowOutpoint" in str(info.value)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("parties", sorted(PARTIES))
 def test_the_bundles_tx_exit_is_accepted_by_the_node_at_exactly_t0(

@@ -492,3 +492,28 @@ def test_the_wallet_exits_say_what_happens_next(client, borrower, loan):
     body = client.get(reverse("pages:borrower-loan", args=[loan.pk])).content.decode()
     withdraw = _step(body, "withdraw-repayment")
     assert f"({loan.repayment_wei} + {loan.bond_wei} wei)" in withdraw and "Not open yet." in withdraw
+
+
+def test_an_exit_step_without_a_tx_exit_rung_offers_the_browser_signer_and_takes_exit_rungs_alone(
+    client, borrower, node_down
+):
+    from loans.services.bitcoin_actions import presigned_ladder_upload
+
+    from .test_bitcoin_actions import cancelled_loan_with_escrow_at, exit_tx, follow, set_loan
+
+    # A request that never got hL (so never reached the pre-sign step): no TX_1, no ladder.
+    loan = set_loan(cancelled_loan_with_escrow_at(borrower, 500), lender_hash=None)
+    client.force_login(borrower)
+    url = reverse("pages:borrower-loan", args=[loan.pk])
+    for height, phrase in ((550, "Not open yet."), (599, "You left no pre-signed TX_exit")):
+        follow(height)
+        step = _step(_same_fragment(client, url, "loan"), "exit-psbt")
+        assert phrase in step
+        assert re.search(r"<div[^>]*data-exit-signer hidden", step)  # shown by borrower.js when it holds the key
+        assert f'data-ladders-url="{reverse("api:loan-ladders", args=[loan.pk])}"' in step
+        assert 'data-default-rate="1"' in step  # the node has no estimate: the desk's minimum
+    # The ladders service takes TX_exit rungs with no TX_1 and no TX_release.
+    (rung,) = presigned_ladder_upload(loan=loan, actor=borrower, exit=[exit_tx(loan).hex()])
+    assert rung.kind == BorrowerSignature.Kind.TX_EXIT and rung.verified_at is not None
+    step = _step(client.get(url).content.decode(), "exit-psbt")
+    assert "data-exit-signer" not in step and "Reclaim the escrow now" in step

@@ -6,13 +6,23 @@
 // - Loan page (section[data-borrower-xb]): the record made for this xB is filed under the loan's id; the TX_1
 //   pre-signature (buildTx1 -> checkLoanTransaction, shown -> signPsbt -> POST presignature/) and the ladders
 //   (buildLadders -> POST ladders/) are made here and uploaded; the server's verdict is shown (its code on
-//   refusal); the kit is offered again with every pre-signed transaction. pB is put into the accept step's field
-//   for wallet.js (appended to acceptLoanOffer only); once the offer is accepted the page offers to forget both.
+//   refusal); an escrow in the exit step with no TX_exit rung (never pre-signed: no hL) gets its TX_exit ladder
+//   here the same way (buildExit -> checkLoanTransaction, shown -> buildExitLadder -> POST ladders/, exit only);
+//   the kit is offered again with every pre-signed transaction. pB is put into the accept step's field for
+//   wallet.js (appended to acceptLoanOffer only); once the offer is accepted the page offers to forget both.
 //
 // Nothing secret is sent anywhere: the requests carry the loan's public values and signed transactions only.
 // No inline script (the Content-Security-Policy forbids it): everything comes from data-* attributes.
 
-import { buildLadders, buildTx1, checkLoanTransaction, newBorrowerSecrets, signPsbt } from './vendor/signer.js';
+import {
+  buildExit,
+  buildExitLadder,
+  buildLadders,
+  buildTx1,
+  checkLoanTransaction,
+  newBorrowerSecrets,
+  signPsbt,
+} from './vendor/signer.js';
 
 const KIT_FORMAT = 'btc-collateral-loan-recovery-kit/1';
 const PREFIX = 'loans:borrower-secrets:';
@@ -347,6 +357,63 @@ function wireLadders(loanSection, record, box) {
   });
 }
 
+// The exit step of an escrow that never reached the pre-sign step (no hL, no TX_1): the TX_exit ladder alone, built
+// from the loan file and checked against it (checkLoanTransaction), shown, then signed (buildExitLadder, the same
+// transactions as shown) and uploaded to the ladders endpoint with no TX_release rung.
+function wireExitSigner(loanSection, record, box) {
+  const build = box.querySelector('[data-exit-build]');
+  const sign = box.querySelector('[data-exit-sign]');
+  const summaryBox = box.querySelector('[data-exit-summary]');
+  const verdict = box.querySelector('[data-exit-verdict]');
+  const ratesInput = box.querySelector('[data-exit-rates]');
+  let built = null;
+  build.addEventListener('click', async () => {
+    loanSection.dataset.signerBusy = '1'; // until the verdict: no poll may swap the shown ladder away
+    sign.hidden = true;
+    built = null;
+    verdict.replaceChildren();
+    try {
+      const loanFile = await fetchLoanFile(loanSection);
+      const rates = ladderRates(ratesInput, loanFile, ratesInput.dataset.defaultRate || null);
+      const shown = rates.map((rate) => {
+        const exit = buildExit(loanFile, rate);
+        return checkLoanTransaction(loanFile, exit.psbt); // checked against the loan file before signing
+      });
+      built = { loanFile, rates, txids: shown.map((summary) => summary.txid) };
+      summaryBox.replaceChildren(...shown.map(summaryTable));
+      sign.hidden = false;
+    } catch (error) {
+      showRefusal(summaryBox, error);
+      delete loanSection.dataset.signerBusy;
+    }
+  });
+  sign.addEventListener('click', async () => {
+    if (!built) return;
+    sign.disabled = true;
+    try {
+      const ladder = buildExitLadder(built.loanFile, built.rates, record.private_key);
+      const signedTxids = ladder.exit.map((rung) => rung.txid);
+      if (signedTxids.join() !== built.txids.join()) {
+        throw new Refused('not_what_was_shown', 'the signed TX_exit rungs are not the transactions shown');
+      }
+      const rungs = await api(box.dataset.laddersUrl, { release: [], exit: ladder.exit.map((rung) => rung.tx_hex) });
+      record.loan_file = built.loanFile;
+      const exits = ladder.exit.map(({ summary: _shown, ...rung }) => rung);
+      record.presigned = { ...(record.presigned || {}), exit: exits };
+      save(byLoan(loanSection.dataset.loan), record);
+      showDone(verdict, `${rungs.length} TX_exit rung(s) verified and stored by the desk. The watchtower broadcasts ` +
+        'one once t_0 matures; download the updated recovery kit: it now holds them.');
+      sign.hidden = true;
+      offerKit(loanSection, record);
+    } catch (error) {
+      showRefusal(verdict, error);
+    } finally {
+      sign.disabled = false;
+      delete loanSection.dataset.signerBusy;
+    }
+  });
+}
+
 function offerKit(loanSection, record) {
   const panel = loanSection.querySelector('[data-browser-key]');
   if (!panel) return;
@@ -395,6 +462,11 @@ function wireLoan(loanSection) {
   if (ladders) {
     ladders.hidden = false;
     wireLadders(loanSection, record, ladders);
+  }
+  const exitSigner = loanSection.querySelector('[data-exit-signer]');
+  if (exitSigner) {
+    exitSigner.hidden = false;
+    wireExitSigner(loanSection, record, exitSigner);
   }
   // The accept step: wallet.js appends pB from this field to acceptLoanOffer (and sends it nowhere else).
   const preimage = loanSection.querySelector('[data-borrower-preimage]');

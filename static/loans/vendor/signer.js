@@ -8641,6 +8641,28 @@ function buildTx1(loanFile, feeRateSatVb) {
   const p = buildTx1Prepared(f, feeRateSatVb);
   return { psbt: base64.encode(createPsbt(p, f.collateral).toPSBT(0)), txid: txid(p.tx), summary: summary(f, p) };
 }
+function buildExit(loanFile, feeRateSatVb) {
+  const f = loadLoanFile(loanFile);
+  requireFacts(f, "escrowOutpoint", "escrowSats");
+  const p = buildSweepPrepared(f, KINDS.TX_EXIT, f.escrowOutpoint, feeRateSatVb);
+  return { psbt: base64.encode(createPsbt(p).toPSBT(0)), txid: txid(p.tx), summary: summary(f, p) };
+}
+function signedExitRung(f, rate, privateKey) {
+  const exit = buildSweepPrepared(f, KINDS.TX_EXIT, f.escrowOutpoint, rate);
+  checkSweep(f, KINDS.TX_EXIT, exit.tx, null);
+  const signature = signPrepared(f, exit, privateKey);
+  const finalTx = { ...exit.tx, inputs: [{
+    ...exit.tx.inputs[0],
+    witness: [signature, leafScript(exit), exit.tree.controlBlock(exit.leaf)]
+  }] };
+  return {
+    fee_rate_sat_vb: feeRateText(parseFeeRate(rate)),
+    fee_sats: exit.feeSats.toString(),
+    tx_hex: hex.encode(serializeTx(finalTx)),
+    txid: txid(finalTx),
+    summary: summary(f, exit)
+  };
+}
 function buildLadders(loanFile, tx1Txid, feeRates, privateKeyHex) {
   const privateKey = parsePrivateKey(privateKeyHex);
   const f = loadLoanFile(loanFile);
@@ -8652,21 +8674,17 @@ function buildLadders(loanFile, tx1Txid, feeRates, privateKeyHex) {
     const rel = buildSweepPrepared(f, KINDS.TX_RELEASE, collateralOutpoint(tx1Txid), rate);
     const signed = signPsbt(loanFile, base64.encode(createPsbt(rel).toPSBT(0)), privateKeyHex, { tx1Txid });
     release.push({ fee_rate_sat_vb: text, fee_sats: rel.feeSats.toString(), psbt: signed.psbt });
-    const exit = buildSweepPrepared(f, KINDS.TX_EXIT, f.escrowOutpoint, rate);
-    checkSweep(f, KINDS.TX_EXIT, exit.tx, null);
-    const signature = signPrepared(f, exit, privateKey);
-    const finalTx = { ...exit.tx, inputs: [{
-      ...exit.tx.inputs[0],
-      witness: [signature, leafScript(exit), exit.tree.controlBlock(exit.leaf)]
-    }] };
-    exits.push({
-      fee_rate_sat_vb: text,
-      fee_sats: exit.feeSats.toString(),
-      tx_hex: hex.encode(serializeTx(finalTx)),
-      txid: txid(finalTx)
-    });
+    const { summary: _shown, ...exit } = signedExitRung(f, rate, privateKey);
+    exits.push(exit);
   }
   return { tx1_txid: parseTxid(tx1Txid), release, exit: exits };
+}
+function buildExitLadder(loanFile, feeRates, privateKeyHex) {
+  const privateKey = parsePrivateKey(privateKeyHex);
+  const f = loadLoanFile(loanFile);
+  requireFacts(f, "escrowOutpoint", "escrowSats");
+  if (!feeRates.length) throw invalid("a ladder needs at least one fee rate");
+  return { exit: feeRates.map((rate) => signedExitRung(f, rate, privateKey)) };
 }
 function newBorrowerSecrets() {
   let privateKey;
@@ -8698,6 +8716,8 @@ export {
   SignerRefusal,
   TIMELOCK_LEAF,
   TX_VERSION,
+  buildExit,
+  buildExitLadder,
   buildLadders,
   buildTx1,
   checkLoanTransaction,
