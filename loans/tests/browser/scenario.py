@@ -37,7 +37,8 @@ from bitcoin.tests.loan_vectors import REGTEST_P2TR, REGTEST_P2WPKH
 from bitcoin.transactions import Transaction
 from evm.testing import gas_cost, mine
 from loans import vault
-from loans.models import BitcoinTransaction, LenderKey, Loan, LoanStatusChange
+from loans.models import BitcoinBroadcast, BitcoinTransaction, LenderKey, Loan, LoanStatusChange
+from loans.selectors import bitcoin_followed_height, evm_followed_block, loan_deadlines, loan_timelocks
 from loans.services.lender_secrets import lender_key_store
 from loans.tests.evm_calls_scene import SMALL, Scene, make_scene
 from loans.tests.watcher_process import shared_database_url
@@ -336,3 +337,138 @@ def stage(settings, anvil, btc_rpc, desk, live_server, transactional_db, shot, r
     finally:
         worker.stop()
         stage.save_timings("stage")
+
+
+# ------------------------------------------------------------------------------------------------ a loan's walk
+
+
+@dataclass
+class Walk:
+    """One loan walked through its steps in two browsers: the borrower's page (its wallet, its key) and the lender's
+    desk. Each method is one step as its user takes it, then waits for the worker to see it on chain."""
+
+    stage: Stage
+    borrower: Any  # the borrower's page
+    lender: Any  # the lender's page
+    shot: Callable
+    loan: Loan | None = None
+    kit: dict | None = None
+
+    @classmethod
+    def start(cls, stage: Stage, open_page, shot) -> Walk:
+        walk = cls(stage, open_page(wallet=stage.borrower_wallet()), open_page(wallet=stage.lender_wallet()), shot)
+        sign_in(walk.borrower)
+        sign_in(walk.lender)
+        return walk
+
+    def goto_loan(self) -> None:
+        self.borrower.goto(f"/borrower/loans/{self.loan.pk}/")
+
+    def new_loan(self, amount_wei: int) -> Loan:
+        """Terms, keys made in the browser, the recovery kit downloaded, the draft created."""
+        page = self.borrower
+        page.goto("/borrower/loans/new/")
+        page.get_by_role("button", name="Download the recovery kit").wait_for()
+        page.locator("#amount_wei").fill(str(amount_wei))
+        page.locator("#borrower_payout_address").fill(BORROWER_PAYOUT)
+        with page.expect_download() as info:
+            page.get_by_role("button", name="Download the recovery kit").click()
+        self.kit = json.loads(Path(info.value.path()).read_text())
+        page.get_by_role("button", name="Create the loan").click()
+        page.wait_for_url(re.compile(r"/borrower/loans/\d+/$"))
+        self.loan = Loan.objects.get(
+            borrower=self.stage.borrower.user, borrower_btc_pubkey=self.kit["borrower_btc_pubkey"]
+        )
+        return self.loan
+
+    def requested(self, amount_wei: int) -> Loan:
+        """A new loan, its escrow paid from the page's instructions and confirmed, requestLoan sent by the wallet."""
+        self.new_loan(amount_wei)
+        self.stage.pay_escrow_from_the_page(self.borrower, self.loan)
+        self.goto_loan()
+        wallet_step(self.borrower, "request")
+        self.loan = self.stage.wait_for_status(self.loan, Loan.Status.REQUESTED)
+        self.shot(self.borrower, "borrower: requested")
+        return self.loan
+
+    def lender_takes(self, name: str) -> str:
+        return lender_step(self.lender, self.loan, name)
+
+    def hash_committed(self) -> Loan:
+        self.lender_takes("commit-lender-hash")
+        self.loan = self.stage.wait_for_loan(self.loan, "hL committed", lambda row: row.lender_hash is not None)
+        return self.loan
+
+    def presigned(self) -> Loan:
+        """TX_1 and the ladders signed in the browser from the loan file, verified by the desk."""
+        page = self.borrower
+        self.goto_loan()
+        page.locator("#presign-fee-rate").fill("2")
+        page.get_by_role("button", name="Build TX_1 and show what it pays").click()
+        page.locator("[data-tx-summary='tx_1']").wait_for()
+        page.get_by_role("button", name="Sign and upload TX_1 and the ladders").click()
+        page.get_by_text(re.compile(r"\d+ ladder rung\(s\) verified and stored")).wait_for(timeout=30_000)
+        self.shot(page, "borrower: TX_1 and the ladders pre-signed")
+        return self.loan
+
+    def offered(self) -> Loan:
+        self.lender_takes("offer")
+        self.loan = self.stage.wait_for_status(self.loan, Loan.Status.OFFERED)
+        self.shot(self.lender, "lender: offered")
+        return self.loan
+
+    def accepted(self) -> Loan:
+        """acceptLoanOffer with pB from the browser's store; the worker locks TX_1; it confirms."""
+        self.goto_loan()
+        wallet_step(self.borrower, "accept-offer")
+        self.loan = self.stage.wait_for_status(self.loan, Loan.Status.ACTIVE)
+        return self.locked()
+
+    def locked(self) -> Loan:
+        """The worker's automation broadcasts TX_1; a block; the worker sees the collateral locked."""
+        self.stage.wait_for(
+            "the worker broadcasts TX_1",
+            lambda: BitcoinBroadcast.objects.filter(loan=self.loan, kind="tx_1", accepted_at__isnull=False).exists(),
+        )
+        self.stage.mine_btc(1)
+        self.loan = self.stage.wait_for_status(self.loan, bitcoin=Loan.BitcoinStatus.COLLATERAL_LOCKED)
+        self.goto_loan()
+        self.shot(self.borrower, "borrower: active, the collateral locked")
+        return self.loan
+
+    def active(self, amount_wei: int) -> Loan:
+        self.requested(amount_wei)
+        self.hash_committed()
+        self.presigned()
+        self.offered()
+        return self.accepted()
+
+    def repaying(self) -> Loan:
+        self.goto_loan()
+        wallet_step(self.borrower, "repay")
+        self.loan = self.stage.wait_for_status(self.loan, Loan.Status.REPAYMENT_IN_PROGRESS)
+        self.shot(self.borrower, "borrower: repaid, waiting for the lender")
+        return self.loan
+
+    # --- time
+
+    def mine_evm_to(self, deadline: str) -> None:
+        """Mine EVM blocks until the loan's ``deadline`` (offer, repayment, acceptance) is the next block."""
+        head = int(self.stage.w3.eth.block_number)
+        remaining = getattr(loan_deadlines(loan=self.loan, head=head), deadline).blocks_remaining
+        assert remaining is not None, f"loan {self.loan.pk} has no {deadline} deadline"
+        self.stage.mine_evm(remaining)
+        self.stage.wait_for(
+            f"the worker follows EVM block {head + remaining}", lambda: (evm_followed_block() or 0) >= head + remaining
+        )
+
+    def mine_btc_to(self, path: str) -> None:
+        """Mine Bitcoin blocks until the loan's timelock ``path`` (exit: t_0, capture: t_1) has matured."""
+        tip = self.stage.btc.getblockcount()
+        remaining = getattr(loan_timelocks(loan=self.loan, tip_height=tip), path).blocks_remaining
+        assert remaining is not None, f"loan {self.loan.pk} has no {path} path"
+        self.stage.mine_btc(remaining)
+        self.stage.wait_for(
+            f"the worker follows Bitcoin height {tip + remaining}",
+            lambda: (bitcoin_followed_height() or 0) >= tip + remaining,
+        )
