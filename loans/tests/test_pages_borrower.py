@@ -17,6 +17,7 @@ from loans import funding
 from loans.models import BorrowerSignature, ContractDeployment, Loan, User
 from loans.qr import qr_svg
 from loans.services import loan_create
+from loans.templatetags.amounts import btc, rbtc
 
 from .factories import evm_address, hex32, make_parameters, make_user
 
@@ -517,3 +518,61 @@ def test_an_exit_step_without_a_tx_exit_rung_offers_the_browser_signer_and_takes
     assert rung.kind == BorrowerSignature.Kind.TX_EXIT and rung.verified_at is not None
     step = _step(client.get(url).content.decode(), "exit-psbt")
     assert "data-exit-signer" not in step and "Reclaim the escrow now" in step
+
+
+def test_every_amount_is_shown_in_rbtc_and_btc_beside_the_integer(client, borrower, loan):
+    from loans.models import BitcoinTransaction
+
+    from .test_bitcoin_actions import follow
+
+    client.force_login(borrower)
+    url = reverse("pages:borrower-loan", args=[loan.pk])
+    body = _same_fragment(client, url, "loan")
+    assert f"{AMOUNT_WEI} wei (0.01 rBTC)" in body
+    assert f"<dd>{loan.repayment_wei} wei ({rbtc(loan.repayment_wei)})</dd>" in body
+    assert f"<dd>{loan.bond_wei} wei (0.001 rBTC)</dd>" in body  # the 10 % bond
+    instructions = funding.loan_funding_instructions(
+        loan=loan, fee_rate_sat_vb=funding.fee_rate_bounds()[0], fee_rate_source="minimum"
+    )
+    total = instructions.total_sats
+    assert f"exactly {total} sat</strong> ({btc(total)})" in body
+    assert f"<dd>{total} sat ({btc(total)}): collateral {instructions.collateral_sats} (0.01 BTC)," in body
+    Loan.objects.filter(pk=loan.pk).update(
+        status=Loan.Status.REQUESTED,
+        contract_loan_id=1,
+        bitcoin_status=Loan.BitcoinStatus.ESCROW_CONFIRMED,
+        escrow_txid=hex32(),
+        escrow_vout=0,
+        escrow_sats=1_200_000,
+        escrow_btc_height=500,
+        collateral_sats=1_000_000,
+        origination_fee_sats=10_000,
+    )
+    loan.refresh_from_db()
+    BitcoinTransaction.objects.create(
+        loan=loan,
+        role=BitcoinTransaction.Role.ESCROW_FUNDING,
+        txid=loan.escrow_txid,
+        vout=0,
+        value_sats=1_200_000,
+        block_hash=hex32(),
+        block_height=500,
+    )
+    follow(502)
+    body = client.get(url).content.decode()
+    assert "1000000 sat (0.01 BTC) (origination fee 10000 sat (0.0001 BTC))" in body
+    assert "1200000 sat: 3 confirmations (1200000 sat is 0.012 BTC)" in body
+    Loan.objects.filter(pk=loan.pk).update(status=Loan.Status.ACTIVE)
+    step = _step(client.get(url).content.decode(), "repay")
+    assert f"Amount due: <strong>{loan.repayment_wei} wei</strong> ({rbtc(loan.repayment_wei)})" in step
+    assert f"the loan {AMOUNT_WEI} wei (0.01 rBTC) and its interest" in step
+    body = client.get(reverse("pages:borrower-loans")).content.decode()
+    assert "<td>0.01 rBTC</td>" in body
+
+
+def test_the_new_loan_terms_show_rbtc_beside_wei(client, borrower):
+    client.force_login(borrower)
+    body = client.get(reverse("pages:borrower-loan-new"), {"amount_wei": AMOUNT_WEI}).content.decode()
+    terms = _fragment(body, "loan-terms")
+    assert f"<dd>{AMOUNT_WEI} wei (0.01 rBTC)</dd>" in terms
+    assert f"<dd>{AMOUNT_WEI // 10} wei (0.001 rBTC; 10 %)</dd>" in terms

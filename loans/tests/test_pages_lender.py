@@ -39,6 +39,8 @@ def test_the_dashboard_shows_capital_and_loans_by_state_and_its_partial_is_the_s
     body = _same_fragment(client, reverse("pages:lender-dashboard"), "dashboard")
     assert f"{loan.amount_wei} wei, with {loan.bond_wei} wei of bonds" in body
     assert "<td>Active</td>" in body
+    assert '<dd class="in-units">0.01 rBTC, with 0.001 rBTC of bonds</dd>' in body
+    assert '<dd class="in-units">0 rBTC, with 0 rBTC of bonds</dd>' in body  # no open offer
 
 
 def test_an_operator_sees_the_queue_and_its_partial_is_the_same(client):
@@ -49,7 +51,9 @@ def test_an_operator_sees_the_queue_and_its_partial_is_the_same(client):
 
 def test_the_lender_loan_page_and_a_refused_step_shows_its_reason(client, lender, loan):  # noqa: F811
     client.force_login(lender)
-    _same_fragment(client, reverse("pages:lender-loan", args=[loan.pk]), "lender-loan")
+    body = _same_fragment(client, reverse("pages:lender-loan", args=[loan.pk]), "lender-loan")
+    assert f"{loan.amount_wei} wei (0.01 rBTC); repayment {loan.repayment_wei} wei (" in body
+    assert f"bond {loan.bond_wei} wei (0.001 rBTC)</dd>" in body
     before = Loan.objects.values().get(pk=loan.pk)
     response = client.post(reverse("pages:lender-loan-action", args=[loan.pk, "collateral-lock"]))
     body = response.content.decode()

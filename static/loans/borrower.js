@@ -157,14 +157,24 @@ function showDone(target, text) {
   target.replaceChildren(element('div', text, { class: 'done', role: 'status' }));
 }
 
+/** Satoshis (a decimal string of an integer) as BTC, exact from the integer and without trailing zeros, like the
+ * pages' ``btc`` template filter (loans/templatetags/amounts.py): "1200000" -> "0.012 BTC". */
+function btc(satsText) {
+  const sats = BigInt(satsText);
+  const sign = sats < 0n ? '-' : '';
+  const magnitude = sats < 0n ? -sats : sats;
+  const fraction = (magnitude % 100000000n).toString().padStart(8, '0').replace(/0+$/, '');
+  return `${sign}${magnitude / 100000000n}${fraction ? '.' + fraction : ''} BTC`;
+}
+
 /** What a transaction pays, as checkLoanTransaction found it: each output, amount, the fee and the fee rate. */
 function summaryTable(summary) {
   const wrap = element('div', null, { class: 'table-scroll', 'data-tx-summary': summary.kind });
   wrap.append(element('p', `${summary.kind.toUpperCase()} ${summary.txid} spends ${summary.spends} ` +
-    `(${summary.input_sats} sat).`));
+    `(${summary.input_sats} sat) (${btc(summary.input_sats)}).`));
   const table = element('table');
   const head = element('tr');
-  for (const title of ['Output', 'Pays', 'Address', 'Amount (sat)']) {
+  for (const title of ['Output', 'Pays', 'Address', 'Amount (sat)', 'Amount (BTC)']) {
     head.append(element('th', title, { scope: 'col' }));
   }
   table.append(element('thead'));
@@ -175,12 +185,12 @@ function summaryTable(summary) {
     row.append(element('td', String(output.index)), element('td', output.role.replace('_', ' ')));
     const address = element('td');
     address.append(element('code', output.address || '(no address)'));
-    row.append(address, element('td', output.amount_sats));
+    row.append(address, element('td', output.amount_sats), element('td', btc(output.amount_sats)));
     body.append(row);
   }
   table.append(body);
   wrap.append(table);
-  wrap.append(element('p', `Miner fee: ${summary.fee_sats} sat for ${summary.vsize} vB ` +
+  wrap.append(element('p', `Miner fee: ${summary.fee_sats} sat (${btc(summary.fee_sats)}) for ${summary.vsize} vB ` +
     `(${summary.fee_rate_sat_vb} sat/vB).`, { 'data-fee': summary.fee_sats }));
   return wrap;
 }

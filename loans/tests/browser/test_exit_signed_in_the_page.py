@@ -19,6 +19,7 @@ from bitcoin.tests.loan_vectors import REGTEST_P2TR
 from loans.models import BitcoinBroadcast, BitcoinTransaction, BorrowerSignature, Loan
 from loans.selectors import loan_timelocks
 from loans.services import evm_calls as calls
+from loans.templatetags.amounts import btc
 from loans.tests.browser.test_lender_desk import bitcoin_watcher, requested_with_escrow_on_regtest, sign_in
 from loans.tests.evm_calls_scene import ESCROW_SATS, scene_fixture  # noqa: F401  (the ``scene`` fixture)
 
@@ -81,6 +82,8 @@ def test_a_never_offered_escrow_gets_its_exit_ladder_signed_in_the_page_and_recl
     assert cells[1] == "payout" and cells[2] == REGTEST_P2TR
     fee = int(first.locator("[data-fee]").get_attribute("data-fee"))
     assert int(cells[3]) == ESCROW_SATS - fee and fee > 0
+    assert cells[4] == btc(int(cells[3]))  # the BTC value beside the sats, exact (static/loans/borrower.js)
+    assert f"Miner fee: {fee} sat ({btc(fee)}) for " in first.inner_text()
     assert f"spends {loan.escrow_txid}:{loan.escrow_vout} ({ESCROW_SATS} sat)" in first.inner_text()
     assert not BorrowerSignature.objects.filter(loan=loan).exists() and recorder.to("/ladders/") == []
     shot(page, "the TX_exit ladder shown before signing")
