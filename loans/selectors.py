@@ -126,6 +126,39 @@ def loan_timelocks(*, loan: Loan, tip_height: int | None = None) -> LoanTimelock
     )
 
 
+@dataclass(frozen=True)
+class FollowedChain:
+    """How far a watcher has followed its chain, for people: the height (None before its first block), and how
+    many of its runs failed in a row (the node not answering: what the pages show of that chain may be stale)."""
+
+    name: str  # "EVM", "Bitcoin"
+    height: int | None
+    failures: int = 0
+    last_error: str = ""
+
+    @property
+    def node_down(self) -> bool:
+        return self.failures > 0
+
+    @property
+    def unknown_reason(self) -> str:
+        """Why the height is unknown, in words (only meaningful while ``height`` is None)."""
+        return (
+            f"the desk has not read the {self.name} chain yet: its watcher has not run, "
+            f"or the {self.name} node is not answering"
+        )
+
+
+def followed_chains() -> dict[str, FollowedChain]:
+    """Both watchers' cursors (one query): ``{"evm": ..., "bitcoin": ...}``, a chain without a cursor unknown."""
+    names = dict(ChainCursor.Chain.choices)
+    found = {
+        cursor.chain: FollowedChain(names[cursor.chain], cursor.block_number, cursor.failures, cursor.last_error)
+        for cursor in ChainCursor.objects.all()
+    }
+    return {chain: found.get(chain, FollowedChain(names[chain], None)) for chain in names}
+
+
 # --- The API's reads ----------------------------------------------------------------------------------------------
 
 

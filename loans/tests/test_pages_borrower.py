@@ -576,3 +576,31 @@ def test_the_new_loan_terms_show_rbtc_beside_wei(client, borrower):
     terms = _fragment(body, "loan-terms")
     assert f"<dd>{AMOUNT_WEI} wei (0.01 rBTC)</dd>" in terms
     assert f"<dd>{AMOUNT_WEI // 10} wei (0.001 rBTC; 10 %)</dd>" in terms
+
+
+def test_unknown_chain_heights_are_said_in_words(client, borrower, loan):
+    from loans.models import ChainCursor
+
+    from .test_bitcoin_actions import follow
+
+    client.force_login(borrower)
+    url = reverse("pages:borrower-loan", args=[loan.pk])
+    body = _same_fragment(client, url, "loan")
+    assert "?" not in _fragment(body, "loan").split('class="deadlines"')[1].split("</section>")[0]
+    assert (
+        "Seen from EVM block unknown (the desk has not read the EVM chain yet: its watcher has not run, or the EVM "
+        "node is not answering) and Bitcoin height unknown (the desk has not read the Bitcoin chain yet: its watcher "
+        "has not run, or the Bitcoin node is not answering)."
+    ) in body
+    assert "data-chain-down" not in body
+    # The Bitcoin watcher followed block 0 once (a height, even 0, is printed), then its node stopped answering.
+    follow(0)
+    ChainCursor.objects.filter(chain=ChainCursor.Chain.BITCOIN).update(failures=3, last_error="ConnectionError")
+    body = client.get(url).content.decode()
+    assert "and Bitcoin height 0." in body and "Seen from EVM block unknown (" in body
+    assert (
+        '<p class="chain-down" role="status" data-chain-down="Bitcoin">The Bitcoin node is not answering: the '
+        "watcher's last 3 reads of it failed, so what this page shows of the Bitcoin chain may be out of "
+        "date.</p>"
+    ) in body
+    assert 'data-chain-down="EVM"' not in body

@@ -66,3 +66,20 @@ def test_the_lender_loan_page_and_a_refused_step_shows_its_reason(client, lender
 def test_the_lender_loan_page_of_a_missing_loan_is_404(client, lender):
     client.force_login(lender)
     assert client.get(reverse("pages:lender-loan", args=[999999])).status_code == 404
+
+
+def test_the_lender_loan_page_says_an_unknown_chain_height_in_words(client, lender, loan):  # noqa: F811
+    from loans.models import ChainCursor
+
+    from .test_bitcoin_actions import follow
+
+    client.force_login(lender)
+    url = reverse("pages:lender-loan", args=[loan.pk])
+    follow(7)
+    ChainCursor.objects.filter(chain=ChainCursor.Chain.BITCOIN).update(failures=1)
+    body = _same_fragment(client, url, "lender-loan")
+    assert (
+        "Seen from EVM block unknown (the desk has not read the EVM chain yet: its watcher has not run, or the EVM "
+        "node is not answering) and Bitcoin height 7."
+    ) in body
+    assert "watcher's last 1 read of it failed" in body
