@@ -604,3 +604,37 @@ def test_unknown_chain_heights_are_said_in_words(client, borrower, loan):
         "date.</p>"
     ) in body
     assert 'data-chain-down="EVM"' not in body
+
+
+def test_a_closed_loans_page_says_when_it_closed_instead_of_running_deadlines(client, borrower, loan):
+    from loans.models import LoanStatusChange
+    from loans.services import loan_status_transition
+
+    from .test_bitcoin_actions import follow
+
+    Loan.objects.filter(pk=loan.pk).update(
+        status=Loan.Status.CANCELLED,
+        contract_loan_id=1,
+        bitcoin_status=Loan.BitcoinStatus.ESCROW_CONFIRMED,
+        escrow_txid=hex32(),
+        escrow_vout=0,
+        escrow_sats=1_200_000,
+        escrow_btc_height=500,
+    )
+    follow(510)
+    client.force_login(borrower)
+    url = reverse("pages:borrower-loan", args=[loan.pk])
+    deadlines = _fragment(client.get(url).content.decode(), "loan").split('class="deadlines"')[1].split("</section>")[0]
+    assert "Escrow exit (t_0) matures: Bitcoin block 600" in deadlines and "closed" not in deadlines
+    # TX_exit final: the escrow is back, both chains settled, the loan closed by that transition.
+    closed = loan_status_transition(loan_id=loan.pk, to_status="exited", cause="test: TX_exit final", side="bitcoin")
+    change = LoanStatusChange.objects.filter(loan=loan).latest("created_at")
+    assert closed.closed_at is not None and change.to_status == "exited"
+    body = _same_fragment(client, url, "loan")
+    deadlines = body.split('class="deadlines"')[1].split("</section>")[0]
+    assert "matures" not in deadlines and "<li>" not in deadlines and "No deadline is running yet" not in deadlines
+    assert (
+        f'<p class="loan-closed" data-closed-at="{closed.closed_at.isoformat()}">This loan is closed: Cancelled, '
+        f"Escrow reclaimed (TX_exit), since {closed.closed_at:%Y-%m-%d %H:%M} UTC. Its deadlines no longer run.</p>"
+    ) in deadlines
+    assert abs((change.created_at - closed.closed_at).total_seconds()) < 1  # the closing transition's time

@@ -83,3 +83,30 @@ def test_the_lender_loan_page_says_an_unknown_chain_height_in_words(client, lend
         "node is not answering) and Bitcoin height 7."
     ) in body
     assert "watcher's last 1 read of it failed" in body
+
+
+def test_a_closed_loan_has_no_countdowns_on_the_lender_page(client, lender, loan):  # noqa: F811
+    from django.utils import timezone
+
+    from .factories import hex32
+
+    closed_at = timezone.now().replace(microsecond=0)
+    Loan.objects.filter(pk=loan.pk).update(
+        status=Loan.Status.REPAID,
+        contract_loan_id=1,
+        bitcoin_status=Loan.BitcoinStatus.RELEASED,
+        escrow_txid=hex32(),
+        escrow_vout=0,
+        escrow_sats=1_200_000,
+        escrow_btc_height=500,
+        collateral_btc_height=510,
+        activated_evm_block=100,
+        closed_at=closed_at,
+    )
+    client.force_login(lender)
+    body = _same_fragment(client, reverse("pages:lender-loan", args=[loan.pk]), "lender-loan")
+    countdowns = body.split('class="deadlines"')[1].split("</section>")[0]
+    assert "deadline (t_D)" not in countdowns and "matures" not in countdowns
+    assert f"This loan is closed: Repaid, Collateral released (TX_release), since {closed_at:%Y-%m-%d %H:%M} UTC" in (
+        countdowns
+    )
