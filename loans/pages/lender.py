@@ -68,8 +68,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     labels, bitcoin_labels = dict(Loan.Status.choices), dict(Loan.BitcoinStatus.choices)
     coming: list[dict[str, Any]] = []
     open_loans = loans.exclude(status__in=Loan.TERMINAL_STATUSES).exclude(status=Loan.Status.DRAFT)
+    # Both followed heads read once for every loan (not two queries per loan).
+    head, tip = selectors.evm_followed_block(), selectors.bitcoin_followed_height()
     for loan in open_loans.order_by("id"):
-        for action in selectors.loan_next_actions(loan=loan, user=request.user):
+        deadlines = selectors.loan_deadlines(loan=loan, head=head)
+        timelocks = selectors.loan_timelocks(loan=loan, tip_height=tip)
+        for action in selectors.loan_next_actions(
+            loan=loan, user=request.user, deadlines=deadlines, timelocks=timelocks
+        ):
             moment = Moment.of(action.closes if action.open else action.opens)
             if moment is not None and moment.blocks_remaining is not None:
                 coming.append({"loan": loan, "action": action_view(loan, action), "moment": moment})
@@ -96,8 +102,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def queue(request: HttpRequest) -> HttpResponse:
     """The requested loans, oldest first, each with its escrow check on the Bitcoin node."""
     _require_desk(request)
+    head = selectors.evm_followed_block()  # once for the whole queue, not a query per loan
     entries = [
-        {"loan": loan, "check": check, "deadlines": selectors.loan_deadlines(loan=loan)}
+        {"loan": loan, "check": check, "deadlines": selectors.loan_deadlines(loan=loan, head=head)}
         for loan, check in lender_queue(actor=request.user)
     ]
     return page(request, "loans/lender/queue.html", "queue", {"entries": entries})
