@@ -59,3 +59,50 @@ def test_sync_benchmark_prints_evm_events_ingested_per_second():
     output = run("bench_sync.py", "--events", "40", "--app-events", "10")
     assert re.search(rf"evm: 4[0-9] events ingested \(scan, decode, store, apply.*: +{FIGURE} events/s", output), output
     assert re.search(rf"evm: 10 events moving app loans .*: +{FIGURE} events/s", output), output
+
+
+ROW = rf" +[0-9]+ +{FIGURE} +{FIGURE} +{FIGURE} +0$"  # requests, median, p95, p99 (ms), no failure
+
+
+@pytest.mark.integration
+def test_desk_load_benchmark_prints_latency_per_endpoint():
+    output = run("bench_desk_load.py", "--loans", "24", "--borrowers", "2", "--users", "2", "--seconds", "2")
+    assert "seeded 24 loans of 2 borrowers" in output and "2 requested, in the lender's queue" in output, output
+    for endpoint in (
+        "GET /borrower/loans/<id>/",
+        "GET /lender/queue/",
+        "GET /lender/",
+        r"GET /api/v1/loans/ \(lender\)",
+        r"GET /api/v1/loans/ \(borrower\)",
+    ):
+        assert re.search(rf"^{endpoint}{ROW}", output, re.MULTILINE), (endpoint, output)
+
+
+@pytest.mark.integration
+def test_desk_queries_benchmark_prints_queries_per_request_at_each_size():
+    output = run("bench_desk_load.py", "--queries", "--sizes", "48,96", "--borrowers", "2")
+    assert re.search(r"^endpoint +48 loans +96 loans$", output, re.MULTILINE), output
+    for endpoint in ("GET /borrower/loans/<id>/", "GET /lender/queue/", r"GET /api/v1/loans/ \(lender\)"):
+        counts = re.search(rf"^{endpoint} +([0-9]+) +([0-9]+)$", output, re.MULTILINE)
+        assert counts and counts[1] == counts[2], (endpoint, output)
+    assert "queries per request: constant in the number of loans" in output
+
+
+def test_desk_queries_benchmark_refuses_a_single_size():
+    result = subprocess.run(
+        [sys.executable, str(HERE / "bench_desk_load.py"), "--queries", "--sizes", "100"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "two sizes or more" in result.stderr
+
+
+@pytest.mark.integration
+def test_happy_path_benchmark_prints_app_and_chain_time_per_step():
+    output = run("bench_happy_path.py", "--loans", "1")
+    for step in ("request", "offer", "accept", "TX_1", "repay", "accept repayment", "TX_release confirmed", "total"):
+        assert re.search(rf"^{step} +{FIGURE} +{FIGURE} +{FIGURE} ", output, re.MULTILINE), (step, output)
+    assert re.search(
+        rf"happy path: {FIGURE} s wall, {FIGURE} s in the app \({FIGURE} s of it the offline tool's processes\), "
+        rf"{FIGURE} s waiting for the chains",
+        output,
+    ), output
