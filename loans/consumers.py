@@ -5,7 +5,8 @@
 own group. The page lists alerts on load too, so a missed push loses nothing.
 
 ``LoanConsumer`` (``/ws/loans/<id>/?page=borrower|lender``): a loan page that updates itself. It joins the loan's
-group (``services.transitions.loan_group_name``; a transition sends ``loan.status`` there after commit) and on each
+group (``services.transitions.loan_group_name``; a transition sends ``loan.status`` there after commit, and
+``loan_fact_push`` sends ``loan.fact`` for a Bitcoin transaction seen, confirmed deeper or broadcast) and on each
 event sends the page's htmx partial, rendered by the page's own view through Django's middleware (the caller's
 session, CSRF cookie and ``HX-Request``): the very fragment an htmx poll of that page gets, so a page holds no rule
 of its own. Refused: anonymous (4401), a loan the caller may not see or that does not exist (4404, as the pages'
@@ -122,19 +123,20 @@ class LoanConsumer(AsyncJsonWebsocketConsumer):
         if group is not None:
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def loan_status(self, event: dict) -> None:
-        if event.get("loan_id") != self.loan_id:
-            return
+    async def _send_page(self, message: dict) -> None:
         status, html = await database_sync_to_async(render_live_page)(self.scope, self.page, self.loan_id)
         if status != 200:  # the caller may no longer see the page (signed out, a role changed): stop
             await self.close(code=CLOSE_CODES.get(status, 4500))
             return
-        await self.send_json(
-            {
-                "type": "loan.status",
-                "loan": self.loan_id,
-                "side": event["side"],
-                "status": event["status"],
-                "html": html,
-            }
-        )
+        await self.send_json({**message, "loan": self.loan_id, "html": html})
+
+    async def loan_status(self, event: dict) -> None:
+        if event.get("loan_id") != self.loan_id:
+            return
+        await self._send_page({"type": "loan.status", "side": event["side"], "status": event["status"]})
+
+    async def loan_fact(self, event: dict) -> None:
+        """A fact that changes the page without a status change (``services.transitions.loan_fact_push``)."""
+        if event.get("loan_id") != self.loan_id:
+            return
+        await self._send_page({"type": "loan.fact", "fact": event["fact"]})

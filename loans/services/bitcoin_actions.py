@@ -68,6 +68,7 @@ from ..models import BitcoinBroadcast, BitcoinTransaction, BorrowerSignature, Lo
 from ..permissions import is_lender, is_loan_borrower, is_operator, require
 from ..selectors import TimelockPath, loan_timelocks
 from .lender_secrets import lender_bitcoin_key
+from .transitions import loan_fact_push
 
 #: The most rungs a ladder may have, per kind.
 MAX_LADDER_RUNGS = 16
@@ -471,6 +472,8 @@ def _store(loan: Loan, kind: str, tx_hex: str, txid: str, actor: User | None, ou
         try:
             with db_transaction.atomic():
                 row = BitcoinBroadcast.objects.select_for_update().filter(loan=loan, txid=txid).first()
+                # The loan's pages show what was handed to the node (or is waiting for it): they follow.
+                loan_fact_push(loan_ids=[loan.pk], fact="bitcoin_broadcast")
                 if row is None:
                     return BitcoinBroadcast.objects.create(
                         loan=loan, kind=kind, txid=txid, raw_hex=tx_hex, requested_by=actor, attempts=1, **changes
@@ -727,6 +730,7 @@ def bitcoin_broadcast_retry(*, broadcast: BitcoinBroadcast, actor: User) -> Bitc
         if outcome.accepted:
             row.accepted_at = now
         row.save(update_fields=["attempts", "last_attempt_at", "last_error", "accepted_at"])
+        loan_fact_push(loan_ids=[row.loan_id], fact="bitcoin_broadcast")
         detail = "accepted" if outcome.accepted else outcome.error
         OperatorAction.objects.create(
             actor=actor, action=OperatorAction.Action.BROADCAST_RETRIED, broadcast=row, detail=detail[:500]

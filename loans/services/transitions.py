@@ -10,6 +10,7 @@ it until the escrow is reclaimed).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -34,16 +35,42 @@ def loan_group_name(loan_id: int) -> str:
     return f"loan-{loan_id}"
 
 
-def _broadcast_loan_status(loan_id: int, side: str, status: str) -> None:
+def _push_to_loan_pages(loan_id: int, event: dict[str, Any]) -> None:
+    """Send ``event`` to the loan's group: every open page of the loan re-renders its partial
+    (``consumers.LoanConsumer``). A courtesy: a failure is logged, never raised (the committed fact stands, and a
+    page that missed it catches up with its htmx poll)."""
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(
-            loan_group_name(loan_id), {"type": "loan.status", "loan_id": loan_id, "side": side, "status": status}
-        )
-    except Exception:  # a broadcast is a courtesy; the committed change stands
-        logger.exception("broadcast of loan %s %s status %s failed", loan_id, side, status)
+        async_to_sync(layer.group_send)(loan_group_name(loan_id), {**event, "loan_id": loan_id})
+    except Exception:
+        logger.exception("push of %s to loan %s's pages failed", event.get("type"), loan_id, extra={"loan_id": loan_id})
+
+
+def _broadcast_loan_status(loan_id: int, side: str, status: str) -> None:
+    _push_to_loan_pages(loan_id, {"type": "loan.status", "side": side, "status": status})
+
+
+#: The facts that change a loan's pages without changing its status (``loan_fact_push``).
+PAGE_FACTS = frozenset({"bitcoin_seen", "bitcoin_confirmations", "bitcoin_broadcast"})
+
+
+def loan_fact_push(*, loan_ids: Iterable[int], fact: str) -> None:
+    """Push the pages of ``loan_ids`` for a fact that is no status change (a Bitcoin transaction of the loan seen in
+    a block or taken back by a reorg, its confirmations moved on, a broadcast handed to the node), after the
+    current transaction commits (at once outside one). The same push as a transition's, another event type."""
+    if fact not in PAGE_FACTS:
+        raise ValueError(f"unknown page fact {fact!r}")
+    ids = sorted(set(loan_ids))
+    if not ids:
+        return
+
+    def push() -> None:
+        for loan_id in ids:
+            _push_to_loan_pages(loan_id, {"type": "loan.fact", "fact": fact})
+
+    transaction.on_commit(push)
 
 
 def is_settled(loan: Loan) -> bool:

@@ -22,6 +22,9 @@ outside the cursor's backoff:
    height - confirmations + 1) is applied once through ``bitcoin_transaction_apply``, in chain order. A refusal
    (``LoanServiceError``: e.g. an escrow holding another value than the loan claims) is logged with the loan id,
    reported, and does not stop the others; it is tried again next run and changes nothing until the facts agree.
+4. **Push.** When the run followed or rewound a block, the open pages of every watched loan with a Bitcoin
+   transaction are pushed their re-rendered partial (``push_loan_pages``: the confirmations moved; ``bitcoin_seen``
+   for the loans whose transaction the run recorded), once per loan and run, as a transition pushes its own.
 
 What is watched is built once per run (``WatchSet``), then grown as the run records fundings and TX_1s:
 - every loan not closed; and a closed loan on which nothing was ever locked on Bitcoin (a request cancelled or an
@@ -68,7 +71,7 @@ from ..errors import DeepReorgError, LoanServiceError
 from ..logging import loan_context
 from ..models import BitcoinTransaction, ChainBlock, ChainCursor, Loan
 from ..services import bitcoin_block_disconnect, bitcoin_transaction_apply, bitcoin_transaction_record
-from ..services.transitions import NOTHING_LOCKED
+from ..services.transitions import NOTHING_LOCKED, loan_fact_push
 from .cursors import backing_off, record_failure
 from .locks import exclusive_run
 
@@ -147,10 +150,15 @@ class WatchSet:
     scripts: dict[bytes, list[WatchedLoan]] = field(default_factory=dict)
     escrow_outpoints: dict[OutPoint, list[WatchedLoan]] = field(default_factory=dict)
     collateral_outpoints: dict[OutPoint, list[WatchedLoan]] = field(default_factory=dict)
+    seen: set[int] = field(default_factory=set)  # loans with a transaction recorded by this run
 
     @property
     def loans(self) -> int:
         return sum(len(watched) for watched in self.scripts.values())
+
+    @property
+    def loan_ids(self) -> set[int]:
+        return {watched.loan.pk for holders in self.scripts.values() for watched in holders}
 
     def watch_escrow(self, outpoint: OutPoint, watched: WatchedLoan) -> None:
         _add(self.escrow_outpoints, outpoint, watched)
@@ -228,7 +236,13 @@ def watch_set() -> WatchSet:
 
 
 def _record(
-    watched: WatchedLoan, role: str, block: Block, tx: BlockTx, raw_tx: Mapping[str, Any], **fields: Any
+    watch: WatchSet,
+    watched: WatchedLoan,
+    role: str,
+    block: Block,
+    tx: BlockTx,
+    raw_tx: Mapping[str, Any],
+    **fields: Any,
 ) -> None:
     with loan_context(watched.loan.pk):
         bitcoin_transaction_record(
@@ -240,6 +254,7 @@ def _record(
             raw_hex=str(raw_tx.get("hex", "")),
             **fields,
         )
+    watch.seen.add(watched.loan.pk)
     logger.info(
         "loan %s: %s %s in block %s at height %s",
         watched.loan.pk,
@@ -272,7 +287,7 @@ def _record_block(block: Block, raw: Mapping[str, Any], watch: WatchSet) -> int:
                         )
                         continue
                     preimage = None if spend.preimage is None else spend.preimage.hex()
-                    _record(watched, role, block, tx, raw_tx, revealed_preimage=preimage, spent=txin.outpoint)
+                    _record(watch, watched, role, block, tx, raw_tx, revealed_preimage=preimage, spent=txin.outpoint)
                     recorded += 1
                     if role == Role.COLLATERAL_LOCK and len(tx.outputs) > COLLATERAL_VOUT:
                         watch.watch_collateral(tx.outpoint(COLLATERAL_VOUT), watched)
@@ -280,7 +295,7 @@ def _record_block(block: Block, raw: Mapping[str, Any], watch: WatchSet) -> int:
             for watched in watch.scripts.get(output.script_pubkey, ()):
                 if BitcoinTransaction.objects.filter(loan=watched.loan, txid=tx.txid).exclude(vout=vout).exists():
                     continue  # a second output to the same escrow in one transaction: one fact per (loan, txid)
-                _record(watched, Role.ESCROW_FUNDING, block, tx, raw_tx, vout=vout, value_sats=output.value_sats)
+                _record(watch, watched, Role.ESCROW_FUNDING, block, tx, raw_tx, vout=vout, value_sats=output.value_sats)
                 recorded += 1
                 if watched.loan.escrow_txid is None:
                     watch.watch_escrow(tx.outpoint(vout), watched)
@@ -438,6 +453,21 @@ def apply_final_transactions(*, final_height: int) -> tuple[int, tuple[Refusal, 
     return applied, tuple(refused)
 
 
+# -- the loan pages ----------------------------------------------------------------------------------------------
+
+
+def push_loan_pages(watch: WatchSet) -> None:
+    """The chain moved (blocks followed or rewound): the open pages of every watched loan with a Bitcoin transaction
+    re-render their funding box, since its confirmations changed; the loans whose transaction this run recorded
+    (an escrow payment seen, a spend found) as ``bitcoin_seen``. Once per run and loan, after the run's commits.
+    (Status changes the run applied push on their own, from the transition.)"""
+    with_transactions = set(
+        BitcoinTransaction.objects.filter(loan_id__in=watch.loan_ids).values_list("loan_id", flat=True).distinct()
+    )
+    loan_fact_push(loan_ids=watch.seen, fact="bitcoin_seen")
+    loan_fact_push(loan_ids=with_transactions - watch.seen, fact="bitcoin_confirmations")
+
+
 # -- a run -------------------------------------------------------------------------------------------------------
 
 
@@ -495,6 +525,8 @@ def _run(
     applied, refused = 0, ()
     if cursor is not None:
         applied, refused = apply_final_transactions(final_height=cursor.block_number - confirmations + 1)
+    if followed or orphaned:
+        push_loan_pages(watch)
         ChainBlock.objects.filter(chain=CHAIN, number__lte=cursor.block_number - KEPT_BLOCKS).delete()
         ChainCursor.objects.filter(pk=cursor.pk).update(
             tip_number=tip, failures=0, last_error="", retry_after=None, updated_at=timezone.now()

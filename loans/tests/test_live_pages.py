@@ -167,3 +167,86 @@ def test_the_live_script_and_both_loan_pages_wire_the_socket_and_the_fallback_po
     body = client.get(reverse("pages:lender-loan", args=[loan.pk])).content.decode()
     assert f'data-live="/ws/loans/{loan.pk}/?page=lender" data-live-target="#lender-loan"' in body
     assert 'hx-target="#lender-loan" hx-swap="outerHTML"' in body and "loans/live.js" in body
+
+
+# -- facts that are no status change: the Bitcoin watcher's records, confirmations, broadcasts ----------------------
+
+
+def _follow(node, confirmations: int):
+    """One Bitcoin watcher run that records what the new blocks hold but applies nothing shallower than
+    ``confirmations`` (so no transition pushes: only the facts do)."""
+    from loans.sync.bitcoin import sync_bitcoin
+
+    report = sync_bitcoin(rpc=node, confirmations=confirmations)
+    assert not report.skipped and not report.refused and report.applied == 0, report
+    return report
+
+
+async def _the_funding_box_follows_the_watcher(borrower, loan, node, operator):
+    from bitcoin.testing import fund_output, mine_blocks
+    from loans.facts import loan_facts
+    from loans.models import BitcoinBroadcast, ChainCursor
+    from loans.services.bitcoin_actions import bitcoin_broadcast_retry
+
+    from .factories import hex32
+
+    url = reverse("pages:borrower-loan", args=[loan.pk])
+    client, headers = await database_sync_to_async(signed_in)(borrower, url)
+    quiet = await database_sync_to_async(another_loan)(borrower)  # watched too, but nothing of its own on chain
+    quiet_socket = socket(f"/ws/loans/{quiet.pk}/", headers)
+    assert (await quiet_socket.connect())[0]
+    live = socket(f"/ws/loans/{loan.pk}/", headers)
+    assert (await live.connect())[0]
+    # The watcher starts at the node's tip: its first run follows one block and pushes nothing (no transactions).
+    tip = node.getblockcount()
+    await database_sync_to_async(ChainCursor.objects.create)(
+        chain=ChainCursor.Chain.BITCOIN, block_number=tip, block_hash=node.getblockhash(tip), parent_hash=hex32()
+    )
+    script = (await database_sync_to_async(loan_facts)(loan=loan)).escrow.script_pubkey
+
+    # An escrow payment seen in a block (recorded, not final yet): the page's funding box says so, live.
+    funded = fund_output(node, script, 1_200_000, 1)
+    await database_sync_to_async(_follow)(node, 3)
+    message = await live.receive_json_from(timeout=5)
+    assert (message["type"], message["loan"], message["fact"]) == ("loan.fact", loan.pk, "bitcoin_seen")
+    assert f"Seen: <code>{funded.txid}</code>, 1200000 sat: 1 confirmation" in message["html"]
+    polled = await database_sync_to_async(client.get)(url, headers={"HX-Request": "true"})
+    assert CSRF.sub("", message["html"]) == CSRF.sub("", polled.content.decode())  # the poll's very fragment
+    assert await quiet_socket.receive_nothing(timeout=0.3)
+
+    # A block later: the confirmation count moved, the page follows.
+    mine_blocks(node, 1)
+    await database_sync_to_async(_follow)(node, 3)
+    message = await live.receive_json_from(timeout=5)
+    assert message["fact"] == "bitcoin_confirmations" and "1200000 sat: 2 confirmations" in message["html"]
+    assert await live.receive_nothing(timeout=0.3)  # once per run, not per block or per transaction
+
+    # A broadcast handed to the node (here: retried by an operator, the node refusing the bytes): the page shows it.
+    row = await database_sync_to_async(BitcoinBroadcast.objects.create)(
+        loan=loan, kind="tx_exit", txid=hex32(), raw_hex="00", attempts=1
+    )
+    await database_sync_to_async(bitcoin_broadcast_retry)(broadcast=row, actor=operator)
+    message = await live.receive_json_from(timeout=5)
+    assert message["fact"] == "bitcoin_broadcast"
+    assert (
+        f'<li data-spend-pending="tx_exit">TX_exit <code>{row.txid}</code>: not taken by the node yet'
+        in (message["html"])
+    )
+    assert await quiet_socket.receive_nothing(timeout=0.3)
+    await live.disconnect()
+    await quiet_socket.disconnect()
+
+
+def test_the_funding_box_is_pushed_when_the_watcher_sees_a_payment_a_confirmation_or_a_broadcast(
+    borrower, loan, node, settings
+):
+    settings.BITCOIN_SYNC_START_HEIGHT = None
+    operator = make_user(User.Role.OPERATOR)
+    async_to_sync(_the_funding_box_follows_the_watcher)(borrower, loan, node, operator)
+
+
+def test_an_unknown_page_fact_is_refused():
+    from loans.services.transitions import loan_fact_push
+
+    with pytest.raises(ValueError, match="unknown page fact"):
+        loan_fact_push(loan_ids=[1], fact="loan_status")
