@@ -271,7 +271,17 @@ def _funding(loan: Loan) -> dict[str, Any]:
         "pending": pending,
         "followed_height": tip,
         "instructions": None,
+        "escrow_of_record": None,
     }
+    if not funding_txs and loan.bitcoin_status != Loan.BitcoinStatus.NONE and loan.escrow_txid is not None:
+        # The loan row says the escrow is confirmed (or spent since) but the watcher recorded no transaction for it
+        # (a loan set up without the watcher): the box shows the loan's own outpoint, never "no payment seen".
+        context["escrow_of_record"] = {
+            "outpoint": f"{loan.escrow_txid}:{loan.escrow_vout}",
+            "sats": loan.escrow_sats,
+            "height": loan.escrow_btc_height,
+            "confirmations": selectors.bitcoin_confirmations(block_height=loan.escrow_btc_height, tip_height=tip),
+        }
     if loan.bitcoin_status == Loan.BitcoinStatus.NONE and not loan.is_closed:
         rate, source = current_fee_rate_sat_vb()
         try:

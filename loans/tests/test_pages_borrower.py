@@ -638,3 +638,35 @@ def test_a_closed_loans_page_says_when_it_closed_instead_of_running_deadlines(cl
         f"Escrow reclaimed (TX_exit), since {closed.closed_at:%Y-%m-%d %H:%M} UTC. Its deadlines no longer run.</p>"
     ) in deadlines
     assert abs((change.created_at - closed.closed_at).total_seconds()) < 1  # the closing transition's time
+
+
+def test_the_funding_box_agrees_with_the_loan_row_when_the_watcher_recorded_no_escrow_transaction(
+    client, borrower, loan
+):
+    from .test_bitcoin_actions import follow
+
+    client.force_login(borrower)
+    funding_url = reverse("pages:borrower-loan-funding", args=[loan.pk])
+    assert "No payment to the escrow seen yet" in client.get(funding_url).content.decode()  # a draft, nothing paid
+    txid = hex32()
+    # Set up without the watcher: the loan row says the escrow confirmed, no BitcoinTransaction row exists.
+    Loan.objects.filter(pk=loan.pk).update(
+        status=Loan.Status.REQUESTED,
+        contract_loan_id=1,
+        bitcoin_status=Loan.BitcoinStatus.ESCROW_CONFIRMED,
+        escrow_txid=txid,
+        escrow_vout=1,
+        escrow_sats=1_200_000,
+        escrow_btc_height=500,
+    )
+    follow(504)
+    body = _same_fragment(client, reverse("pages:borrower-loan", args=[loan.pk]), "loan")
+    box = _fragment(body, "funding-status")
+    assert "No payment to the escrow seen yet" not in box
+    assert (
+        f"<li data-escrow-of-record>Escrow: <code>{txid}:1</code>, 1200000 sat (0.012 BTC): confirmed, as the loan "
+        "records it (Bitcoin height 500, 5 confirmations); the watcher recorded no transaction for it.</li>"
+    ) in box
+    assert "Status</dt><dd>Requested; Bitcoin: Escrow confirmed" in body  # the status line says the same
+    polled = client.get(funding_url, headers={"HX-Request": "true"}).content.decode()
+    assert polled.strip() == box
