@@ -419,10 +419,12 @@ def test_scenario_bitcoin_reorgs_mid_loan(walk, stage, btc_reorg, recorder, cons
     )
     walk.loan.refresh_from_db()
     assert (walk.loan.status, walk.loan.bitcoin_status) == (Loan.Status.ACTIVE, Loan.BitcoinStatus.ESCROW_CONFIRMED)
+    attempts = BitcoinBroadcast.objects.get(pk=lock.pk).attempts
     stage.wait_for(
-        "the automation hands TX_1 to the node again",
-        lambda: BitcoinBroadcast.objects.filter(pk=lock.pk, attempts__gt=lock.attempts).exists(),
+        "the automation hands TX_1 to the node again after the reorg",
+        lambda: BitcoinBroadcast.objects.filter(pk=lock.pk, attempts__gt=attempts, last_error="").exists(),
     )
+    assert lock.txid in stage.btc.getrawmempool()
     walk.borrower.reload()
     walk.shot(walk.borrower, "borrower: TX_1 back in the mempool after a reorg")
     stage.mine_btc(walk.btc_depth)
