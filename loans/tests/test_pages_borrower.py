@@ -670,3 +670,13 @@ def test_the_funding_box_agrees_with_the_loan_row_when_the_watcher_recorded_no_e
     assert "Status</dt><dd>Requested; Bitcoin: Escrow confirmed" in body  # the status line says the same
     polled = client.get(funding_url, headers={"HX-Request": "true"}).content.decode()
     assert polled.strip() == box
+
+
+def test_the_loan_page_has_a_labelled_kit_file_input_that_only_the_browser_reads(client, borrower, loan):
+    client.force_login(borrower)
+    body = _same_fragment(client, reverse("pages:borrower-loan", args=[loan.pk]), "loan")
+    panel = body[body.index("data-browser-key") : body.index("data-key-status")]
+    assert re.search(r"<div data-kit-import hidden>", panel)  # shown by borrower.js when it holds no key
+    assert '<label for="kit-file">Load your recovery kit into this browser' in panel
+    assert '<input id="kit-file" type="file" accept="application/json,.json" data-kit-file>' in panel
+    assert "<form" not in panel and "name=" not in panel.split("data-kit-import")[1]  # nothing posts the file

@@ -9,7 +9,10 @@
 //   refusal); an escrow in the exit step with no TX_exit rung (never pre-signed: no hL) gets its TX_exit ladder
 //   here the same way (buildExit -> checkLoanTransaction, shown -> buildExitLadder -> POST ladders/, exit only);
 //   the kit is offered again with every pre-signed transaction. pB is put into the accept step's field for
-//   wallet.js (appended to acceptLoanOffer only); once the offer is accepted the page offers to forget both.
+//   wallet.js (appended to acceptLoanOffer only); once the offer is accepted the page offers to forget both. A
+//   page whose browser holds no key for the loan lets the borrower load the recovery kit file back (read here with
+//   File.text(), never uploaded; refused unless its xB and loan id are the page's and its key and pB are xB's and
+//   hB's), so the page can sign again.
 //
 // Nothing secret is sent anywhere: the requests carry the loan's public values and signed transactions only.
 // No inline script (the Content-Security-Policy forbids it): everything comes from data-* attributes.
@@ -22,6 +25,7 @@ import {
   checkLoanTransaction,
   newBorrowerSecrets,
   signPsbt,
+  xonlyPublicKey,
 } from './vendor/signer.js';
 
 const KIT_FORMAT = 'btc-collateral-loan-recovery-kit/1';
@@ -451,6 +455,89 @@ function offerForget(loanSection) {
   });
 }
 
+// -- the recovery kit loaded back into this browser ----------------------------------------------------------------
+
+async function sha256Hex(hexText) {
+  const bytes = Uint8Array.from(hexText.match(/../g) || [], (pair) => parseInt(pair, 16));
+  const digest = await window.crypto.subtle.digest('SHA-256', bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** The kit's record for this loan, or a Refused with the reason: read here, never sent anywhere. */
+async function recordFromKit(loanSection, text) {
+  let kit;
+  try {
+    kit = JSON.parse(text);
+  } catch {
+    throw new Refused('kit_unreadable', 'this file is not JSON: choose the recovery kit this desk made for you');
+  }
+  if (!kit || kit.format !== KIT_FORMAT) {
+    throw new Refused('kit_not_a_kit', `this file is not a recovery kit (format ${KIT_FORMAT})`);
+  }
+  const lower = (value) => (typeof value === 'string' ? value.trim().toLowerCase() : '');
+  const xb = lower(kit.borrower_btc_pubkey);
+  const key = lower(kit.borrower_private_key);
+  const preimage = lower(kit.borrower_preimage);
+  const hash = lower(kit.borrower_hash);
+  const loanId = loanSection.dataset.loan;
+  if (kit.loan_id !== null && kit.loan_id !== undefined && String(kit.loan_id) !== loanId) {
+    throw new Refused('kit_wrong_loan', `this kit is for loan ${kit.loan_id}, not loan ${loanId}: nothing was loaded`);
+  }
+  if (xb !== loanSection.dataset.borrowerXb.toLowerCase()) {
+    throw new Refused('kit_wrong_key', `this kit's key is xB ${xb || '(none)'}, not this loan's ` +
+      `${loanSection.dataset.borrowerXb}: nothing was loaded`);
+  }
+  if (!HEX64.test(key) || xonlyPublicKey(key) !== xb) {
+    throw new Refused('kit_key_mismatch', "the kit's private key is not the key of its xB: nothing was loaded");
+  }
+  if (!HEX64.test(preimage) || !HEX64.test(hash) || (await sha256Hex(preimage)) !== hash) {
+    throw new Refused('kit_preimage_mismatch', "the kit's pB does not hash to its hB: nothing was loaded");
+  }
+  return {
+    private_key: key,
+    xonly_pubkey: xb,
+    preimage,
+    hash,
+    loan_id: Number(loanId),
+    terms: kit.terms ?? null,
+    made_at: null,
+    kit_downloaded_at: kit.written_at ?? new Date().toISOString(), // it came from a kit: one exists
+    loan_file: kit.loan_file ?? null,
+    presigned: kit.presigned ?? null,
+    imported_at: new Date().toISOString(),
+  };
+}
+
+function offerImport(loanSection) {
+  const panel = loanSection.querySelector('[data-browser-key]');
+  const box = panel && panel.querySelector('[data-kit-import]');
+  if (!box || box.dataset.wired) return;
+  box.dataset.wired = '1';
+  box.hidden = false;
+  const input = box.querySelector('[data-kit-file]');
+  const status = box.querySelector('[data-kit-import-status]');
+  input.addEventListener('change', async () => {
+    const file = input.files && input.files[0];
+    if (!file) return;
+    try {
+      const record = await recordFromKit(loanSection, await file.text());
+      save(byLoan(loanSection.dataset.loan), record);
+      box.hidden = true;
+      panel.querySelector('[data-key-missing]').hidden = true;
+      panel.querySelector('[data-key-held]').hidden = false;
+      panel.querySelector('[data-key-status]').textContent =
+        'Your recovery kit is loaded into this browser (read here, sent nowhere): this page can sign again.';
+      useRecord(loanSection, record);
+    } catch (error) {
+      showRefusal(status, error);
+    } finally {
+      input.value = ''; // an emptied field: the page's live updates do not take it for typing
+    }
+  });
+}
+
 function wireLoan(loanSection) {
   if (loanSection.dataset.signerWired) return;
   loanSection.dataset.signerWired = '1';
@@ -460,7 +547,15 @@ function wireLoan(loanSection) {
     panel.hidden = false;
     panel.querySelector(record ? '[data-key-held]' : '[data-key-missing]').hidden = false;
   }
-  if (!record) return;
+  if (!record) {
+    offerImport(loanSection);
+    return;
+  }
+  useRecord(loanSection, record);
+}
+
+/** Everything the page does with the key it holds: the kit, forgetting, the signers, pB for the accept. */
+function useRecord(loanSection, record) {
   offerKit(loanSection, record);
   if (ACCEPTED.has(loanSection.dataset.loanStatus)) offerForget(loanSection);
   const presign = loanSection.querySelector('[data-presign]');
