@@ -6,8 +6,9 @@ cursor's backoff:
 
 1. **Reorg.** If the chain's block at the cursor's height is not the cursor's block, the watcher walks back over the
    blocks it stored (``ChainBlock``) to the highest one still on the chain (the fork point). In one database
-   transaction it marks every unapplied event above it orphaned (``orphaned_at``), deletes the stored blocks above
-   it and moves the cursor back to it. An applied event above the fork point whose block is no longer the chain's
+   transaction it marks every unapplied event above it orphaned (``orphaned_at``), puts the sent or reported
+   transactions (``EvmTransaction``) mined above it back to pending, deletes the stored blocks above it and moves
+   the cursor back to it. An applied event above the fork point whose block is no longer the chain's
    raises ``DeepReorgError`` and changes nothing: it was final, money may have moved on its strength, an operator
    decides. (An applied event above the fork point whose block is still the chain's stays as it is: the stored
    blocks are one per scanned chunk, so the fork point found may lie below the real one.)
@@ -15,7 +16,8 @@ cursor's backoff:
    chain's head, in chunks of ``chunk_size`` blocks (``evm.events.iter_event_chunks``: the raw ``eth_getLogs``
    answer decoded directly, halved when the node refuses a range). Each chunk is one database transaction: its
    events (one statement on PostgreSQL; an event already stored is left alone, one stored as orphaned and seen
-   again gets its new block and is revived), a ``ChainBlock`` for its last block and the cursor. A watcher killed
+   again gets its new block and is revived; a sent or reported ``EvmTransaction`` a reorg put back to pending is
+   mined again where its events are seen), a ``ChainBlock`` for its last block and the cursor. A watcher killed
    at any point has scanned a chunk completely or not at all: it loses nothing and repeats nothing.
 3. **Apply.** Every stored event that is neither orphaned nor applied and is final (block <= head - confirmations
    + 1) is applied through ``evm_event_apply`` in (block, log index) order, a batch of ``APPLY_BATCH`` events per
@@ -72,7 +74,7 @@ from evm.events import (
 
 from ..errors import DeepReorgError, LoanServiceError
 from ..logging import loan_context
-from ..models import ChainBlock, ChainCursor, ContractDeployment, EvmEvent, Loan
+from ..models import ChainBlock, ChainCursor, ContractDeployment, EvmEvent, EvmTransaction, Loan
 from ..services import evm_event_apply
 from ..services.evm_facts import EVENT_SERVICES
 from .cursors import backing_off, record_failure
@@ -228,6 +230,19 @@ def _store_events(rows: Sequence[Mapping[str, Any]], chain_id: int) -> tuple[int
     EvmEvent.objects.bulk_create(new, batch_size=500)
     EvmEvent.objects.bulk_update(revived, REVIVED_FIELDS, batch_size=500)
     return len(new), len(revived)
+
+
+def _transactions_seen_mined(rows: Sequence[Mapping[str, Any]], chain_id: int) -> None:
+    """A sent or reported transaction (``EvmTransaction``) a reorg put back to pending is mined again where its
+    events are now seen (only a successful transaction has events). Call inside the chunk's transaction."""
+    blocks = {row["tx_hash"]: row["block_number"] for row in rows}
+    pending = EvmTransaction.objects.filter(
+        chain_id=chain_id, tx_hash__in=blocks, status=EvmTransaction.Status.PENDING
+    ).values_list("pk", "tx_hash")
+    for pk, tx_hash in pending:
+        EvmTransaction.objects.filter(pk=pk).update(
+            status=EvmTransaction.Status.MINED, block_number=blocks[tx_hash], updated_at=timezone.now()
+        )
 
 
 #: Where events are stored with one statement per chunk (elsewhere: a query for the stored ones, then bulk writes).
@@ -453,6 +468,11 @@ class _Run:
             orphaned = EvmEvent.objects.filter(
                 chain_id=self.chain_id, block_number__gt=fork, orphaned_at__isnull=True, applied_at__isnull=True
             ).update(orphaned_at=timezone.now())
+            # The receipts read when they were sent or reported name blocks that are gone: no receipt until the
+            # transaction's events are seen again (a dropped one stays pending; a wallet may report it again).
+            EvmTransaction.objects.filter(chain_id=self.chain_id, block_number__gt=fork).update(
+                status=EvmTransaction.Status.PENDING, block_number=None, updated_at=timezone.now()
+            )
             ChainBlock.objects.filter(chain=CHAIN, number__gt=fork).delete()
             cursor = ChainCursor.objects.select_for_update().get(pk=self.cursor.pk)
             cursor.block_number = fork
@@ -477,6 +497,8 @@ class _Run:
             rows = _rows(chunk.events, self.chain_id)
             with transaction.atomic():
                 stored, revived = _store_events(rows, self.chain_id)
+                if rows:
+                    _transactions_seen_mined(rows, self.chain_id)
                 _save_block(chunk.last_block)
                 cursor = ChainCursor.objects.select_for_update().get(pk=self.cursor.pk)
                 cursor.block_number = chunk.last_block.number

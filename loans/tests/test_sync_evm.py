@@ -17,7 +17,7 @@ from web3.providers.rpc import HTTPProvider
 from evm.anvil import free_port
 from evm.errors import NodeUnavailable
 from loans.errors import DeepReorgError
-from loans.models import ChainBlock, ChainCursor, EvmEvent, Loan, LoanStatusChange
+from loans.models import ChainBlock, ChainCursor, EvmEvent, EvmTransaction, Loan, LoanStatusChange
 from loans.services import protocol_parameters_matching
 from loans.sync import evm as evm_sync
 from loans.sync.evm import UNSCANNED, sync_evm
@@ -540,3 +540,52 @@ def test_the_pending_events_query_can_use_the_partial_index() -> None:
         cursor.execute("EXPLAIN " + sql, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "evm_event_pending_idx" in plan, plan
+
+
+def test_a_reorg_puts_the_dropped_transactions_back_to_pending_and_the_moved_ones_in_their_new_blocks(
+    desk, evm_mine, evm_reorg
+):
+    """The receipts read when the desk sent or a wallet reported a transaction (``EvmTransaction``) follow a reorg:
+    one dropped is pending again (no block), one mined again elsewhere gets its new block once the watcher sees it."""
+    loan = desk.draft()
+    contract_id = desk.request(loan)
+    evm_mine(4)
+    desk.sync(confirmations=5)
+
+    def sent(function: str) -> EvmTransaction:
+        tx_hash = desk.w3.eth.get_block("latest")["transactions"][0]
+        receipt = desk.w3.eth.get_transaction_receipt(tx_hash)
+        return EvmTransaction.objects.create(
+            chain_id=desk.client.chain_id,
+            tx_hash=bytes(tx_hash).hex(),
+            loan=loan,
+            function=function,
+            sender=receipt["from"],
+            source=EvmTransaction.Source.WALLET,
+            status=EvmTransaction.Status.MINED,
+            block_number=receipt["blockNumber"],
+        )
+
+    desk.flow.commit(contract_id)
+    commit = sent("commitLenderHash")
+    desk.flow.offer(contract_id)
+    offer = sent("extendLoanOffer")
+    desk.flow.accept(contract_id, desk.secrets[loan.pk])
+    accept = sent("acceptLoanOffer")
+    desk.sync(confirmations=5)
+
+    # Blocks commit, offer, accept are replaced: an empty block, the commit, the offer; the accept is gone.
+    reorg = evm_reorg(3, [(bytes.fromhex(commit.tx_hash), 1), (bytes.fromhex(offer.tx_hash), 2)])
+    desk.sync(confirmations=5)
+    for row in (commit, offer, accept):
+        row.refresh_from_db()
+    assert (commit.status, commit.block_number) == ("mined", reorg.branch[1].number)
+    assert (offer.status, offer.block_number) == ("mined", reorg.branch[2].number)
+    assert (accept.status, accept.block_number) == ("pending", None)
+
+    # The borrower sends the same accept again: mined, and the watcher gives the row its block.
+    desk.flow.accept(contract_id, desk.secrets[loan.pk])
+    accepted_in = desk.w3.eth.block_number
+    desk.sync(confirmations=5)
+    accept.refresh_from_db()
+    assert (accept.status, accept.block_number) == ("mined", accepted_in)
