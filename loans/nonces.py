@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import transaction
+from django.db import connection, transaction
 from eth_utils import to_checksum_address
 from web3 import Web3
 
@@ -30,6 +30,10 @@ class DatabaseNonceAllocator:
     @contextmanager
     def lease(self, w3: Web3, chain_id: int, address: str) -> Iterator[NonceLease]:
         address = to_checksum_address(address)
+        if connection.vendor == "sqlite":
+            with self._sqlite_lease(w3, chain_id, address) as lease:
+                yield lease
+            return
         with transaction.atomic(durable=True):
             # The first lease for a sender creates its row; a concurrent first lease waits on the unique index.
             EvmNonce.objects.bulk_create([EvmNonce(chain_id=chain_id, address=address)], ignore_conflicts=True)
@@ -41,6 +45,29 @@ class DatabaseNonceAllocator:
             lease = NonceLease(w3, address, record)
             yield lease
             if lease.changed:
+                row.next_nonce = record.next_nonce
+                row.last_tx_hash = record.last_tx_hash.hex() if record.last_tx_hash else None
+                row.save(update_fields=["next_nonce", "last_tx_hash", "updated_at"])
+
+    @contextmanager
+    def _sqlite_lease(self, w3: Web3, chain_id: int, address: str) -> Iterator[NonceLease]:
+        """SQLite (the development default) has one writer for the whole file: a lease holding a write transaction
+        while the node is asked would lock out the automation's record of the signed transaction, which is written
+        and committed on a connection of its own before sending (``loans.services.automation``), and every
+        automated contract call would fail with "database is locked". So no transaction is held here: the row is
+        read, and written back in a short transaction once the node has the transaction. Two processes signing
+        with one key at the same instant may then pick the same nonce (the node keeps one); PostgreSQL, as in
+        production and the tests, serializes them with the row lock above."""
+        EvmNonce.objects.bulk_create([EvmNonce(chain_id=chain_id, address=address)], ignore_conflicts=True)
+        row = EvmNonce.objects.get(chain_id=chain_id, address=address)
+        record = NonceRecord(
+            next_nonce=row.next_nonce,
+            last_tx_hash=bytes.fromhex(row.last_tx_hash) if row.last_tx_hash else None,
+        )
+        lease = NonceLease(w3, address, record)
+        yield lease
+        if lease.changed:
+            with transaction.atomic(durable=True):
                 row.next_nonce = record.next_nonce
                 row.last_tx_hash = record.last_tx_hash.hex() if record.last_tx_hash else None
                 row.save(update_fields=["next_nonce", "last_tx_hash", "updated_at"])
