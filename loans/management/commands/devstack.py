@@ -1,8 +1,9 @@
 """`manage.py devstack`: the whole development stack in one process tree, stopped together with Ctrl-C.
 
 Starts (unless already answering) anvil on EVM_RPC_URL with its state kept in var/anvil/, the embedded regtest
-Bitcoin node on BITCOIN_RPC_URL, deploys the contracts once per anvil state and records them, then runs the
-django-q2 worker, the chain watchers with the unattended duties (`sync_chains --duties`, every 2 s: the lender's
+Bitcoin node on BITCOIN_RPC_URL, deploys the contracts once per anvil state and records them, sets up the demo lender
+(`demo setup`: anvil's account 0 with its keys in the vault, automation on, the lender's payout address), then runs
+the django-q2 worker, the chain watchers with the unattended duties (`sync_chains --duties`, every 2 s: the lender's
 automation, the watchtower, the alerts) and the ASGI dev server on 127.0.0.1:8000.
 Development only: it refuses any other chain.
 """
@@ -31,6 +32,7 @@ from evm.connection import connect
 from evm.deploy import load_deployment
 from evm.errors import EvmError
 from loans import chains
+from loans.management.commands.demo import dev_lender_payout_address
 from loans.services import contract_deployment_record
 
 COINBASE_MATURITY = 100
@@ -72,12 +74,18 @@ class Command(BaseCommand):
             children += self.start_bitcoin_node(var)
             call_command("migrate", interactive=False, verbosity=0)
             self.ensure_deployment()
+            self.demo_setup()
             if not options["no_worker"]:
                 children.append(self.spawn([sys.executable, MANAGE, "qcluster"], var / "worker.log"))
                 # The chain watchers and the duties every 2 s (production schedules them in django-q2 each minute:
                 # sync_chains --schedule), so a loan walked through by hand moves as fast as its chains are mined.
                 children.append(self.spawn([sys.executable, MANAGE, "sync_chains", "--duties"], var / "watchers.log"))
             self.stdout.write(self.style.SUCCESS(f"web app on http://{options['addrport']}/ (Ctrl-C stops all)"))
+            self.stdout.write(
+                f"next: sign in with a wallet on {settings.EVM_RPC_URL} chain {settings.EVM_CHAIN_ID} (anvil's "
+                "account 0 is the demo lender, any other a borrower); `.venv/bin/python manage.py demo fund 0x...` "
+                "gives it rBTC (README: Demo)"
+            )
             server = subprocess.Popen(
                 [sys.executable, MANAGE, "runserver", options["addrport"]], start_new_session=True
             )
@@ -174,6 +182,22 @@ class Command(BaseCommand):
                     contract_deployment_record(deployment=deployment)
                     return
         call_command("deploy_contracts", lender_btc_pubkey=self.dev_lender_pubkey(), replace=replace)
+
+    def demo_setup(self) -> None:
+        """The demo lender with automation on (``manage.py demo setup``), and the lender's payout address: when
+        ``LENDER_BTC_PAYOUT_ADDRESS`` is unset, the BIP-86 address of the development lender's key, put in the
+        environment before the worker and the web app start so both see it."""
+        try:
+            call_command("demo", "setup", stdout=self.stdout)
+        except CommandError as error:  # the app still runs; the newcomer is told why nothing lends by itself
+            self.stderr.write(f"demo setup failed, the lender's automation cannot act: {error}")
+        if not settings.LENDER_BTC_PAYOUT_ADDRESS:
+            try:
+                address = dev_lender_payout_address()
+            except CommandError as error:
+                self.stderr.write(f"no LENDER_BTC_PAYOUT_ADDRESS, so no loan can be created: {error}")
+                return
+            os.environ["LENDER_BTC_PAYOUT_ADDRESS"] = settings.LENDER_BTC_PAYOUT_ADDRESS = address
 
     def dev_lender_pubkey(self) -> str:
         """The development lender's x-only key; its secret stays in var/dev-lender.key (0600), dev only."""
