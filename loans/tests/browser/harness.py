@@ -210,9 +210,7 @@ class Screenshots:
         self.directory.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^a-z0-9]+", "-", step.lower()).strip("-")
         path = self.directory / f"{self.count:02d}-{slug}.png"
-        # caret="initial": Playwright's default hides the caret with an injected <style>, which the pages'
-        # Content-Security-Policy refuses (a console error the tests would blame on the page).
-        page.screenshot(path=str(path), full_page=True, caret="initial")
+        page.screenshot(path=str(path), full_page=True)
         return path
 
 
