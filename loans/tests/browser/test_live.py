@@ -130,8 +130,9 @@ def test_the_loan_page_changes_without_reload_when_the_status_changes(
         page.locator("[data-live][data-live-state='open']").wait_for(state="attached")
         assert _status(page).startswith("Draft;")
         page.evaluate("() => { document.getElementById('loan').dataset.before = 'yes'; window.sameDocument = 1; }")
-        # No screenshot before the swap: Playwright's full-page screenshot leaves style="" on an element, which the
-        # swap then re-applies and Chromium reports as a CSP violation of the page (it is the harness's, not ours).
+        # A full-page screenshot leaves style="" on an element; htmx must not set it again when the swap settles
+        # (templates/base.html's htmx-config), or Chromium reports a CSP violation.
+        shot(page, "draft, before the push")
 
         _transition_elsewhere(loan.pk, Loan.Status.REQUESTED)
         page.wait_for_function("() => !document.getElementById('loan').dataset.before", timeout=10_000)
@@ -166,6 +167,7 @@ def test_without_the_socket_htmx_polling_takes_over(open_page, live_server, borr
     path = f"/borrower/loans/{loan.pk}/"
     page.goto(path)
     page.locator("[data-live][data-live-state='closed']").wait_for(state="attached")
+    shot(page, "draft, before the poll")  # leaves style="" behind: the poll's swap must not set it again (CSP)
     page.evaluate("() => { window.sameDocument = 1; }")
     _transition_elsewhere(loan.pk, Loan.Status.REQUESTED)
     started = time.monotonic()
