@@ -138,9 +138,15 @@ TEMPLATES = [
 DEFAULT_DATABASE_URL = (
     "postgres://postgres@127.0.0.1:5432/loans" if UNDER_PYTEST else f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
 )
+# DATABASE_CONN_MAX_AGE (seconds; default 0: each request's connection is closed when it ends). The web app runs
+# under ASGI (daphne), where each request's synchronous code runs in a thread of its own: a persistent connection
+# (> 0) stays open per thread served until PostgreSQL has no connection left (the load benchmark ran out of 100
+# with 60; Django's docs: disable persistent connections under ASGI, pool outside Django if needed).
 DATABASES = {
     "default": dj_database_url.parse(
-        env("DATABASE_URL", DEFAULT_DATABASE_URL), conn_max_age=60, conn_health_checks=True
+        env("DATABASE_URL", DEFAULT_DATABASE_URL),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
