@@ -6,14 +6,18 @@ from maturing that the borrower cannot take the loan and reclaim the escrow (``e
 
 ``escrow_check`` asks the node (``gettxout`` without the mempool, so an unconfirmed escrow is not found) and
 returns an ``EscrowCheck`` whose ``problems`` are stable codes (``ESCROW_PROBLEMS``), empty when the escrow is good
-for an offer. It writes nothing. ``lender_queue`` is the lender's list of requested loans with their checks.
+for an offer. It writes nothing. ``lender_queue_requests`` is the lender's list of requested loans, paged by the
+page and the API, and ``lender_queue_checks`` checks the escrows of one page of it (never the whole queue: each
+check is 3-4 calls to the node).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import QuerySet
 
 from bitcoin.errors import BitcoinProtocolError
 from bitcoin.rpc import BitcoinRPC, NodeUnavailableError, RPCError, btc_to_sats
@@ -165,20 +169,25 @@ def _missing(rpc: BitcoinRPC, loan: Loan) -> str:
     return "escrow_spent"
 
 
-def lender_queue(*, actor: User, rpc: BitcoinRPC | None = None) -> list[tuple[Loan, EscrowCheck]]:
-    """The requested loans of the newest deployment on the desk's chain, oldest first, each with its escrow check
-    (one node, one tip for all). Lenders and operators only."""
+def lender_queue_requests(*, actor: User) -> QuerySet[Loan]:
+    """The lender's queue: the requested loans of the newest deployment on the desk's chain, oldest first (a
+    query to page through; ``lender_queue_checks`` checks a page's escrows). Lenders and operators only."""
     require(is_lender(actor) or is_operator(actor), "only the lender or an operator sees the lender's queue")
     deployment = (
         ContractDeployment.objects.filter(chain_id=settings.EVM_CHAIN_ID).order_by("-created_at", "-id").first()
     )
     if deployment is None:
-        return []
-    loans = list(
+        return Loan.objects.none()
+    return (
         Loan.objects.filter(deployment=deployment, status=Loan.Status.REQUESTED)
         .select_related("borrower", "parameters", "deployment")
         .order_by("created_at", "id")
     )
+
+
+def lender_queue_checks(*, loans: Sequence[Loan], rpc: BitcoinRPC | None = None) -> list[tuple[Loan, EscrowCheck]]:
+    """Each of ``loans`` (a page of the queue: the node is asked 3-4 times per loan) with its escrow check, one
+    node and one tip for all."""
     if not loans:
         return []
     rpc = rpc or bitcoin_rpc()
@@ -189,4 +198,11 @@ def lender_queue(*, actor: User, rpc: BitcoinRPC | None = None) -> list[tuple[Lo
     return [(loan, escrow_check(loan=loan, rpc=rpc, tip_height=tip)) for loan in loans]
 
 
-__all__ = ["ESCROW_PROBLEMS", "ROOM_PROBLEMS", "EscrowCheck", "escrow_check", "lender_queue"]
+__all__ = [
+    "ESCROW_PROBLEMS",
+    "ROOM_PROBLEMS",
+    "EscrowCheck",
+    "escrow_check",
+    "lender_queue_checks",
+    "lender_queue_requests",
+]

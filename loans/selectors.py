@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import BigIntegerField, Case, F, Q, QuerySet, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from .models import BitcoinTransaction, ChainCursor, EvmEvent, Loan, LoanStatusChange, ProtocolParameters
@@ -111,6 +112,32 @@ def loan_timelocks(*, loan: Loan, tip_height: int | None = None) -> LoanTimelock
     else:
         escrow_height = _confirmed_height(loan, Role.ESCROW_FUNDING)
     collateral_height = _confirmed_height(loan, Role.COLLATERAL_LOCK)
+    return _timelocks(loan, tip, escrow_height, collateral_height)
+
+
+def loans_timelocks(*, loans: list[Loan], tip_height: int | None) -> dict[int, LoanTimelocks]:
+    """``loan_timelocks`` of many loans in one query (by loan id), seen from ``tip_height``: the same heights, the
+    lowest confirmed escrow funding (of the loan's own outpoint once it names one) and TX_1 of each."""
+    escrow: dict[int, int] = {}
+    collateral: dict[int, int] = {}
+    by_id = {loan.pk: loan for loan in loans}
+    confirmed = (
+        BitcoinTransaction.objects.filter(
+            loan_id__in=by_id, role__in=(Role.ESCROW_FUNDING, Role.COLLATERAL_LOCK), block_height__isnull=False
+        )
+        .order_by("block_height")
+        .values_list("loan_id", "role", "txid", "vout", "block_height")
+    )
+    for loan_id, role, txid, vout, height in confirmed if by_id else ():
+        loan = by_id[loan_id]
+        if role == Role.COLLATERAL_LOCK:
+            collateral.setdefault(loan_id, height)
+        elif loan.escrow_txid is None or (txid, vout) == (loan.escrow_txid, loan.escrow_vout):
+            escrow.setdefault(loan_id, height)
+    return {loan.pk: _timelocks(loan, tip_height, escrow.get(loan.pk), collateral.get(loan.pk)) for loan in loans}
+
+
+def _timelocks(loan: Loan, tip: int | None, escrow_height: int | None, collateral_height: int | None) -> LoanTimelocks:
     return LoanTimelocks(
         tip_height=tip,
         exit=TimelockPath.of(
@@ -372,3 +399,63 @@ def loan_next_actions(
     if is_lender(user) or is_operator(user):
         actions += _lender_next_actions(loan, deadlines, timelocks)
     return actions
+
+
+# --- The lender's desk: the deadlines coming up -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeskCountdowns:
+    """The open loans whose lender's step counts down, the nearest ``loans`` first, and how many there are."""
+
+    loans: list[Loan]
+    total: int
+
+
+def _lender_countdown_blocks(head: int) -> Case:
+    """SQL for the blocks remaining (``Deadline.of``, seen from ``head``) of the deadline the lender's step on an
+    open loan counts down to, as ``_lender_next_actions`` has it: the offer deadline (t_B) before withdraw-offer
+    opens, the repayment deadline (t_D) before mark-default opens, the acceptance deadline (t_L) while
+    accept-repayment is open. NULL for a loan in another state or without the block its deadline counts from."""
+    after = Value(head + 1)
+    return Case(
+        When(
+            status=Loan.Status.OFFERED,
+            offered_evm_block__isnull=False,
+            then=F("offered_evm_block") + F("offer_window_blocks") - after,
+        ),
+        When(
+            status=Loan.Status.ACTIVE,
+            activated_evm_block__isnull=False,
+            then=F("activated_evm_block") + F("loan_duration_blocks") - after,
+        ),
+        When(
+            status=Loan.Status.REPAYMENT_IN_PROGRESS,
+            repayment_evm_block__isnull=False,
+            then=Greatest(F("repayment_evm_block") + F("repayment_window_blocks") - after, Value(0)),
+        ),
+        default=None,
+        output_field=BigIntegerField(),
+    )
+
+
+def lender_countdown_loans(*, loans: QuerySet[Loan], head: int | None, limit: int) -> DeskCountdowns:
+    """Of ``loans``, the open ones (not closed) whose lender's step has a countdown on the desk, nearest first
+    (blocks remaining, then id), at most ``limit``, chosen in SQL; and how many there are (two queries, whatever
+    the number of loans). A countdown: withdraw-offer and mark-default before they open (blocks remaining > 0;
+    once open they have none), accept-repayment while it is open (down to 0). Each such loan has exactly one
+    (the states exclude each other), and none with the followed EVM block unknown. The lender's other steps have
+    none: commit-lender-hash, offer and collateral-lock have no deadline, and collateral-capture, the one that
+    waits for a Bitcoin timelock (t_1), is a step of terminal states (defaulted, repayment refunded), which the
+    desk's open loans leave out. (t_0, TX_exit's timelock, is the borrower's.)"""
+    if head is None:
+        return DeskCountdowns([], 0)
+    counting = (
+        loans.filter(closed_at__isnull=True)
+        .annotate(lender_countdown_blocks=_lender_countdown_blocks(head))
+        .filter(
+            Q(status__in=(Loan.Status.OFFERED, Loan.Status.ACTIVE), lender_countdown_blocks__gt=0)
+            | Q(status=Loan.Status.REPAYMENT_IN_PROGRESS, lender_countdown_blocks__isnull=False)
+        )
+    )
+    return DeskCountdowns(list(counting.order_by("lender_countdown_blocks", "id")[:limit]), counting.count())

@@ -7,7 +7,8 @@ wallet-reported transactions; the lender's queue.
   ``accept-offer`` the calldata stops before pB: ``needs`` is ``"borrower_preimage"`` and the wallet appends pB.
 - ``POST loans/{id}/evm-transactions/`` ``{"tx_hash"}``: a transaction the caller's wallet sent, recorded with its
   receipt as read now (it never moves the loan: the watcher does).
-- ``GET lender/queue/``: the requested loans with their escrow check, oldest first (lender and operators).
+- ``GET lender/queue/``: the requested loans, oldest first, a page at a time (``LoanPagination``: count, next,
+  previous, results), each loan of the page with its escrow check (lender and operators).
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..escrow import EscrowCheck, lender_queue
+from ..escrow import EscrowCheck, lender_queue_checks, lender_queue_requests
 from ..models import EvmTransaction
 from ..services import evm_calls
 from .fields import SatsField, WeiField
 from .idempotency import IDEMPOTENCY_PARAMETER, IdempotentPostMixin
+from .pagination import LoanPagination
 from .serializers import ErrorSerializer, LoanListSerializer
 from .views import READ_ERRORS, _visible_loan
 
@@ -220,14 +223,19 @@ def _escrow_body(check: EscrowCheck) -> dict:
 
 
 @extend_schema(responses={200: LenderQueueEntrySerializer(many=True), **READ_ERRORS})
-class LenderQueue(APIView):
-    """GET (the lender and operators): the requested loans of the newest deployment, oldest first, each with its
-    escrow check on the Bitcoin node (found, unspent, script, value, confirmations, t_0, room for an offer; the
-    ``problems`` are stable codes, none when it may be offered)."""
+class LenderQueue(GenericAPIView):
+    """GET (the lender and operators): the requested loans of the newest deployment, oldest first, a page at a time
+    (``?page=N``, ``?page_size=``: count, next, previous, results), each loan of the page with its escrow check on
+    the Bitcoin node (found, unspent, script, value, confirmations, t_0, room for an offer; the ``problems`` are
+    stable codes, none when it may be offered)."""
+
+    pagination_class = LoanPagination
+    serializer_class = LenderQueueEntrySerializer
 
     def get(self, request: Request) -> Response:
-        entries = lender_queue(actor=request.user)
-        return Response(
+        loans = self.paginate_queryset(lender_queue_requests(actor=request.user))
+        entries = lender_queue_checks(loans=loans)
+        return self.get_paginated_response(
             LenderQueueEntrySerializer(
                 [{"loan": loan, "escrow": _escrow_body(check)} for loan, check in entries], many=True
             ).data

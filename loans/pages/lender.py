@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import InvalidPage, Paginator
 from django.db.models import Count, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import path
@@ -15,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .. import selectors
 from ..errors import LoanServiceError
-from ..escrow import lender_queue
+from ..escrow import lender_queue_checks, lender_queue_requests
 from ..models import Loan
 from ..permissions import is_lender, is_operator, require
 from ..services import evm_calls
@@ -31,6 +32,10 @@ LENDER_EVM_CALLS = {
     "mark-default": evm_calls.loan_default_mark,
 }
 LENT_STATUSES = (Loan.Status.ACTIVE, Loan.Status.REPAYMENT_IN_PROGRESS)
+# The dashboard's "deadlines coming up": the lender's steps on the loans whose deadline is nearest, at most this
+# many (a line says how many more); the queue's page.
+DESK_COUNTDOWNS_SHOWN = 20
+QUEUE_PAGE_SIZE = 50
 
 
 def _require_desk(request: HttpRequest) -> None:
@@ -59,25 +64,27 @@ def _action(loan: Loan, actor: Any, name: str, fee_rate: str | None) -> str:
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Capital lent and locked, loans by state, the deadlines coming up."""
+    """Capital lent and locked, loans by state, the deadlines coming up: the lender's steps that count down on
+    open loans, the nearest ``DESK_COUNTDOWNS_SHOWN`` (queries and node calls do not grow with the loans)."""
     _require_desk(request)
     loans = selectors.loans_visible_to(user=request.user)
     lent = loans.filter(status__in=LENT_STATUSES).aggregate(amount=Sum("amount_wei"), bond=Sum("bond_wei"))
     offered = loans.filter(status=Loan.Status.OFFERED).aggregate(amount=Sum("amount_wei"), bond=Sum("bond_wei"))
     by_state = loans.values("status", "bitcoin_status").annotate(count=Count("id")).order_by("status", "bitcoin_status")
     labels, bitcoin_labels = dict(Loan.Status.choices), dict(Loan.BitcoinStatus.choices)
-    coming: list[dict[str, Any]] = []
     open_loans = loans.exclude(status__in=Loan.TERMINAL_STATUSES).exclude(status=Loan.Status.DRAFT)
-    # Both followed heads read once for every loan (not two queries per loan).
+    # Both followed heads read once; the nearest countdowns chosen in SQL, the steps worked out for those only.
     head, tip = selectors.evm_followed_block(), selectors.bitcoin_followed_height()
-    for loan in open_loans.order_by("id"):
+    countdowns = selectors.lender_countdown_loans(loans=open_loans, head=head, limit=DESK_COUNTDOWNS_SHOWN)
+    timelocks = selectors.loans_timelocks(loans=countdowns.loans, tip_height=tip)
+    coming: list[dict[str, Any]] = []
+    for loan in countdowns.loans:
         deadlines = selectors.loan_deadlines(loan=loan, head=head)
-        timelocks = selectors.loan_timelocks(loan=loan, tip_height=tip)
         for action in selectors.loan_next_actions(
-            loan=loan, user=request.user, deadlines=deadlines, timelocks=timelocks
+            loan=loan, user=request.user, deadlines=deadlines, timelocks=timelocks[loan.pk]
         ):
             moment = Moment.of(action.closes if action.open else action.opens)
-            if moment is not None and moment.blocks_remaining is not None:
+            if action.party == "lender" and moment is not None and moment.blocks_remaining is not None:
                 coming.append({"loan": loan, "action": action_view(loan, action), "moment": moment})
     coming.sort(key=lambda row: (row["moment"].blocks_remaining, row["loan"].pk))
     context = {
@@ -90,6 +97,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             for row in by_state
         ],
         "coming": coming,
+        "coming_more": countdowns.total - len(coming),
     }
     return page(request, "loans/lender/dashboard.html", "dashboard", context)
 
@@ -100,14 +108,20 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def queue(request: HttpRequest) -> HttpResponse:
-    """The requested loans, oldest first, each with its escrow check on the Bitcoin node."""
+    """The requested loans, oldest first, ``QUEUE_PAGE_SIZE`` a page (``?page=N``; a page that does not exist is
+    404), each loan of the page with its escrow check on the Bitcoin node."""
     _require_desk(request)
-    head = selectors.evm_followed_block()  # once for the whole queue, not a query per loan
+    paginator = Paginator(lender_queue_requests(actor=request.user), QUEUE_PAGE_SIZE)
+    try:
+        queue_page = paginator.page(request.GET.get("page", 1))
+    except InvalidPage as error:
+        raise Http404(f"no such page of the queue: {error}") from error
+    head = selectors.evm_followed_block()  # once for the whole page, not a query per loan
     entries = [
         {"loan": loan, "check": check, "deadlines": selectors.loan_deadlines(loan=loan, head=head)}
-        for loan, check in lender_queue(actor=request.user)
+        for loan, check in lender_queue_checks(loans=list(queue_page))
     ]
-    return page(request, "loans/lender/queue.html", "queue", {"entries": entries})
+    return page(request, "loans/lender/queue.html", "queue", {"entries": entries, "queue_page": queue_page})
 
 
 # ------------------------------------------------------------------------------------------------ one loan

@@ -265,7 +265,7 @@ def open_a_loan(world: World) -> tuple[int, bytes, dict]:
     world.sync()
     assert world.loan(loan_id)["loan"]["status"] == "requested"
 
-    (queued,) = [entry for entry in lender.get("lender-queue") if entry["loan"]["id"] == loan_id]
+    (queued,) = [entry for entry in lender.get("lender-queue")["results"] if entry["loan"]["id"] == loan_id]
     assert queued["escrow"]["ok"] and queued["escrow"]["problems"] == []
     committed = lender.call(loan_id, "commit-lender-hash", send=True)
     assert committed["source"] == "server_key" and committed["status"] == "mined"

@@ -146,20 +146,49 @@ def test_refusals_have_the_error_shape_and_change_nothing(scene: Scene):
     assert scene.chain(loan).status is LoanStatus.OFFER_EXPIRED
 
 
-def test_the_lenders_queue_over_the_api(scene: Scene, operator):
+def test_the_lenders_queue_over_the_api(scene: Scene, operator, monkeypatch):
+    import loans.escrow
+
     first = scene.requested(funded=True)
     second = scene.requested()
-    response = client_for(scene.lender).get(reverse("api:lender-queue"))
+    checked: list[int] = []
+    real_check = loans.escrow.escrow_check
+
+    def check_and_note(*, loan, **kwargs):
+        checked.append(loan.pk)
+        return real_check(loan=loan, **kwargs)
+
+    monkeypatch.setattr(loans.escrow, "escrow_check", check_and_note)
+    url = reverse("api:lender-queue")
+    response = client_for(scene.lender).get(url)
     assert response.status_code == 200, response.json()
-    entries = response.json()
+    body = response.json()
+    assert body["count"] == 2 and body["next"] is None and body["previous"] is None
+    entries = body["results"]
     assert [entry["loan"]["id"] for entry in entries] == [first.pk, second.pk]
     escrow = entries[0]["escrow"]
     assert escrow["ok"] and escrow["problems"] == [] and escrow["confirmations"] == 1
     assert escrow["value_sats"] == escrow["expected_sats"] == str(ESCROW_SATS) and escrow["has_room_for_offer"]
     assert entries[1]["escrow"]["problems"] == ["escrow_not_found"] and not entries[1]["escrow"]["ok"]
-    assert client_for(operator).get(reverse("api:lender-queue")).status_code == 200
-    refused = client_for(scene.borrower).get(reverse("api:lender-queue"))
-    assert refused.status_code == 403 and refused.json()["code"] == "permission_denied"
+
+    # A page at a time: only the page's loans are checked on the node.
+    checked.clear()
+    page_one = client_for(scene.lender).get(url, {"page_size": 1}).json()
+    assert page_one["count"] == 2 and page_one["previous"] is None
+    assert [entry["loan"]["id"] for entry in page_one["results"]] == [first.pk] and checked == [first.pk]
+    assert page_one["next"] == f"http://testserver{url}?page=2&page_size=1"
+    checked.clear()
+    page_two = client_for(scene.lender).get(page_one["next"]).json()
+    assert [entry["loan"]["id"] for entry in page_two["results"]] == [second.pk] and checked == [second.pk]
+    assert page_two["next"] is None and page_two["previous"] == f"http://testserver{url}?page_size=1"
+    checked.clear()
+    beyond = client_for(scene.lender).get(url, {"page": 3, "page_size": 1})
+    assert beyond.status_code == 404 and beyond.json()["code"] == "not_found" and checked == []
+
+    assert client_for(operator).get(url).status_code == 200 and checked == [first.pk, second.pk]
+    checked.clear()
+    refused = client_for(scene.borrower).get(url)
+    assert refused.status_code == 403 and refused.json()["code"] == "permission_denied" and checked == []
 
 
 def test_an_unreachable_evm_node_is_503(scene: Scene, settings):

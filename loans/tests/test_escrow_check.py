@@ -18,7 +18,7 @@ from bitcoin.rpc import BitcoinRPC
 from bitcoin.testing import fund_output, mine_blocks
 from bitcoin.tests.loan_vectors import REGTEST_P2TR, REGTEST_P2WPKH
 from bitcoin.transactions import build_exit, finalize_exit
-from loans.escrow import ESCROW_PROBLEMS, escrow_check, lender_queue
+from loans.escrow import ESCROW_PROBLEMS, escrow_check, lender_queue_checks, lender_queue_requests
 from loans.facts import loan_facts
 from loans.models import Loan, User
 
@@ -175,10 +175,14 @@ def test_the_lenders_queue(settings, btc_rpc):
     requested_loan(deployment=deployment, parameters=parameters, status=Loan.Status.DRAFT, contract_loan_id=None)
     requested_loan(deployment=deployment, parameters=parameters, status=Loan.Status.OFFERED)
     lender, operator = make_user(User.Role.LENDER), make_user(User.Role.OPERATOR)
-    queue = lender_queue(actor=lender)
+    queue = lender_queue_checks(loans=list(lender_queue_requests(actor=lender)))
     assert [loan.pk for loan, _ in queue] == [first.pk, second.pk]
     assert queue[0][1].ok and queue[1][1].problems == ("escrow_not_recorded",)
     assert queue[0][1].tip_height == btc_rpc.getblockcount()
-    assert [loan.pk for loan, _ in lender_queue(actor=operator)] == [first.pk, second.pk]
+    assert list(lender_queue_requests(actor=operator)) == [first, second]
     with pytest.raises(PermissionDenied):
-        lender_queue(actor=make_user(User.Role.BORROWER))
+        lender_queue_requests(actor=make_user(User.Role.BORROWER))
+    # Only the loans handed over are checked: the second alone, without asking the node about the first.
+    (only,) = lender_queue_checks(loans=[second], rpc=btc_rpc)
+    assert only[0] == second and only[1].problems == ("escrow_not_recorded",)
+    assert lender_queue_checks(loans=[]) == []
