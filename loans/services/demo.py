@@ -29,10 +29,12 @@ from bitcoin.keypath import bip86_output_key
 from bitcoin.keys import PrivateKey
 
 from .. import vault
+from ..chains import loan_contract_client
 from ..errors import LoanServiceError
-from ..models import ContractDeployment, DeploymentPolicy, LenderKey, User
+from ..models import ContractDeployment, DeploymentPolicy, LenderKey, ProtocolParameters, User
 from ..selectors import parameters_in_force
 from .lender_secrets import lender_key_store
+from .parameters import protocol_parameters_matching
 
 DEMO_LENDER_USERNAME = "demo-lender"
 DEV_EVM_CHAIN_ID = 31337
@@ -45,6 +47,19 @@ DEMO_AUTOMATION_SWITCHES: tuple[str, ...] = (
     "auto_capture",
 )
 DEMO_SETUP_CODES: tuple[str, ...] = ("not_development", "demo_key_mismatch", "demo_user_conflict")
+#: The windows ``demo windows`` puts in force on the development contracts: every deadline a few dozen blocks away,
+#: so each way out of a loan is reached by mining in seconds (the defaults' t_D is 540,000 EVM blocks). Under
+#: PROTOCOL.md's ordering rules (the contract checks them); t_0 leaves an offer room until the escrow has 22
+#: confirmations.
+DEMO_WINDOWS: dict[str, int] = {
+    "offer_window_blocks": 30,
+    "request_to_offer_allowance_blocks": 10,
+    "accept_cutoff_blocks": 7,
+    "loan_duration_blocks": 40,
+    "repayment_window_blocks": 20,
+    "escrow_timelock_btc_blocks": 30,
+    "collateral_timelock_btc_blocks": 40,
+}
 
 
 @dataclass(frozen=True)
@@ -126,13 +141,30 @@ def demo_lender_setup(
     return DemoLender(user, created, evm_row, bitcoin_row, policy, policy_changed)
 
 
+@sensitive_variables("owner_key")
+def demo_windows_shorten(*, deployment: ContractDeployment, owner_key: vault.Secret) -> tuple[ProtocolParameters, bool]:
+    """Put ``DEMO_WINDOWS`` in force on ``deployment``'s contract (``updateParameters``, sent by its owner) and
+    record them as the desk's parameters in force. Loans already made keep their own windows. Idempotent: the
+    second value says whether the contract was changed."""
+    require_development("short demo windows")
+    client = loan_contract_client(deployment=deployment)
+    current = client.parameters()
+    wanted = current.replace(**DEMO_WINDOWS)
+    changed = current != wanted
+    if changed:
+        client.send(client.update_parameters(wanted), Account.from_key(owner_key.reveal()))
+    return protocol_parameters_matching(client.parameters()), changed
+
+
 __all__ = [
     "DEMO_AUTOMATION_SWITCHES",
     "DEMO_LENDER_USERNAME",
     "DEMO_SETUP_CODES",
+    "DEMO_WINDOWS",
     "DemoLender",
     "demo_lender_setup",
     "demo_payout_address",
+    "demo_windows_shorten",
     "is_development",
     "require_development",
 ]

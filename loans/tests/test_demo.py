@@ -24,12 +24,14 @@ from bitcoin.testing import fund_output
 from bitcoin.tests.loan_vectors import REGTEST_P2TR, REGTEST_P2WPKH, lender_key
 from bitcoin.transactions import OutPoint, TxOut, build_exit, finalize_exit
 from evm.deploy import dev_accounts
+from loans.chains import loan_contract_client
 from loans.facts import loan_facts
 from loans.funding import current_fee_rate_sat_vb, loan_funding_instructions
 from loans.models import DeploymentPolicy, LenderKey, Loan, User
+from loans.selectors import parameters_in_force
 from loans.services import contract_deployment_record
 from loans.services import evm_calls as calls
-from loans.services.demo import DEMO_AUTOMATION_SWITCHES, DEMO_LENDER_USERNAME, demo_payout_address
+from loans.services.demo import DEMO_AUTOMATION_SWITCHES, DEMO_LENDER_USERNAME, DEMO_WINDOWS, demo_payout_address
 from loans.services.lender_secrets import lender_bitcoin_key, lender_evm_account
 
 from .evm_calls_scene import Scene, scene_fixture  # noqa: F401 - the fixture
@@ -87,6 +89,34 @@ def written() -> tuple:
         list(LenderKey.objects.order_by("pk").values_list("pk", "public_id")),
         list(DeploymentPolicy.objects.values_list("pk", "updated_at", *DEMO_AUTOMATION_SWITCHES)),
     )
+
+
+# ------------------------------------------------------------------------------------------------ windows
+
+
+def test_windows_puts_the_short_windows_in_force_on_the_contract_and_the_desk_once(dev):
+    client = loan_contract_client(deployment=dev)
+    before = client.parameters()
+    assert before.loan_duration_blocks != DEMO_WINDOWS["loan_duration_blocks"]
+    out = demo("windows")
+    on_chain = client.parameters()
+    assert {name: getattr(on_chain, name) for name in DEMO_WINDOWS} == DEMO_WINDOWS
+    assert on_chain.lender_btc_pubkey == before.lender_btc_pubkey and on_chain.bond_percent == before.bond_percent
+    in_force = parameters_in_force()
+    assert {name: getattr(in_force, name) for name in DEMO_WINDOWS} == DEMO_WINDOWS
+    assert f"demo windows put in force (parameters version {in_force.version})" in out
+    version = client.parameters_version()
+    again = demo("windows")
+    assert "demo windows already in force" in again
+    assert client.parameters_version() == version and parameters_in_force().pk == in_force.pk  # nothing sent
+
+
+def test_windows_refused_outside_development_changes_nothing(dev, settings):
+    client = loan_contract_client(deployment=dev)
+    version = client.parameters_version()
+    settings.DEBUG = False
+    refused("not_development", "windows")
+    assert client.parameters_version() == version
 
 
 # ------------------------------------------------------------------------------------------------ setup

@@ -5,6 +5,9 @@ minutes. Development only (DJANGO_DEBUG=1, EVM_CHAIN_ID=31337, regtest), like ``
   lender's Bitcoin key (``VAR_DIR/dev-lender.key``) sealed in the vault, the deployment's automation on, and the
   lender's payout address (``LENDER_BTC_PAYOUT_ADDRESS``, else the BIP-86 address of the development lender's key,
   which ``devstack`` puts in its children's environment). Idempotent; ``devstack`` runs it at start.
+- ``demo windows``: the development contracts' windows shortened to a few dozen blocks (``DEMO_WINDOWS``: t_B 30,
+  t_D 40, t_L 20 EVM blocks; t_0 30, t_1 40 Bitcoin blocks), sent by their owner and recorded as the parameters in
+  force, so every way out is reached by mining in seconds. New loans take them; ``devstack`` runs it at start.
 - ``demo fund ADDRESS [--wei N]``: N more wei (default 100 rBTC) for an EVM address on anvil (``anvil_setBalance``).
 - ``demo pay-escrow LOAN_ID``: the exact sats the loan page asks for, to the loan's escrow address, from the
   regtest node's faucet (``sendtoaddress``), then one block.
@@ -42,7 +45,13 @@ from loans.errors import LoanServiceError
 from loans.facts import loan_facts
 from loans.funding import current_fee_rate_sat_vb, loan_funding_instructions
 from loans.models import BitcoinTransaction, ContractDeployment, Loan, User
-from loans.services.demo import demo_lender_setup, demo_payout_address, is_development
+from loans.services.demo import (
+    DEMO_WINDOWS,
+    demo_lender_setup,
+    demo_payout_address,
+    demo_windows_shorten,
+    is_development,
+)
 
 DEFAULT_FUND_WEI = 100 * 10**18  # 100 rBTC
 WEI_PER_RBTC = 10**18
@@ -151,6 +160,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         commands = parser.add_subparsers(dest="subcommand", required=True, metavar="subcommand")
         commands.add_parser("setup", help="the demo lender, its keys in the vault, automation on, the payout address")
+        commands.add_parser("windows", help="shorten the development contracts' windows to a few dozen blocks")
         fund = commands.add_parser("fund", help="give an EVM address rBTC on anvil")
         fund.add_argument("address", help="0x... EVM address")
         fund.add_argument("--wei", type=int, default=DEFAULT_FUND_WEI, help=f"wei to add (default {DEFAULT_FUND_WEI})")
@@ -226,7 +236,8 @@ class Command(BaseCommand):
 
     # -------------------------------------------------------------------------------------------- subcommands
 
-    def handle_setup(self, **options: Any) -> None:
+    @staticmethod
+    def deployment() -> ContractDeployment:
         deployment = (
             ContractDeployment.objects.filter(chain_id=settings.EVM_CHAIN_ID).order_by("-created_at", "-id").first()
         )
@@ -234,6 +245,21 @@ class Command(BaseCommand):
             raise refuse(
                 "no_deployment", f"no contract deployment recorded on chain {settings.EVM_CHAIN_ID}: run devstack"
             )
+        return deployment
+
+    def handle_windows(self, **options: Any) -> None:
+        owner = dev_accounts(1)[0]
+        parameters, changed = demo_windows_shorten(
+            deployment=self.deployment(), owner_key=vault.Secret(bytes(owner.key))
+        )
+        windows = ", ".join(f"{name} {value}" for name, value in DEMO_WINDOWS.items())
+        self.stdout.write(
+            f"demo windows {'put' if changed else 'already'} in force (parameters version {parameters.version}): "
+            f"{windows}; loans made before keep theirs"
+        )
+
+    def handle_setup(self, **options: Any) -> None:
+        deployment = self.deployment()
         owner = dev_accounts(1)[0]
         demo = demo_lender_setup(
             deployment=deployment, evm_key=vault.Secret(bytes(owner.key)), bitcoin_key=dev_lender_bitcoin_key()

@@ -184,13 +184,18 @@ class Command(BaseCommand):
         call_command("deploy_contracts", lender_btc_pubkey=self.dev_lender_pubkey(), replace=replace)
 
     def demo_setup(self) -> None:
-        """The demo lender with automation on (``manage.py demo setup``), and the lender's payout address: when
+        """The demo lender with automation on (``manage.py demo setup``), the short demo windows (``demo windows``),
+        and the lender's payout address: when
         ``LENDER_BTC_PAYOUT_ADDRESS`` is unset, the BIP-86 address of the development lender's key, put in the
         environment before the worker and the web app start so both see it."""
         try:
             call_command("demo", "setup", stdout=self.stdout)
         except CommandError as error:  # the app still runs; the newcomer is told why nothing lends by itself
             self.stderr.write(f"demo setup failed, the lender's automation cannot act: {error}")
+        try:  # every deadline a few dozen blocks away, so `demo advance` reaches each way out in seconds
+            call_command("demo", "windows", stdout=self.stdout)
+        except CommandError as error:
+            self.stderr.write(f"demo windows failed, new loans take the default windows: {error}")
         if not settings.LENDER_BTC_PAYOUT_ADDRESS:
             try:
                 address = dev_lender_payout_address()
