@@ -253,3 +253,10 @@ def horizontal_overflow(page) -> dict:
           return {overflow: document.documentElement.scrollWidth - width, offenders: offenders.slice(0, 10)};
         }"""
     )
+
+
+def sign_in(page) -> None:
+    """Sign in on /signin/ with the page's injected wallet (EIP-4361); back on the home page."""
+    page.goto("/signin/")
+    page.get_by_role("button", name="Connect wallet").click()
+    page.wait_for_url(re.compile(r"://[^/]+/$"))

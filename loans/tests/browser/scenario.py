@@ -43,13 +43,24 @@ from loans.services.lender_secrets import lender_key_store
 from loans.tests.evm_calls_scene import SMALL, Scene, make_scene
 from loans.tests.watcher_process import shared_database_url
 
-from .harness import InjectedWallet
+from .harness import InjectedWallet, sign_in
 
 # SMALL's windows, with t_1 small enough to reach TX_capture: t_1 * 20 > (t_D + t_L) * 1.1 + safety * 20.
 SCENARIO_WINDOWS = {**SMALL, "collateral_timelock_btc_blocks": 12}
 BORROWER_PAYOUT, LENDER_PAYOUT = REGTEST_P2TR, REGTEST_P2WPKH
 WORKER_INTERVAL_SECONDS = "0.3"
 WAIT_SECONDS = 90.0
+#: The audit trail of a loan repaid and its collateral released: each state once, in order, on both chains.
+REPAID_AND_RELEASED = [
+    ("bitcoin", "escrow_confirmed"),
+    ("contract", "requested"),
+    ("contract", "offered"),
+    ("contract", "active"),
+    ("bitcoin", "collateral_locked"),
+    ("contract", "repayment_in_progress"),
+    ("contract", "repaid"),
+    ("bitcoin", "released"),
+]
 SENT = re.compile(r"Sent (0x)?[0-9a-f]{64} \(mined\)\. The page follows the chain\.")
 
 
@@ -258,6 +269,33 @@ class Stage:
         assert loan.escrow_txid == txid and loan.escrow_sats == total_sats
         return txid
 
+    def assert_repaid_and_released(self, loan: Loan) -> tuple[str, str]:
+        """The happy path's ending, to the sat and the wei: on Bitcoin the borrower has the escrow back less the
+        origination fee and the two transactions' miner fees, the lender the origination fee; on the EVM chain the
+        borrower has the amount less the repayment (the processing fee came back at the accept), the lender the
+        interest, each less the gas it paid; the audit trail has each state once, in order. (TX_1, TX_release)."""
+        assert (loan.status, loan.bitcoin_status) == (Loan.Status.REPAID, Loan.BitcoinStatus.RELEASED)
+        assert loan.is_closed
+        tx1 = self.confirmed_txid(loan, BitcoinTransaction.Role.COLLATERAL_LOCK)
+        release = self.confirmed_txid(loan, BitcoinTransaction.Role.COLLATERAL_RELEASE)
+        back = self.sats_paid_to(tx1, BORROWER_PAYOUT) + self.sats_paid_to(release, BORROWER_PAYOUT)
+        assert back == loan.escrow_sats - loan.origination_fee_sats - self.bitcoin_fee(tx1) - self.bitcoin_fee(release)
+        assert self.sats_paid_to(release, BORROWER_PAYOUT) == loan.collateral_sats - self.bitcoin_fee(release)
+        assert self.sats_paid_to(tx1, LENDER_PAYOUT) == loan.origination_fee_sats
+        interest = loan.repayment_wei - loan.amount_wei
+        assert self.evm_deltas() == (-interest, interest)
+        assert self.audit_trail(loan) == REPAID_AND_RELEASED
+        return tx1, release
+
+    def evm_deltas(self) -> tuple[int, int]:
+        """How much each party's EVM balance moved since the scenario began, with the gas it paid put back: what
+        the protocol moved (borrower, lender)."""
+        borrower, lender = self.borrower.account.address, self.lender.account.address
+        return (
+            self.evm_balance(borrower) + self.gas_paid_since_start(borrower) - self.borrower_evm_before,
+            self.evm_balance(lender) + self.gas_paid_since_start(lender) - self.lender_evm_before,
+        )
+
     def audit_trail(self, loan: Loan) -> list[tuple[str, str]]:
         """The loan's status changes, (side, to_status), in order."""
         return list(
@@ -268,12 +306,6 @@ class Stage:
         """What the test waited for and how long (kept with the screenshots: the worker's pace, not asserted)."""
         self.artifacts.mkdir(parents=True, exist_ok=True)
         (self.artifacts / f"{name}-waits.json").write_text(json.dumps(self.waited, indent=1))
-
-
-def sign_in(page) -> None:
-    page.goto("/signin/")
-    page.get_by_role("button", name="Connect wallet").click()
-    page.wait_for_url(re.compile(r"://[^/]+/$"))
 
 
 def wallet_step(page, name: str) -> str:

@@ -24,6 +24,7 @@ from loans.facts import loan_facts
 from loans.models import BorrowerSignature, Loan
 from loans.services import evm_calls as calls
 from loans.tests.browser.conftest import PHONE
+from loans.tests.browser.harness import sign_in
 from loans.tests.conftest import AMOUNT
 from loans.tests.evm_calls_scene import ESCROW_SATS, scene_fixture  # noqa: F401  (the ``scene`` fixture)
 
@@ -38,12 +39,6 @@ def _kit(page, button) -> dict:
     download = info.value
     assert download.suggested_filename.endswith("-recovery-kit.json")
     return json.loads(Path(download.path()).read_text())
-
-
-def _sign_in(page) -> None:
-    page.goto("/signin/")
-    page.get_by_role("button", name="Connect wallet").click()
-    page.wait_for_url(re.compile(r"://[^/]+/$"))
 
 
 def _escrow_confirmed_on_regtest(scene, loan: Loan) -> Loan:
@@ -66,7 +61,7 @@ def test_the_key_is_made_used_and_forgotten_in_the_browser(
     settings.LENDER_BTC_PAYOUT_ADDRESS = REGTEST_P2WPKH
     assert wallet.address == scene.desk.borrower.account.address
     page = open_page(wallet=wallet)
-    _sign_in(page)
+    sign_in(page)
 
     # 1. The new loan: the browser fills xB and hB; the submit waits for the recovery kit.
     page.goto("/borrower/loans/new/")

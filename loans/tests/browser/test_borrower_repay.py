@@ -25,15 +25,10 @@ from loans.services.bitcoin_actions import collateral_lock, presigned_ladder_upl
 from loans.services.lender_secrets import lender_key_store
 from loans.sync.bitcoin import sync_bitcoin
 from loans.tests.browser.conftest import PHONE
+from loans.tests.browser.harness import sign_in
 from loans.tests.evm_calls_scene import Scene, scene_fixture  # noqa: F401  (the ``scene`` fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _sign_in(page) -> None:
-    page.goto("/signin/")
-    page.get_by_role("button", name="Connect wallet").click()
-    page.wait_for_url(re.compile(r"://[^/]+/$"))
 
 
 def _locked(scene: Scene) -> tuple[Loan, BorrowerSignature]:
@@ -76,7 +71,7 @@ def test_the_borrower_repays_and_releases_the_collateral_from_the_loan_page(
     assert loan.bitcoin_status == Loan.BitcoinStatus.COLLATERAL_LOCKED
 
     page = open_page(wallet=wallet)
-    _sign_in(page)
+    sign_in(page)
 
     # 6. Repay: the amount due and the deadline (blocks and time), then attemptRepayment from the wallet.
     page.goto(f"/borrower/loans/{loan.pk}/")

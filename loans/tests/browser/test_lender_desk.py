@@ -20,16 +20,11 @@ from loans.models import BitcoinBroadcast, EvmTransaction, LenderKey, Loan
 from loans.services import evm_calls as calls
 from loans.services.lender_secrets import lender_key_store
 from loans.sync.bitcoin import sync_bitcoin
-from loans.tests.browser.harness import InjectedWallet
+from loans.tests.browser.harness import InjectedWallet, sign_in
+from loans.tests.browser.scenario import lender_step
 from loans.tests.evm_calls_scene import ESCROW_SATS, Scene, scene_fixture  # noqa: F401  (the ``scene`` fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def sign_in(page) -> None:
-    page.goto("/signin/")
-    page.get_by_role("button", name="Connect wallet").click()
-    page.wait_for_url(re.compile(r"://[^/]+/$"))
 
 
 def bitcoin_watcher(scene: Scene):
@@ -57,16 +52,6 @@ def requested_with_escrow_on_regtest(scene: Scene, watch) -> Loan:
     loan = scene.sync(loan)
     assert loan.status == Loan.Status.REQUESTED
     return loan
-
-
-def take_step(page, loan: Loan, name: str) -> str:
-    """Submit the step's form on the lender's loan page; the page's confirmation (refusals fail the test)."""
-    page.goto(f"/lender/loans/{loan.pk}/")
-    page.locator(f"#step-{name} button[type=submit]").click()
-    page.wait_for_url(re.compile(rf"/lender/loans/{loan.pk}/actions/{name}/$"))
-    refusal = page.locator(".refusal[role=alert]")
-    assert refusal.count() == 0, refusal.inner_text()
-    return page.locator(".done[role=status]").inner_text()
 
 
 def lender_steps(page) -> list[str]:
@@ -123,7 +108,7 @@ def test_the_lender_takes_a_loan_from_the_queue_to_repaid_in_the_browser(
     assert lender_steps(page) == ["commit-lender-hash"]
     shot(page, "the loan, hL to commit")
     axe_check(page)
-    done = take_step(page, loan, "commit-lender-hash")
+    done = lender_step(page, loan, "commit-lender-hash")
     sent_hash = rf"commitLenderHash\({loan.contract_loan_id}\) sent: (0x)?[0-9a-f]{{64}} \(Mined\)\."
     assert re.fullmatch(sent_hash, done), done
     loan = scene.sync(loan)
@@ -134,7 +119,7 @@ def test_the_lender_takes_a_loan_from_the_queue_to_repaid_in_the_browser(
     scene.presigned(loan)
     page.goto(f"/lender/loans/{loan.pk}/")
     assert lender_steps(page) == ["offer"]
-    done = take_step(page, loan, "offer")
+    done = lender_step(page, loan, "offer")
     assert re.fullmatch(r"extendLoanOffer\(\d+\) sent: (0x)?[0-9a-f]{64} \(Mined\)\.", done), done
     loan = scene.sync(loan)
     assert loan.status == Loan.Status.OFFERED
@@ -157,7 +142,7 @@ def test_the_lender_takes_a_loan_from_the_queue_to_repaid_in_the_browser(
     axe_check(page)
 
     # 3. Lock TX_1 from the page: the node takes it, and it confirms on regtest.
-    done = take_step(page, loan, "collateral-lock")
+    done = lender_step(page, loan, "collateral-lock")
     (lock,) = BitcoinBroadcast.objects.filter(loan=loan, kind="tx_1")
     assert done == f"tx_1 {lock.txid} broadcast."
     assert lock.txid in scene.btc.getrawmempool()
@@ -192,7 +177,7 @@ def test_the_lender_takes_a_loan_from_the_queue_to_repaid_in_the_browser(
     page.goto(f"/lender/loans/{loan.pk}/")
     assert lender_steps(page) == ["accept-repayment"]
     shot(page, "the repayment to accept")
-    done = take_step(page, loan, "accept-repayment")
+    done = lender_step(page, loan, "accept-repayment")
     assert re.fullmatch(r"acceptLoanRepayment\(\d+\) sent: (0x)?[0-9a-f]{64} \(Mined\)\.", done), done
     loan = scene.sync(loan)
     assert loan.status == Loan.Status.REPAID and loan.lender_preimage is not None

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from loans.models import BitcoinBroadcast, BitcoinTransaction, BorrowerSignature, EvmTransaction, Loan
+from loans.models import BitcoinBroadcast, BorrowerSignature, EvmTransaction, Loan
 from loans.tests.conftest import AMOUNT
 
 from .scenario import (
     BORROWER_PAYOUT,
-    LENDER_PAYOUT,
     borrower_steps,
     lender_step,
     sign_in,
@@ -166,37 +165,10 @@ def test_scenario_happy_path(stage, open_page, recorder, console, shot, axe_chec
     assert lender.locator("#dashboard dl dd").first.inner_text().startswith("0 wei")
     shot(lender, "lender: the desk after the loan")
 
-    # Balances, to the sat and the wei. Bitcoin: the borrower paid the escrow and got back all of it less the
-    # origination fee and the two transactions' miner fees; the lender got the origination fee.
-    tx1_txid = stage.confirmed_txid(loan, BitcoinTransaction.Role.COLLATERAL_LOCK)
-    release_txid = stage.confirmed_txid(loan, BitcoinTransaction.Role.COLLATERAL_RELEASE)
+    # Balances on both chains to the sat and the wei, and the audit trail.
+    tx1_txid, release_txid = stage.assert_repaid_and_released(loan)
     assert (tx1_txid, release_txid) == (tx1.txid, release.txid)
-    back = stage.sats_paid_to(tx1_txid, BORROWER_PAYOUT) + stage.sats_paid_to(release_txid, BORROWER_PAYOUT)
-    fees = stage.bitcoin_fee(tx1_txid) + stage.bitcoin_fee(release_txid)
-    assert back == loan.escrow_sats - loan.origination_fee_sats - fees
-    assert stage.sats_paid_to(release_txid, BORROWER_PAYOUT) == loan.collateral_sats - stage.bitcoin_fee(release_txid)
-    assert stage.sats_paid_to(tx1_txid, LENDER_PAYOUT) == loan.origination_fee_sats
-    # EVM: the borrower has the amount less the repayment (the processing fee came back at the accept), less gas;
-    # the lender has the interest, less the gas its server key paid.
-    interest = loan.repayment_wei - loan.amount_wei
-    borrower_address, lender_address = stage.borrower.account.address, stage.lender.account.address
-    assert stage.evm_balance(borrower_address) == (
-        stage.borrower_evm_before - interest - stage.gas_paid_since_start(borrower_address)
-    )
-    assert stage.evm_balance(lender_address) == (
-        stage.lender_evm_before + interest - stage.gas_paid_since_start(lender_address)
-    )
-    # The audit trail: each state once, in order, both chains; every lender call sent once by the server key.
-    assert stage.audit_trail(loan) == [
-        ("bitcoin", "escrow_confirmed"),
-        ("contract", "requested"),
-        ("contract", "offered"),
-        ("contract", "active"),
-        ("bitcoin", "collateral_locked"),
-        ("contract", "repayment_in_progress"),
-        ("contract", "repaid"),
-        ("bitcoin", "released"),
-    ]
+    # Every lender call sent once by the server key, every borrower call by the wallet.
     sent = EvmTransaction.objects.filter(loan=loan).order_by("pk").values_list("function", "source", "status")
     assert [(function.split("(")[0], source, status) for function, source, status in sent] == [
         ("requestLoan", "wallet", "mined"),

@@ -33,15 +33,6 @@ def broadcast(stage: Stage, loan: Loan, kind: str) -> BitcoinBroadcast:
     )
 
 
-def evm_deltas(stage: Stage) -> tuple[int, int]:
-    """How much each party's EVM balance moved since the scenario began, gas put back (what the protocol moved)."""
-    borrower, lender = stage.borrower.account.address, stage.lender.account.address
-    return (
-        stage.evm_balance(borrower) + stage.gas_paid_since_start(borrower) - stage.borrower_evm_before,
-        stage.evm_balance(lender) + stage.gas_paid_since_start(lender) - stage.lender_evm_before,
-    )
-
-
 def escrow_reclaimed(stage: Stage, walk: Walk) -> Loan:
     """t_0 matures; the worker's watchtower broadcasts the pre-signed TX_exit; it confirms; the loan closes. The
     borrower has the escrow back less TX_exit's fee."""
@@ -97,7 +88,7 @@ def test_scenario_no_offer_the_borrower_cancels_and_reclaims_the_escrow(stage, o
     loan = escrow_reclaimed(stage, walk)
 
     # The processing fee came back with the cancel: neither party's EVM balance moved but for gas.
-    assert evm_deltas(stage) == (0, 0)
+    assert stage.evm_deltas() == (0, 0)
     assert stage.audit_trail(loan) == [
         ("bitcoin", "escrow_confirmed"),
         ("contract", "requested"),
@@ -125,7 +116,7 @@ def test_scenario_offer_not_accepted_the_lender_withdraws_and_the_escrow_comes_b
     loan = escrow_reclaimed(stage, walk)
 
     # The lender got the amount and the bond back, and the processing fee the borrower let lapse (PROTOCOL.md).
-    assert evm_deltas(stage) == (-loan.processing_fee_wei, loan.processing_fee_wei)
+    assert stage.evm_deltas() == (-loan.processing_fee_wei, loan.processing_fee_wei)
     assert stage.audit_trail(loan) == [
         ("bitcoin", "escrow_confirmed"),
         ("contract", "requested"),
@@ -157,7 +148,7 @@ def test_scenario_default_the_lender_marks_it_and_captures_the_collateral(stage,
     loan = collateral_captured(stage, walk)
 
     # The borrower kept the amount (the processing fee came back at the accept); the lender lent it for the BTC.
-    assert evm_deltas(stage) == (loan.amount_wei, -loan.amount_wei)
+    assert stage.evm_deltas() == (loan.amount_wei, -loan.amount_wei)
     assert stage.audit_trail(loan) == [
         ("bitcoin", "escrow_confirmed"),
         ("contract", "requested"),
@@ -188,7 +179,7 @@ def test_scenario_repayment_not_accepted_the_borrower_takes_it_back_with_the_bon
 
     # The collateral stays locked until t_1; then the lender may capture it, having paid the bond for it.
     loan = collateral_captured(stage, walk)
-    assert evm_deltas(stage) == (loan.amount_wei + loan.bond_wei, -loan.amount_wei - loan.bond_wei)
+    assert stage.evm_deltas() == (loan.amount_wei + loan.bond_wei, -loan.amount_wei - loan.bond_wei)
     assert stage.audit_trail(loan) == [
         ("bitcoin", "escrow_confirmed"),
         ("contract", "requested"),
@@ -225,20 +216,4 @@ def test_scenario_watchtower_the_borrower_closes_the_browser_after_repaying(
     # The lender's desk shows it; the borrower has the collateral back less the fees, the lender the interest.
     walk.lender.goto(f"/lender/loans/{loan.pk}/")
     shot(walk.lender, "lender: repaid and released, nobody clicked")
-    tx1 = stage.confirmed_txid(loan, BitcoinTransaction.Role.COLLATERAL_LOCK)
-    assert stage.confirmed_txid(loan, BitcoinTransaction.Role.COLLATERAL_RELEASE) == release.txid
-    back = stage.sats_paid_to(tx1, BORROWER_PAYOUT) + stage.sats_paid_to(release.txid, BORROWER_PAYOUT)
-    fees = stage.bitcoin_fee(tx1) + stage.bitcoin_fee(release.txid)
-    assert back == loan.escrow_sats - loan.origination_fee_sats - fees
-    interest = loan.repayment_wei - loan.amount_wei
-    assert evm_deltas(stage) == (-interest, interest)
-    assert stage.audit_trail(loan) == [
-        ("bitcoin", "escrow_confirmed"),
-        ("contract", "requested"),
-        ("contract", "offered"),
-        ("contract", "active"),
-        ("bitcoin", "collateral_locked"),
-        ("contract", "repayment_in_progress"),
-        ("contract", "repaid"),
-        ("bitcoin", "released"),
-    ]
+    assert stage.assert_repaid_and_released(loan)[1] == release.txid
