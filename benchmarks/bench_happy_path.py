@@ -34,7 +34,6 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
 
@@ -137,93 +136,11 @@ def offline_tool(*args: str) -> str:
 
 
 @dataclass
-class Wallet:
-    """An API client signed in with SIWE as ``account`` (bearer token), sending what the API prepares."""
-
-    api: object  # rest_framework.test.APIClient
-    account: object  # eth_account LocalAccount
-    w3: object
-
-    @classmethod
-    def sign_in(cls, account, w3) -> Wallet:
-        from django.urls import reverse
-        from eth_account import Account
-        from eth_account.messages import encode_defunct
-        from rest_framework.test import APIClient
-        from siwe import SiweMessage
-
-        client = APIClient()
-        nonce = client.post(reverse("api:auth-nonce")).json()
-        text = SiweMessage(
-            domain=nonce["domain"],
-            address=account.address,
-            statement="Sign in to the loan desk.",
-            uri=nonce["uri"] + "/",
-            version="1",
-            chain_id=nonce["chain_id"],
-            nonce=nonce["nonce"],
-            issued_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        ).prepare_message()
-        signature = Account.sign_message(encode_defunct(text=text), account.key).signature.hex()
-        response = client.post(
-            reverse("api:auth-siwe"),
-            {"message": text, "signature": "0x" + signature.removeprefix("0x"), "token": True},
-            format="json",
-        )
-        if response.status_code != 200:
-            raise RuntimeError(f"sign-in refused: {response.content!r}")
-        api = APIClient()
-        api.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['token']}")
-        return cls(api, account, w3)
-
-    def get(self, name: str, *args: object, **query: object) -> dict:
-        from django.urls import reverse
-
-        response = self.api.get(reverse(f"api:{name}", args=args), query)
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {name}: {response.status_code} {response.content!r}")
-        return response.json()
-
-    def post(self, name: str, *args: object, expect: int = 201, **body: object) -> dict:
-        from django.urls import reverse
-
-        response = self.api.post(
-            reverse(f"api:{name}", args=args), body, format="json", HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex
-        )
-        if response.status_code != expect:
-            raise RuntimeError(f"POST {name}: {response.status_code} {response.content!r}")
-        return response.json()
-
-    def call(self, loan_id: int, name: str, *, append: bytes = b"", send: bool = False) -> dict:
-        """POST evm-calls/NAME; a wallet's call is signed here (plus ``append``: pB), sent through the wallet's own
-        node connection and reported by hash; the lender's is sent by the server with the vault's key."""
-        body = self.post("loan-evm-call", loan_id, name, expect=200, send=send)
-        if send:
-            return body["transaction"]
-        prepared = body["prepared"]
-        tx = {
-            "to": prepared["to"],
-            "data": prepared["data"] + append.hex(),
-            "value": int(prepared["value_wei"]),
-            "chainId": prepared["chain_id"],
-            "nonce": self.w3.eth.get_transaction_count(self.account.address),
-            "gas": 600_000,
-        }
-        base_fee = int(self.w3.eth.get_block("latest")["baseFeePerGas"])
-        tx.update(type=2, maxPriorityFeePerGas=10**9, maxFeePerGas=2 * base_fee + 10**9)
-        tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
-        if receipt["status"] != 1:
-            raise RuntimeError(f"{name} reverted")
-        return self.post("loan-evm-transactions", loan_id, tx_hash="0x" + bytes(tx_hash).hex())
-
-
-@dataclass
 class World:
     w3: object
     btc: object  # BitcoinRPC
-    borrower: Wallet
-    lender: Wallet
+    borrower: object  # loans.tests.api_wallet.Wallet (imported once Django is set up)
+    lender: object
     borrower_btc_key: object
     tmp: Path
 
@@ -270,6 +187,7 @@ def make_world(stack: ExitStack, tmp: Path) -> World:
     from loans.services import contract_deployment_record
     from loans.services.lender_secrets import lender_key_store
     from loans.sync.bitcoin import sync_bitcoin
+    from loans.tests.api_wallet import Wallet  # the end-to-end API tests' wallet
 
     anvil = stack.enter_context(AnvilNode())
     node = RegtestProcess(tmp / "btcnode")
@@ -345,7 +263,7 @@ def happy_path(world: World, step: Callable[[str], object]) -> None:
         world.expect(loan_id, status="requested")
 
     with step("offer"):
-        (queued,) = [entry for entry in lender.get("lender-queue") if entry["loan"]["id"] == loan_id]
+        (queued,) = [entry for entry in lender.get("lender-queue")["results"] if entry["loan"]["id"] == loan_id]
         if not queued["escrow"]["ok"]:
             raise RuntimeError(f"escrow check: {queued['escrow']['problems']}")
         lender.call(loan_id, "commit-lender-hash", send=True)

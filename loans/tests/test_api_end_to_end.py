@@ -17,20 +17,12 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from django.urls import reverse
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
-from rest_framework.test import APIClient
-from siwe import SiweMessage
 from web3 import Web3
 
 from bitcoin.addresses import address_to_script_pubkey
@@ -47,6 +39,7 @@ from loans.services.lender_secrets import lender_key_store
 from loans.sync.bitcoin import sync_bitcoin
 from loans.sync.evm import sync_evm
 
+from .api_wallet import Wallet
 from .caches import use_own_cache
 from .conftest import Desk
 from .evm_calls_scene import SMALL
@@ -70,81 +63,6 @@ def offline_tool(*args: str) -> str:
     )
     assert done.returncode == 0, f"python -m bitcoin {' '.join(args)}: {done.stderr}"
     return done.stdout
-
-
-@dataclass
-class Wallet:
-    """An API client signed in with SIWE as ``account`` (bearer token), sending what the API prepares."""
-
-    api: APIClient
-    account: LocalAccount
-    w3: Web3
-    gas_paid_wei: int = 0
-
-    @classmethod
-    def sign_in(cls, account: LocalAccount, w3: Web3) -> Wallet:
-        client = APIClient()
-        nonce = client.post(reverse("api:auth-nonce")).json()
-        text = SiweMessage(
-            domain=nonce["domain"],
-            address=account.address,
-            statement="Sign in to the loan desk.",
-            uri=nonce["uri"] + "/",
-            version="1",
-            chain_id=nonce["chain_id"],
-            nonce=nonce["nonce"],
-            issued_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        ).prepare_message()
-        signature = Account.sign_message(encode_defunct(text=text), account.key).signature.hex()
-        response = client.post(
-            reverse("api:auth-siwe"),
-            {"message": text, "signature": "0x" + signature.removeprefix("0x"), "token": True},
-            format="json",
-        )
-        assert response.status_code == 200, response.content
-        api = APIClient()  # a wallet: no session, only the bearer token
-        api.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['token']}")
-        return cls(api, account, w3)
-
-    def get(self, name: str, *args: object, **query: object) -> dict:
-        response = self.api.get(reverse(f"api:{name}", args=args), query)
-        assert response.status_code == 200, (name, response.content)
-        return response.json()
-
-    def post(self, name: str, *args: object, expect: int = 201, **body: object) -> dict:
-        response = self.api.post(
-            reverse(f"api:{name}", args=args), body, format="json", HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex
-        )
-        assert response.status_code == expect, (name, response.content)
-        return response.json()
-
-    def call(self, loan_id: int, name: str, *, append: bytes = b"", send: bool = False) -> dict:
-        """POST evm-calls/NAME; for a wallet's call, sign what it prepared (plus ``append``: pB), send it through
-        the wallet's own node and report the hash; returns the reported or server-sent transaction."""
-        body = self.post("loan-evm-call", loan_id, name, expect=200, send=send)
-        if send:
-            return body["transaction"]
-        prepared = body["prepared"]
-        assert prepared["to"] and prepared["wallet_request"]["from"] == self.account.address
-        data = prepared["data"] + append.hex()
-        assert (prepared["needs"] is not None) == bool(append)
-        tx = {
-            "to": prepared["to"],
-            "data": data,
-            "value": int(prepared["value_wei"]),
-            "chainId": prepared["chain_id"],
-            "nonce": self.w3.eth.get_transaction_count(self.account.address),
-            "gas": 600_000,
-        }
-        base_fee = int(self.w3.eth.get_block("latest")["baseFeePerGas"])
-        tx.update(type=2, maxPriorityFeePerGas=10**9, maxFeePerGas=2 * base_fee + 10**9)
-        tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
-        assert receipt["status"] == 1, f"{name} reverted"
-        self.gas_paid_wei += receipt["gasUsed"] * receipt["effectiveGasPrice"]
-        reported = self.post("loan-evm-transactions", loan_id, tx_hash="0x" + bytes(tx_hash).hex())
-        assert reported["status"] == "mined" and reported["function"] == prepared["method"].split("(")[0]
-        return reported
 
 
 @dataclass
@@ -384,7 +302,7 @@ def test_a_default_through_the_api_ends_with_tx_capture_confirmed(world: World):
     # Nobody repays. The default opens at activation + t_D: refused one block before, marked at it.
     deadline = detail["evm"]["repayment_deadline"]["block"]
     mine(world.w3, deadline - 2 - world.w3.eth.block_number)  # the next block is deadline - 1
-    refused = lender.post("loan-evm-call", loan_id, "mark-default", expect=409, send=True)
+    refused = lender.post("loan-evm-call", loan_id, "mark-default", status=409, send=True)
     assert refused["code"] == "too_early"
     mine(world.w3, 1)
     lender.call(loan_id, "mark-default", send=True)
@@ -395,7 +313,7 @@ def test_a_default_through_the_api_ends_with_tx_capture_confirmed(world: World):
     capture = world.loan(loan_id)["bitcoin"]["capture_timelock"]
     world.mine_btc(capture["blocks_remaining"] - 1)
     world.sync()
-    early = lender.post("loan-collateral-capture", loan_id, expect=409, fee_rate_sat_vb=FEE_RATE)
+    early = lender.post("loan-collateral-capture", loan_id, status=409, fee_rate_sat_vb=FEE_RATE)
     assert early["code"] == "too_early"
     world.mine_btc(1)
     world.sync()
