@@ -525,12 +525,12 @@ def _run(
     applied, refused = 0, ()
     if cursor is not None:
         applied, refused = apply_final_transactions(final_height=cursor.block_number - confirmations + 1)
-    if followed or orphaned:
-        push_loan_pages(watch)
         ChainBlock.objects.filter(chain=CHAIN, number__lte=cursor.block_number - KEPT_BLOCKS).delete()
         ChainCursor.objects.filter(pk=cursor.pk).update(
             tip_number=tip, failures=0, last_error="", retry_after=None, updated_at=timezone.now()
         )
+    if followed or orphaned:
+        push_loan_pages(watch)
     return BitcoinSyncReport(
         height=None if cursor is None else cursor.block_number,
         tip_height=tip,

@@ -654,6 +654,21 @@ def test_a_node_down_backs_off_readyz_names_it_and_nothing_is_lost_when_it_retur
     assert loan.refresh().bitcoin_status == "collateral_locked" and row(loan, tx1).applied_at is not None
 
 
+def test_a_run_that_follows_no_new_block_still_clears_the_failures_and_records_the_tip(
+    btc_rpc: BitcoinRPC, watch: Callable[..., BitcoinSyncReport]
+) -> None:
+    """Between blocks most runs follow nothing: a successful one must still end the failure streak (the operators'
+    alert and the lag metric read the cursor) and record the node's tip."""
+    watch()
+    ChainCursor.objects.update(failures=3, last_error="NodeUnavailableError: unreachable", tip_number=0)
+    ChainCursor.objects.update(retry_after=timezone.now() - timedelta(seconds=1))
+    report = watch()
+    assert report.blocks == 0
+    state = cursor()
+    assert (state.failures, state.last_error, state.retry_after) == (0, "", None)
+    assert state.tip_number == btc_rpc.getblockcount()
+
+
 def test_the_backoff_is_capped_at_five_minutes(btc_rpc: BitcoinRPC, watch: Callable[..., BitcoinSyncReport]) -> None:
     watch()
     ChainCursor.objects.update(failures=12)
