@@ -302,34 +302,69 @@ async function uploadLadders(loanSection, record, box, loanFile, tx1Txid, rates)
   return rungs;
 }
 
-function wirePresign(loanSection, record, box) {
-  const build = box.querySelector('[data-presign-build]');
-  const sign = box.querySelector('[data-presign-sign]');
-  const summaryBox = box.querySelector('[data-presign-summary]');
-  const verdict = box.querySelector('[data-presign-verdict]');
+// The page is marked busy (data-signer-busy) while what the borrower reviews or signs is on screen: no poll or push
+// swaps it away (static/loans/live.js) until the verdict.
+
+/** Run ``work`` with ``button`` disabled and the page busy; a refusal is shown in ``verdict``. */
+async function whileSigning(loanSection, button, verdict, work) {
+  button.disabled = true;
+  loanSection.dataset.signerBusy = '1';
+  try {
+    await work();
+  } catch (error) {
+    showRefusal(verdict, error);
+  } finally {
+    button.disabled = false;
+    delete loanSection.dataset.signerBusy;
+  }
+}
+
+/**
+ * A step the borrower reviews before signing: ``prepare`` builds what will be signed, checked against the loan file,
+ * and returns it with the summaries to show; ``commit`` signs exactly that and uploads it. The page stays busy from
+ * the build to the verdict.
+ */
+function wireReviewThenSign(loanSection, { build, sign, summaryBox, verdict }, prepare, commit) {
   let built = null;
   build.addEventListener('click', async () => {
-    loanSection.dataset.signerBusy = '1'; // until the verdict: no poll may swap the shown TX_1 away
+    loanSection.dataset.signerBusy = '1';
     sign.hidden = true;
     built = null;
     verdict.replaceChildren();
     try {
-      const loanFile = await fetchLoanFile(loanSection);
-      const rate = box.querySelector('[data-fee-rate]').value.trim();
-      const tx1 = buildTx1(loanFile, rate);
-      const summary = checkLoanTransaction(loanFile, tx1.psbt); // checked against the loan file before signing
-      built = { loanFile, rate, psbt: tx1.psbt, txid: summary.txid };
-      summaryBox.replaceChildren(summaryTable(summary));
+      const prepared = await prepare();
+      built = prepared.built;
+      summaryBox.replaceChildren(...prepared.summaries.map(summaryTable));
       sign.hidden = false;
     } catch (error) {
       showRefusal(summaryBox, error);
       delete loanSection.dataset.signerBusy;
     }
   });
-  sign.addEventListener('click', async () => {
-    if (!built) return;
-    sign.disabled = true;
-    try {
+  sign.addEventListener('click', () => {
+    if (built) whileSigning(loanSection, sign, verdict, () => commit(built));
+  });
+}
+
+function wirePresign(loanSection, record, box) {
+  const verdict = box.querySelector('[data-presign-verdict]');
+  const parts = {
+    build: box.querySelector('[data-presign-build]'),
+    sign: box.querySelector('[data-presign-sign]'),
+    summaryBox: box.querySelector('[data-presign-summary]'),
+    verdict,
+  };
+  wireReviewThenSign(
+    loanSection,
+    parts,
+    async () => {
+      const loanFile = await fetchLoanFile(loanSection);
+      const rate = box.querySelector('[data-fee-rate]').value.trim();
+      const tx1 = buildTx1(loanFile, rate);
+      const summary = checkLoanTransaction(loanFile, tx1.psbt); // checked against the loan file before signing
+      return { built: { loanFile, rate, psbt: tx1.psbt, txid: summary.txid }, summaries: [summary] };
+    },
+    async (built) => {
       const signed = signPsbt(built.loanFile, built.psbt, record.private_key);
       const stored = await api(box.dataset.presignatureUrl, { psbt: signed.psbt });
       record.loan_file = built.loanFile;
@@ -341,70 +376,46 @@ function wirePresign(loanSection, record, box) {
       showDone(verdict, `TX_1 pre-signature verified by the desk (txid ${stored.txid}); ${rungs.length} ladder ` +
         'rung(s) verified and stored. Download the updated recovery kit: it now holds every pre-signed transaction.');
       offerKit(loanSection, record);
-    } catch (error) {
-      showRefusal(verdict, error);
-    } finally {
-      sign.disabled = false;
-      delete loanSection.dataset.signerBusy;
-    }
-  });
+    },
+  );
 }
 
 function wireLadders(loanSection, record, box) {
   const button = box.querySelector('[data-ladders-sign]');
   const verdict = box.querySelector('[data-presign-verdict]');
-  button.addEventListener('click', async () => {
-    button.disabled = true;
-    loanSection.dataset.signerBusy = '1';
-    try {
+  button.addEventListener('click', () =>
+    whileSigning(loanSection, button, verdict, async () => {
       const loanFile = await fetchLoanFile(loanSection);
       const rates = ladderRates(box.querySelector('[data-ladder-rates]'), loanFile, null);
       const rungs = await uploadLadders(loanSection, record, box, loanFile, box.dataset.tx1Txid, rates);
       showDone(verdict, `${rungs.length} ladder rung(s) verified and stored. Download the updated recovery kit.`);
       offerKit(loanSection, record);
-    } catch (error) {
-      showRefusal(verdict, error);
-    } finally {
-      button.disabled = false;
-      delete loanSection.dataset.signerBusy;
-    }
-  });
+    }),
+  );
 }
 
 // The exit step of an escrow that never reached the pre-sign step (no hL, no TX_1): the TX_exit ladder alone, built
 // from the loan file and checked against it (checkLoanTransaction), shown, then signed (buildExitLadder, the same
 // transactions as shown) and uploaded to the ladders endpoint with no TX_release rung.
 function wireExitSigner(loanSection, record, box) {
-  const build = box.querySelector('[data-exit-build]');
-  const sign = box.querySelector('[data-exit-sign]');
-  const summaryBox = box.querySelector('[data-exit-summary]');
   const verdict = box.querySelector('[data-exit-verdict]');
+  const sign = box.querySelector('[data-exit-sign]');
   const ratesInput = box.querySelector('[data-exit-rates]');
-  let built = null;
-  build.addEventListener('click', async () => {
-    loanSection.dataset.signerBusy = '1'; // until the verdict: no poll may swap the shown ladder away
-    sign.hidden = true;
-    built = null;
-    verdict.replaceChildren();
-    try {
+  const summaryBox = box.querySelector('[data-exit-summary]');
+  const parts = { build: box.querySelector('[data-exit-build]'), sign, summaryBox, verdict };
+  wireReviewThenSign(
+    loanSection,
+    parts,
+    async () => {
       const loanFile = await fetchLoanFile(loanSection);
       const rates = ladderRates(ratesInput, loanFile, ratesInput.dataset.defaultRate || null);
       const shown = rates.map((rate) => {
         const exit = buildExit(loanFile, rate);
         return checkLoanTransaction(loanFile, exit.psbt); // checked against the loan file before signing
       });
-      built = { loanFile, rates, txids: shown.map((summary) => summary.txid) };
-      summaryBox.replaceChildren(...shown.map(summaryTable));
-      sign.hidden = false;
-    } catch (error) {
-      showRefusal(summaryBox, error);
-      delete loanSection.dataset.signerBusy;
-    }
-  });
-  sign.addEventListener('click', async () => {
-    if (!built) return;
-    sign.disabled = true;
-    try {
+      return { built: { loanFile, rates, txids: shown.map((summary) => summary.txid) }, summaries: shown };
+    },
+    async (built) => {
       const ladder = buildExitLadder(built.loanFile, built.rates, record.private_key);
       const signedTxids = ladder.exit.map((rung) => rung.txid);
       if (signedTxids.join() !== built.txids.join()) {
@@ -419,13 +430,8 @@ function wireExitSigner(loanSection, record, box) {
         'one once t_0 matures; download the updated recovery kit: it now holds them.');
       sign.hidden = true;
       offerKit(loanSection, record);
-    } catch (error) {
-      showRefusal(verdict, error);
-    } finally {
-      sign.disabled = false;
-      delete loanSection.dataset.signerBusy;
-    }
-  });
+    },
+  );
 }
 
 function offerKit(loanSection, record) {
