@@ -69,8 +69,8 @@ from bitcoin.transactions import (
 
 
 @dataclass(frozen=True)
-class VerifiedPresignature:
-    """A TX_1 whose borrower signature L has verified; ``prepared`` is ready for L's signature and pB."""
+class VerifiedBorrowerSignature:
+    """A loan transaction whose borrower signature verified: the prepared spend, the signature and its sighash."""
 
     prepared: PreparedSpend
     borrower_signature: bytes
@@ -78,8 +78,13 @@ class VerifiedPresignature:
 
     @property
     def transaction(self) -> Transaction:
-        """The verified unsigned TX_1."""
+        """The verified unsigned transaction."""
         return self.prepared.tx
+
+
+@dataclass(frozen=True)
+class VerifiedPresignature(VerifiedBorrowerSignature):
+    """A TX_1 whose borrower signature L has verified; ``prepared`` is ready for L's signature and pB."""
 
     @property
     def origination_fee_sats(self) -> int:
@@ -424,19 +429,11 @@ def verify_borrower_presignature(
 
 
 @dataclass(frozen=True)
-class VerifiedSweep:
+class VerifiedSweep(VerifiedBorrowerSignature):
     """A TX_release or TX_exit whose borrower signature verified; ``prepared`` is ready to finalize (with pL for
     TX_release). ``form`` says how it came: ``"psbt"`` or ``"transaction"`` (a finalized TX_exit)."""
 
-    prepared: PreparedSpend
-    borrower_signature: bytes
-    sighash: bytes
     form: str
-
-    @property
-    def transaction(self) -> Transaction:
-        """The verified unsigned transaction."""
-        return self.prepared.tx
 
     @property
     def payout_sats(self) -> int:
