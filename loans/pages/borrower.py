@@ -9,6 +9,7 @@ in the services and ``loans.selectors``: the pages only show what they say.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -294,7 +295,9 @@ def _funding(loan: Loan) -> dict[str, Any]:
     return context
 
 
-def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
+def party_loan_context(request: HttpRequest, loan: Loan, party: str) -> tuple[dict[str, Any], selectors.LoanTimelocks]:
+    """What each party's loan page shows of where the loan stands: its deadline rows, the chain heights they are
+    seen from, and ``party``'s next steps (``actions``); with the timelocks they were computed from."""
     deadlines = selectors.loan_deadlines(loan=loan)
     timelocks = selectors.loan_timelocks(loan=loan)
     actions = [
@@ -302,8 +305,21 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
         for action in selectors.loan_next_actions(
             loan=loan, user=request.user, deadlines=deadlines, timelocks=timelocks
         )
-        if action.party == "borrower"
+        if action.party == party
     ]
+    context = {
+        "loan": loan,
+        "deadlines": loan_deadline_rows(loan, deadlines, timelocks),
+        "evm_head": deadlines.head,
+        "btc_tip": timelocks.tip_height,
+        "actions": actions,
+    }
+    return context, timelocks
+
+
+def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
+    standing, timelocks = party_loan_context(request, loan, "borrower")
+    actions = standing.pop("actions")
     signatures = loan.borrower_signatures.order_by("created_at", "id")
     tx1 = next((row for row in signatures if row.kind == "tx_1"), None)
     signing = any(action["name"] in {"presignature", "ladders"} for action in actions)
@@ -313,10 +329,7 @@ def _loan_context(request: HttpRequest, loan: Loan) -> dict[str, Any]:
     # browser that holds the key may sign the exit ladder right there (borrower.js shows the signer only then).
     exit_signer = exit_rungs == 0 and not signing and any(action["name"] == "exit-psbt" for action in actions)
     return {
-        "loan": loan,
-        "deadlines": loan_deadline_rows(loan, deadlines, timelocks),
-        "evm_head": deadlines.head,
-        "btc_tip": timelocks.tip_height,
+        **standing,
         "steps": [action for action in actions if not action["is_exit"]],
         "exits": [action for action in actions if action["is_exit"]],
         "funding": _funding(loan),
@@ -354,16 +367,24 @@ def loan_funding(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, template, context)
 
 
-def _acted(request: HttpRequest, loan: Loan, act) -> HttpResponse:
-    """Run ``act`` (a service call); on success back to the loan page with ``done``, on refusal the page with the
-    service's reason."""
+def acted(request: HttpRequest, loan: Loan, act: Callable[[], str], loan_page=None) -> HttpResponse:
+    """Run ``act`` (a service call); on success back to the loan page (``loan_page``, the borrower's by default)
+    with ``done``, on refusal the page with the service's reason."""
+    loan_page = loan_page or _loan_page
     try:
         done = act()
     except (LoanServiceError, PermissionDenied) as error:
         loan.refresh_from_db()
-        return _loan_page(request, loan, status=refusal_status(error), refusal=refusal(error))
+        return loan_page(request, loan, status=refusal_status(error), refusal=refusal(error))
     loan.refresh_from_db()
-    return _loan_page(request, loan, done=done)
+    return loan_page(request, loan, done=done)
+
+
+def broadcast_done(row: BitcoinBroadcast) -> str:
+    """What a page says of a transaction handed to the desk's node."""
+    if row.accepted_at is None:
+        return f"{row.kind} {row.txid} stored; the node did not take it yet ({row.last_error})."
+    return f"{row.kind} {row.txid} broadcast."
 
 
 @login_required
@@ -377,7 +398,7 @@ def loan_presignature(request: HttpRequest, pk: int) -> HttpResponse:
         row = presignature_upload(loan=loan, actor=request.user, psbt=psbt)
         return f"TX_1 pre-signature verified (txid {row.txid})."
 
-    return _acted(request, loan, act)
+    return acted(request, loan, act)
 
 
 def _lines(text: str) -> list[str]:
@@ -395,7 +416,7 @@ def loan_ladders(request: HttpRequest, pk: int) -> HttpResponse:
         rows = presigned_ladder_upload(loan=loan, actor=request.user, release=release, exit=exit_rungs)
         return f"{len(rows)} rung(s) verified and stored."
 
-    return _acted(request, loan, act)
+    return acted(request, loan, act)
 
 
 @login_required
@@ -407,11 +428,9 @@ def loan_broadcast(request: HttpRequest, pk: int) -> HttpResponse:
 
     def act() -> str:
         row = bitcoin_transaction_broadcast(loan=loan, actor=request.user, transaction_hex=transaction_hex)
-        if row.accepted_at is None:
-            return f"{row.kind} {row.txid} stored; the node did not take it yet ({row.last_error})."
-        return f"{row.kind} {row.txid} broadcast."
+        return broadcast_done(row)
 
-    return _acted(request, loan, act)
+    return acted(request, loan, act)
 
 
 @login_required
@@ -437,7 +456,7 @@ def loan_psbt(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
 def loan_release_now(request: HttpRequest, pk: int) -> HttpResponse:
     """The watchtower's release of this loan, now: the pre-signed TX_release rung, completed with pL."""
     loan = visible_loan(request, pk)
-    return _acted(
+    return acted(
         request,
         loan,
         lambda: watchtower_now(loan=loan, actor=request.user, action=RELEASE),
@@ -449,7 +468,7 @@ def loan_release_now(request: HttpRequest, pk: int) -> HttpResponse:
 def loan_exit_now(request: HttpRequest, pk: int) -> HttpResponse:
     """The watchtower's exit of this loan's stranded escrow, now (after t_0): the pre-signed TX_exit rung."""
     loan = visible_loan(request, pk)
-    return _acted(
+    return acted(
         request,
         loan,
         lambda: watchtower_now(loan=loan, actor=request.user, action=EXIT),

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import InvalidPage, Paginator
 from django.db.models import Count, Sum
 from django.http import Http404, HttpRequest, HttpResponse
@@ -15,13 +14,12 @@ from django.urls import path
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import selectors
-from ..errors import LoanServiceError
 from ..escrow import lender_queue_checks, lender_queue_requests
 from ..models import Loan
 from ..permissions import is_lender, is_operator, require
 from ..services import evm_calls
 from ..services.bitcoin_actions import collateral_capture, collateral_lock
-from .borrower import Moment, action_view, loan_deadline_rows, page, refusal, refusal_status, visible_loan
+from .borrower import Moment, acted, action_view, broadcast_done, page, party_loan_context, visible_loan
 
 # The lender's steps a page form may take, each through its service, sent with the lender's stored key.
 LENDER_EVM_CALLS = {
@@ -53,9 +51,7 @@ def _action(loan: Loan, actor: Any, name: str, fee_rate: str | None) -> str:
         row = collateral_capture(loan=loan, actor=actor, fee_rate_sat_vb=fee_rate or None)
     else:
         raise Http404("no such action")
-    if row.accepted_at is None:
-        return f"{row.kind} {row.txid} stored; the node did not take it yet ({row.last_error})."
-    return f"{row.kind} {row.txid} broadcast."
+    return broadcast_done(row)
 
 
 # ------------------------------------------------------------------------------------------------ dashboard
@@ -128,24 +124,8 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 
 def _loan_page(request: HttpRequest, loan: Loan, *, status: int = 200, **extra: Any) -> HttpResponse:
-    deadlines = selectors.loan_deadlines(loan=loan)
-    timelocks = selectors.loan_timelocks(loan=loan)
-    actions = [
-        action_view(loan, action)
-        for action in selectors.loan_next_actions(
-            loan=loan, user=request.user, deadlines=deadlines, timelocks=timelocks
-        )
-        if action.party == "lender"
-    ]
-    context = {
-        "loan": loan,
-        "deadlines": loan_deadline_rows(loan, deadlines, timelocks),
-        "evm_head": deadlines.head,
-        "btc_tip": timelocks.tip_height,
-        "actions": actions,
-        **extra,
-    }
-    return page(request, "loans/lender/loan.html", "lender-loan", context, status=status)
+    context, _ = party_loan_context(request, loan, "lender")
+    return page(request, "loans/lender/loan.html", "lender-loan", {**context, **extra}, status=status)
 
 
 @login_required
@@ -164,13 +144,8 @@ def loan_action(request: HttpRequest, pk: int, name: str) -> HttpResponse:
     loan = visible_loan(request, pk)
     if name not in LENDER_EVM_CALLS and name not in ("collateral-lock", "collateral-capture"):
         raise Http404("no such action")
-    try:
-        done = _action(loan, request.user, name, request.POST.get("fee_rate_sat_vb", "").strip())
-    except (LoanServiceError, PermissionDenied) as error:
-        loan.refresh_from_db()
-        return _loan_page(request, loan, status=refusal_status(error), refusal=refusal(error))
-    loan.refresh_from_db()
-    return _loan_page(request, loan, done=done)
+    fee_rate = request.POST.get("fee_rate_sat_vb", "").strip()
+    return acted(request, loan, lambda: _action(loan, request.user, name, fee_rate), _loan_page)
 
 
 urlpatterns = [
