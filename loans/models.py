@@ -914,7 +914,8 @@ class OperatorAction(models.Model):
         return f"{self.get_action_display()} by user {self.actor_id}"
 
 
-AUTOMATION_ACTIONS = [
+#: The lender's duties the automation takes (loans.services.automation), in the order a pass visits them.
+LENDER_AUTOMATION_ACTIONS = (
     "collateral-lock",
     "commit-lender-hash",
     "offer",
@@ -922,9 +923,9 @@ AUTOMATION_ACTIONS = [
     "withdraw-offer",
     "mark-default",
     "collateral-capture",
-    "release",
-    "exit",
-]
+)
+#: Every unattended duty: the lender's, then the borrower's watchtower's (loans.services.watchtower).
+AUTOMATION_ACTIONS = [*LENDER_AUTOMATION_ACTIONS, "release", "exit"]
 
 
 class Automation(models.Model):

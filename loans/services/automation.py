@@ -64,7 +64,7 @@ from ..errors import LoanServiceError
 from ..escrow import ESCROW_PROBLEMS
 from ..funding import current_fee_rate_sat_vb
 from ..logging import loan_context
-from ..models import Automation, DeploymentPolicy, LenderKey, Loan, User
+from ..models import LENDER_AUTOMATION_ACTIONS, Automation, DeploymentPolicy, LenderKey, Loan, User
 from ..permissions import is_lender
 from ..selectors import loan_deadlines, loan_next_actions, loan_timelocks
 from . import bitcoin_actions, evm_calls
@@ -72,15 +72,7 @@ from .lender_secrets import lender_bitcoin_key
 
 logger = logging.getLogger(__name__)
 
-LENDER_ACTIONS = (
-    "collateral-lock",
-    "commit-lender-hash",
-    "offer",
-    "accept-repayment",
-    "withdraw-offer",
-    "mark-default",
-    "collateral-capture",
-)
+LENDER_ACTIONS = LENDER_AUTOMATION_ACTIONS
 #: The policy switch of each duty (None: always on).
 POLICY_SWITCH: dict[str, str | None] = {
     "collateral-lock": None,
