@@ -115,6 +115,16 @@ def loan_timelocks(*, loan: Loan, tip_height: int | None = None) -> LoanTimelock
     return _timelocks(loan, tip, escrow_height, collateral_height)
 
 
+def applied_tx1_txid(*, loan: Loan) -> str | None:
+    """TX_1's txid as the watcher applied it (the loan's collateral lock), None before."""
+    return (
+        BitcoinTransaction.objects.filter(loan=loan, role=Role.COLLATERAL_LOCK, applied_at__isnull=False)
+        .order_by("applied_at")
+        .values_list("txid", flat=True)
+        .first()
+    )
+
+
 def loans_timelocks(*, loans: list[Loan], tip_height: int | None) -> dict[int, LoanTimelocks]:
     """``loan_timelocks`` of many loans in one query (by loan id), seen from ``tip_height``: the same heights, the
     lowest confirmed escrow funding (of the loan's own outpoint once it names one) and TX_1 of each."""

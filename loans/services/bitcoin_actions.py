@@ -64,9 +64,9 @@ from ..chains import bitcoin_rpc
 from ..errors import LoanServiceError
 from ..facts import loan_facts
 from ..funding import current_fee_rate_sat_vb
-from ..models import BitcoinBroadcast, BitcoinTransaction, BorrowerSignature, Loan, OperatorAction, User
+from ..models import BitcoinBroadcast, BorrowerSignature, Loan, OperatorAction, User
 from ..permissions import is_lender, is_loan_borrower, is_operator, require
-from ..selectors import TimelockPath, loan_timelocks
+from ..selectors import TimelockPath, applied_tx1_txid, loan_timelocks
 from .lender_secrets import lender_bitcoin_key
 from .transitions import loan_fact_push
 
@@ -186,18 +186,6 @@ def _fee_rate(facts: LoanFacts, fee_rate_sat_vb: object) -> Fraction:
         return check_fee_rate_bounds(facts, fee_rate_sat_vb)  # type: ignore[arg-type]
     except BitcoinProtocolError as error:
         raise _refuse("invalid_fee_rate", str(error)) from None
-
-
-def _applied_tx1_txid(loan: Loan) -> str | None:
-    """TX_1's txid as the watcher applied it (the loan's collateral lock)."""
-    return (
-        BitcoinTransaction.objects.filter(
-            loan=loan, role=BitcoinTransaction.Role.COLLATERAL_LOCK, applied_at__isnull=False
-        )
-        .order_by("applied_at")
-        .values_list("txid", flat=True)
-        .first()
-    )
 
 
 def _presigned_tx1_txids(loan: Loan) -> set[str]:
@@ -358,7 +346,7 @@ def release_psbt_prepare(*, loan: Loan, actor: User, fee_rate_sat_vb: object) ->
         raise _refuse(
             "lender_preimage_unknown", f"loan {loan.pk}'s pL is not public yet: the repayment is not accepted"
         )
-    tx1_txid = _applied_tx1_txid(loan)
+    tx1_txid = applied_tx1_txid(loan=loan)
     if loan.bitcoin_status != Loan.BitcoinStatus.COLLATERAL_LOCKED or tx1_txid is None:
         raise _refuse("collateral_not_locked", f"loan {loan.pk}'s bitcoin is {loan.bitcoin_status}, not locked")
     facts = _facts(loan)
@@ -512,7 +500,7 @@ def bitcoin_transaction_broadcast(*, loan: Loan, actor: User, transaction_hex: s
             raise _refuse("incomplete_transaction", "the transaction carries no witness: sign and finalize it first")
         facts = _facts(locked)
         tx1_txids = _presigned_tx1_txids(locked)
-        applied = _applied_tx1_txid(locked)
+        applied = applied_tx1_txid(loan=locked)
         if applied is not None:
             tx1_txids.add(applied)
         try:
@@ -586,7 +574,7 @@ def presigned_sweep_broadcast(*, loan: Loan, rung: BorrowerSignature) -> Bitcoin
 def _complete_release(loan: Loan, facts: LoanFacts, rung: BorrowerSignature) -> Transaction:
     if loan.lender_preimage is None:
         raise _refuse("lender_preimage_unknown", f"loan {loan.pk}'s pL is not public yet: nothing to release")
-    tx1_txid = _applied_tx1_txid(loan)
+    tx1_txid = applied_tx1_txid(loan=loan)
     if loan.bitcoin_status != Loan.BitcoinStatus.COLLATERAL_LOCKED or tx1_txid is None:
         raise _refuse("collateral_not_locked", f"loan {loan.pk}'s bitcoin is {loan.bitcoin_status}, not locked")
     preimage = bytes.fromhex(loan.lender_preimage)
@@ -698,7 +686,7 @@ def collateral_capture(*, loan: Loan, actor: User, fee_rate_sat_vb: object | Non
             raise _refuse(
                 "wrong_state", f"loan {locked.pk} is {locked.status}: the collateral is taken after a default or refund"
             )
-        tx1_txid = _applied_tx1_txid(locked)
+        tx1_txid = applied_tx1_txid(loan=locked)
         if locked.bitcoin_status != Loan.BitcoinStatus.COLLATERAL_LOCKED or tx1_txid is None:
             raise _refuse("collateral_not_locked", f"loan {locked.pk}'s bitcoin is {locked.bitcoin_status}")
         _require_mature(loan_timelocks(loan=locked).capture, "t_1", unknown=("collateral_not_locked", "TX_1"))

@@ -45,9 +45,9 @@ from ..chains import bitcoin_rpc
 from ..errors import LoanServiceError
 from ..funding import current_fee_rate_sat_vb
 from ..logging import loan_context
-from ..models import Automation, BitcoinTransaction, BorrowerSignature, Loan, User
+from ..models import Automation, BorrowerSignature, Loan, User
 from ..permissions import is_loan_borrower, require
-from ..selectors import TimelockPath, loan_next_actions, loan_timelocks
+from ..selectors import TimelockPath, applied_tx1_txid, loan_next_actions, loan_timelocks
 from .alerts import alert_create
 from .bitcoin_actions import STRANDED_ESCROW_STATUSES, ladder_rung_amounts, presigned_sweep_broadcast
 
@@ -160,23 +160,12 @@ def watchtower_exit(*, loan: Loan, now: datetime | None = None) -> WatchtowerRep
 # ------------------------------------------------------------------------------------------------ one duty
 
 
-def _applied_tx1_txid(loan: Loan) -> str | None:
-    return (
-        BitcoinTransaction.objects.filter(
-            loan=loan, role=BitcoinTransaction.Role.COLLATERAL_LOCK, applied_at__isnull=False
-        )
-        .order_by("applied_at")
-        .values_list("txid", flat=True)
-        .first()
-    )
-
-
 def _due(duty: _Duty, loan: Loan) -> tuple[bool, str]:
     """Whether the duty is due now, and if not, why."""
     if duty is _RELEASE:
         if loan.lender_preimage is None:
             return False, "pL is not public"
-        if loan.bitcoin_status != Loan.BitcoinStatus.COLLATERAL_LOCKED or _applied_tx1_txid(loan) is None:
+        if loan.bitcoin_status != Loan.BitcoinStatus.COLLATERAL_LOCKED or applied_tx1_txid(loan=loan) is None:
             return False, f"the collateral is not locked ({loan.bitcoin_status})"
         return True, ""
     if loan.bitcoin_status != Loan.BitcoinStatus.ESCROW_CONFIRMED or loan.escrow_txid is None:
@@ -207,7 +196,7 @@ def _gone_elsewhere(duty: _Duty, loan: Loan) -> str | None:
 def _rungs(duty: _Duty, loan: Loan) -> list[tuple[Fraction, BorrowerSignature]]:
     """The loan's verified rungs for the duty, with their fee rates, cheapest first (a rung of TX_release only if
     it spends the applied TX_1; a rung that no longer checks out against the loan's facts is left out)."""
-    tx1_txid = _applied_tx1_txid(loan) if duty is _RELEASE else None
+    tx1_txid = applied_tx1_txid(loan=loan) if duty is _RELEASE else None
     rated = []
     for rung in BorrowerSignature.objects.filter(loan=loan, kind=duty.kind, verified_at__isnull=False).order_by("pk"):
         try:
@@ -381,7 +370,7 @@ def _finish(row: Automation, report: WatchtowerReport, *, now: datetime, state: 
 def _presign_missing(duty: _Duty, loan: Loan, report: WatchtowerReport) -> None:
     """No rung to broadcast for a due duty: one alert to the borrower with the exact action, and the duty's row
     says why it waits (no failure counted: nothing failed, the borrower must act)."""
-    tx1 = _applied_tx1_txid(loan) or "TX1_TXID"
+    tx1 = applied_tx1_txid(loan=loan) or "TX1_TXID"
     cli = duty.cli.format(tx1=tx1, pl=loan.lender_preimage or "")
     timelocks = loan_timelocks(loan=loan)
     if duty is _RELEASE:
