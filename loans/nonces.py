@@ -38,16 +38,10 @@ class DatabaseNonceAllocator:
             # The first lease for a sender creates its row; a concurrent first lease waits on the unique index.
             EvmNonce.objects.bulk_create([EvmNonce(chain_id=chain_id, address=address)], ignore_conflicts=True)
             row = EvmNonce.objects.select_for_update().get(chain_id=chain_id, address=address)
-            record = NonceRecord(
-                next_nonce=row.next_nonce,
-                last_tx_hash=bytes.fromhex(row.last_tx_hash) if row.last_tx_hash else None,
-            )
-            lease = NonceLease(w3, address, record)
+            lease = NonceLease(w3, address, _record_of(row))
             yield lease
             if lease.changed:
-                row.next_nonce = record.next_nonce
-                row.last_tx_hash = record.last_tx_hash.hex() if record.last_tx_hash else None
-                row.save(update_fields=["next_nonce", "last_tx_hash", "updated_at"])
+                _store(row, lease.record)
 
     @contextmanager
     def _sqlite_lease(self, w3: Web3, chain_id: int, address: str) -> Iterator[NonceLease]:
@@ -60,17 +54,23 @@ class DatabaseNonceAllocator:
         production and the tests, serializes them with the row lock above."""
         EvmNonce.objects.bulk_create([EvmNonce(chain_id=chain_id, address=address)], ignore_conflicts=True)
         row = EvmNonce.objects.get(chain_id=chain_id, address=address)
-        record = NonceRecord(
-            next_nonce=row.next_nonce,
-            last_tx_hash=bytes.fromhex(row.last_tx_hash) if row.last_tx_hash else None,
-        )
-        lease = NonceLease(w3, address, record)
+        lease = NonceLease(w3, address, _record_of(row))
         yield lease
         if lease.changed:
             with transaction.atomic(durable=True):
-                row.next_nonce = record.next_nonce
-                row.last_tx_hash = record.last_tx_hash.hex() if record.last_tx_hash else None
-                row.save(update_fields=["next_nonce", "last_tx_hash", "updated_at"])
+                _store(row, lease.record)
+
+
+def _record_of(row: EvmNonce) -> NonceRecord:
+    return NonceRecord(
+        next_nonce=row.next_nonce, last_tx_hash=bytes.fromhex(row.last_tx_hash) if row.last_tx_hash else None
+    )
+
+
+def _store(row: EvmNonce, record: NonceRecord) -> None:
+    row.next_nonce = record.next_nonce
+    row.last_tx_hash = record.last_tx_hash.hex() if record.last_tx_hash else None
+    row.save(update_fields=["next_nonce", "last_tx_hash", "updated_at"])
 
 
 DATABASE_NONCES = DatabaseNonceAllocator()
