@@ -48,18 +48,6 @@ os.environ["CACHE_KEY_PREFIX"] = f"bench-happy-{uuid.uuid4().hex}"  # sign-in th
 
 AMOUNT_WEI = 10**16
 FEE_RATE = "2"
-# Small windows (loans/tests/evm_calls_scene.SMALL, test_api_end_to_end's t_1): nothing here waits for a deadline.
-SMALL = {
-    "offer_window_blocks": 30,
-    "request_to_offer_allowance_blocks": 10,
-    "escrow_timelock_btc_blocks": 10,
-    "loan_duration_blocks": 40,
-    "repayment_window_blocks": 20,
-    "accept_cutoff_blocks": 7,
-    "collateral_timelock_btc_blocks": 12,
-}
-BORROWER_PAYOUT = "bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6"
-LENDER_PAYOUT = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
 
 def throwaway_database() -> Callable[[], None]:
@@ -177,6 +165,7 @@ def make_world(stack: ExitStack, tmp: Path) -> World:
 
     from bitcoin.keys import PrivateKey
     from bitcoin.testing import RegtestProcess, mine_blocks
+    from bitcoin.tests.loan_vectors import REGTEST_P2WPKH
     from evm.anvil import AnvilNode
     from evm.client import LoanContractClient
     from evm.connection import connect
@@ -188,6 +177,7 @@ def make_world(stack: ExitStack, tmp: Path) -> World:
     from loans.services.lender_secrets import lender_key_store
     from loans.sync.bitcoin import sync_bitcoin
     from loans.tests.api_wallet import Wallet  # the end-to-end API tests' wallet
+    from loans.tests.evm_calls_scene import SMALL_WITH_CAPTURE  # the whole-loan tests' windows
 
     anvil = stack.enter_context(AnvilNode())
     node = RegtestProcess(tmp / "btcnode")
@@ -201,7 +191,7 @@ def make_world(stack: ExitStack, tmp: Path) -> World:
     settings.BITCOIN_CONFIRMATIONS = settings.EVM_CONFIRMATIONS = 1
     settings.LOAN_VAULT_KEYS_FILE, settings.LOAN_VAULT_KEYS = "", Fernet.generate_key().decode()
     settings.ALLOWED_HOSTS = ["testserver"]
-    settings.LENDER_BTC_PAYOUT_ADDRESS = LENDER_PAYOUT
+    settings.LENDER_BTC_PAYOUT_ADDRESS = REGTEST_P2WPKH
 
     w3 = connect(anvil.url, expected_chain_id=anvil.chain_id, timeout=60)
     lender_account, _, borrower_account = dev_accounts(3)
@@ -209,7 +199,7 @@ def make_world(stack: ExitStack, tmp: Path) -> World:
     deployment = deploy_contracts(w3, lender_account, ChainParameters(lender_btc_pubkey=lender_btc_key.xonly_pubkey))
     contract_deployment_record(deployment=deployment)
     client = LoanContractClient.from_deployment(w3, deployment)
-    small = client.parameters().replace(**SMALL)
+    small = client.parameters().replace(**SMALL_WITH_CAPTURE)
     client.send(client.update_parameters(small), lender_account)
     ProtocolParameters.objects.create(
         version=client.parameters_version(),
@@ -240,6 +230,7 @@ def happy_path(world: World, step: Callable[[str], object]) -> None:
     """One loan from the draft to TX_release confirmed; ``step(name)`` opens each timed step."""
     from bitcoin.addresses import address_to_script_pubkey
     from bitcoin.testing import fund_output, mine_blocks
+    from bitcoin.tests.loan_vectors import REGTEST_P2TR
 
     borrower, lender = world.borrower, world.lender
     preimage = os.urandom(32)
@@ -250,7 +241,7 @@ def happy_path(world: World, step: Callable[[str], object]) -> None:
             amount_wei=str(AMOUNT_WEI),
             borrower_btc_pubkey=world.borrower_btc_key.xonly_pubkey.hex(),
             borrower_hash=sha256(preimage).hexdigest(),
-            borrower_payout_address=BORROWER_PAYOUT,
+            borrower_payout_address=REGTEST_P2TR,
             fee_rate_sat_vb=FEE_RATE,
         )
         loan_id, funding = created["id"], created["funding"]

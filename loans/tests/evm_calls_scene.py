@@ -39,6 +39,9 @@ SMALL = {
     "repayment_window_blocks": 20,
     "accept_cutoff_blocks": 7,
 }
+# SMALL with t_1 small enough to reach TX_capture: t_1 * 20 > (t_D + t_L) * 1.1 + safety * 20 (the whole loans of
+# the API end-to-end tests, the browser scenarios and the happy-path benchmark).
+SMALL_WITH_CAPTURE = {**SMALL, "collateral_timelock_btc_blocks": 12}
 ROOM_CONFIRMATIONS = 2
 ESCROW_SATS = 1_200_000
 

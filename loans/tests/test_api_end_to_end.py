@@ -42,13 +42,11 @@ from loans.sync.evm import sync_evm
 from .api_wallet import Wallet
 from .caches import use_own_cache
 from .conftest import Desk
-from .evm_calls_scene import SMALL
+from .evm_calls_scene import SMALL_WITH_CAPTURE
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
 REPO = Path(__file__).resolve().parents[2]
-# The scene's small windows, with t_1 small enough to reach TX_capture here: t_1 * 20 > (t_D + t_L) * 1.1 + safety * 20.
-E2E_PARAMETERS = {**SMALL, "collateral_timelock_btc_blocks": 12}
 AMOUNT_WEI = 10**16
 FEE_RATE = "2"
 
@@ -115,7 +113,7 @@ def world(settings, anvil, w3, btc_rpc, desk: Desk, stranger_account, tmp_path) 
 
     # The operator's setup: the contracts' parameters for this desk, and the lender's keys in the vault.
     client = desk.client
-    small = client.parameters().replace(**E2E_PARAMETERS)
+    small = client.parameters().replace(**SMALL_WITH_CAPTURE)
     client.send(client.update_parameters(small), desk.lender.account)
     ProtocolParameters.objects.create(
         version=client.parameters_version(),

@@ -9,8 +9,9 @@ loan: it acts in a browser, mines blocks to move time, and waits for the worker 
 (``Stage.wait_for``). Every assertion on the outcome reads the chains (balances from the nodes) and the database
 (the loan's states and its audit trail).
 
-Time: the windows are small (``SCENARIO_WINDOWS``, under PROTOCOL.md's ordering rules), and ``Stage.mine_evm`` /
-``Stage.mine_btc`` move the chains on; keep the Bitcoin chain short (regtest blocks slow down as it grows).
+Time: the windows are small (``evm_calls_scene.SMALL_WITH_CAPTURE``, under PROTOCOL.md's ordering rules), and
+``Stage.mine_evm`` / ``Stage.mine_btc`` move the chains on; keep the Bitcoin chain short (regtest blocks slow down as
+it grows).
 """
 
 from __future__ import annotations
@@ -40,13 +41,11 @@ from loans import vault
 from loans.models import BitcoinBroadcast, BitcoinTransaction, LenderKey, Loan, LoanStatusChange
 from loans.selectors import bitcoin_followed_height, evm_followed_block, loan_deadlines, loan_timelocks
 from loans.services.lender_secrets import lender_key_store
-from loans.tests.evm_calls_scene import SMALL, Scene, make_scene
+from loans.tests.evm_calls_scene import SMALL_WITH_CAPTURE, Scene, make_scene
 from loans.tests.watcher_process import shared_database_url
 
 from .harness import InjectedWallet, sign_in
 
-# SMALL's windows, with t_1 small enough to reach TX_capture: t_1 * 20 > (t_D + t_L) * 1.1 + safety * 20.
-SCENARIO_WINDOWS = {**SMALL, "collateral_timelock_btc_blocks": 12}
 BORROWER_PAYOUT, LENDER_PAYOUT = REGTEST_P2TR, REGTEST_P2WPKH
 WORKER_INTERVAL_SECONDS = "0.3"
 WAIT_SECONDS = 90.0
@@ -343,7 +342,7 @@ def stage(settings, anvil, btc_rpc, desk, live_server, transactional_db, shot, r
 
     ``@pytest.mark.worker(evm_confirmations=N, bitcoin_confirmations=M)`` on a test sets how deep the worker wants
     a fact (1 on both chains by default)."""
-    scene = make_scene(settings, anvil, btc_rpc, desk, windows=SCENARIO_WINDOWS)
+    scene = make_scene(settings, anvil, btc_rpc, desk, windows=SMALL_WITH_CAPTURE)
     settings.LENDER_BTC_PAYOUT_ADDRESS = LENDER_PAYOUT
     lender = scene.desk.lender
     lender_key_store(
