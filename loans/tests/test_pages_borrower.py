@@ -624,8 +624,10 @@ def test_a_closed_loans_page_says_when_it_closed_instead_of_running_deadlines(cl
     follow(510)
     client.force_login(borrower)
     url = reverse("pages:borrower-loan", args=[loan.pk])
-    deadlines = _fragment(client.get(url).content.decode(), "loan").split('class="deadlines"')[1].split("</section>")[0]
+    open_page = _fragment(client.get(url).content.decode(), "loan")
+    deadlines = open_page.split('class="deadlines"')[1].split("</section>")[0]
     assert "Escrow exit (t_0) matures: Bitcoin block 600" in deadlines and "closed" not in deadlines
+    assert 'class="broadcast"' in open_page and "data-kit-import" in open_page  # TX_exit may still be sent
     # TX_exit final: the escrow is back, both chains settled, the loan closed by that transition.
     closed = loan_status_transition(loan_id=loan.pk, to_status="exited", cause="test: TX_exit final", side="bitcoin")
     change = LoanStatusChange.objects.filter(loan=loan).latest("created_at")
@@ -638,6 +640,8 @@ def test_a_closed_loans_page_says_when_it_closed_instead_of_running_deadlines(cl
         f"Escrow reclaimed (TX_exit), since {closed.closed_at:%Y-%m-%d %H:%M} UTC. Its deadlines no longer run.</p>"
     ) in deadlines
     assert abs((change.created_at - closed.closed_at).total_seconds()) < 1  # the closing transition's time
+    # Nothing is left to sign or broadcast: no kit to load, no broadcast form.
+    assert 'class="broadcast"' not in body and "data-kit-import" not in body
 
 
 def test_the_funding_box_agrees_with_the_loan_row_when_the_watcher_recorded_no_escrow_transaction(
